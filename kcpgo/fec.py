@@ -1,0 +1,407 @@
+"""kcp-go's FEC framing: encoder, 5.6.1 decoder and autotune (PROTOCOL.md §2.2(c), 2.4, 2.6.1, 2.7).
+
+Sans-IO: packets in, packets out, the caller passes the ms clock. Packets here start at the FEC
+header (seqid); the crypto header (nonce + CRC) is the caller's business.
+
+Data packet:   seqid u32 LE | F1 00 | size u16 LE (= 2 + len(kcp)) | kcp datagram
+Parity packet: seqid u32 LE | F2 00 | RS parity of the group's [size | kcp] shards, zero-padded
+               to the longest data packet of the group (so a parity packet is exactly that long).
+"""
+from __future__ import annotations
+
+import struct
+from typing import Dict, List, Optional, Tuple
+
+from .reedsolomon import ReedSolomon, shared_codec
+from .snmp import DEFAULT_SNMP, Snmp
+
+__all__ = [
+    "FEC_HEADER_SIZE", "FEC_HEADER_SIZE_PLUS2", "TYPE_DATA", "TYPE_PARITY",
+    "FEC_EXPIRE", "RX_FEC_MULTI", "AUTOTUNE_SAMPLES", "FECEncoder", "FECDecoder", "parse_header",
+]
+
+# §2.1 constants
+FEC_HEADER_SIZE = 6          # seqid u32 + type u16
+FEC_HEADER_SIZE_PLUS2 = 8    # plus the u16 size field of data shards
+TYPE_DATA = 0xF1
+TYPE_PARITY = 0xF2
+FEC_EXPIRE = 60000           # ms, [5.6.1] decoder entry lifetime
+RX_FEC_MULTI = 3             # [5.6.1] decoder keeps at most 3 * (k + m) packets
+# §2.7: autotune sample buffer size, indexed by seqid % 258 in 5.6.1
+AUTOTUNE_SAMPLES = 258
+# §2.7 [5.6.1]: each autotuned period must be below this
+_MAX_PERIOD = 256
+
+_U32 = 0xFFFFFFFF
+_HALF = 0x80000000
+_DATA_HDR = struct.Struct("<IHH")   # seqid, type, size
+_FEC_HDR = struct.Struct("<IH")     # seqid, type
+_unpack_fec_hdr = _FEC_HDR.unpack_from
+
+
+def parse_header(packet: bytes) -> Tuple[int, int, Optional[int]]:
+    """(seqid, type, size) of a FEC packet; size is None for anything but a data packet.
+    The packet must hold at least 6 bytes (8 for a data packet)."""
+    seqid, flag = _FEC_HDR.unpack_from(packet)
+    size = None
+    if flag == TYPE_DATA:
+        size = packet[6] | packet[7] << 8
+    return seqid, flag, size
+
+
+def _paws(n: int) -> int:
+    """Seqid wrap point: the largest multiple of n not above 0xFFFFFFFF (§2.4)."""
+    return (_U32 // n) * n
+
+
+class FECEncoder:
+    """Adds FEC headers to outgoing KCP datagrams and emits parity after every k of them (§2.4)."""
+
+    __slots__ = ("data_shards", "parity_shards", "shard_size", "paws", "next_seqid",
+                 "_codec", "_group", "_maxlen")
+
+    def __init__(self, data_shards: int, parity_shards: int) -> None:
+        # ValueError for k < 1, m < 1 or k + m > 256, where kcp-go 5.6.1 gets no encoder at all
+        self._codec = shared_codec(data_shards, parity_shards)
+        self.data_shards = data_shards
+        self.parity_shards = parity_shards
+        self.shard_size = data_shards + parity_shards
+        self.paws = _paws(self.shard_size)
+        #: seqid of the next packet; starts at 0 for every session (settable, e.g. for tests)
+        self.next_seqid = 0
+        self._group: List[bytes] = []   # data packets of the group being filled
+        self._maxlen = 0                # longest data packet of that group
+
+    def encode(self, kcp_payload: bytes) -> List[bytes]:
+        """Frame one KCP datagram: [data_packet] or, when it completes a group,
+        [data_packet, parity_1, ..., parity_m]."""
+        seqid = self.next_seqid
+        # [5.6.1] data seqids advance without the modulo (wraps happen on parity positions)
+        self.next_seqid = (seqid + 1) & _U32
+        # size is u16 on the wire; kcp-go truncates, which only matters for absurd payloads
+        packet = _DATA_HDR.pack(seqid, TYPE_DATA, (len(kcp_payload) + 2) & 0xFFFF) + kcp_payload
+        group = self._group
+        group.append(packet)
+        if len(packet) > self._maxlen:
+            self._maxlen = len(packet)
+        if len(group) < self.data_shards:
+            return [packet]
+
+        # The RS shards are the packets from the size field on; zero padding to the longest is
+        # implicit in the little-endian int representation (see reedsolomon.py).
+        parity = self._codec.encode_ints([p[FEC_HEADER_SIZE:] for p in group])
+        plen = self._maxlen - FEC_HEADER_SIZE
+        out = [packet]
+        seqid = self.next_seqid
+        paws = self.paws
+        pack = _FEC_HDR.pack
+        for value in parity:
+            out.append(pack(seqid, TYPE_PARITY) + value.to_bytes(plen, "little"))
+            seqid = (seqid + 1) % paws
+        self.next_seqid = seqid
+        group.clear()
+        self._maxlen = 0
+        return out
+
+
+class _Group:
+    """Packets received for one FEC group (seqids base .. base+n-1)."""
+
+    __slots__ = ("base", "slots", "stamps", "present", "ndata", "lo")
+
+    def __init__(self, base: int, n: int) -> None:
+        self.base = base
+        self.slots: List[Optional[bytes]] = [None] * n   # packet by position (seqid % n)
+        self.stamps: List[int] = [0] * n                  # arrival ms by position
+        self.present = 0                                  # packets held
+        self.ndata = 0                                    # of which flagged F1
+        self.lo = n                                       # lowest occupied position
+
+
+def _is_data(packet: bytes) -> bool:
+    return packet[4] == TYPE_DATA and packet[5] == 0
+
+
+class FECDecoder:
+    """kcp-go 5.6.1's FEC receiver (§2.6.1) with autotune (§2.7).
+
+    Entries are bucketed per group instead of 5.6.1's sorted slice, but the observable behaviour
+    is the same: dedup by seqid, recovery as soon as a group holds >= k packets of which fewer
+    than k are data, the group is then dropped, at most 3*(k+m) entries (the lowest seqid is
+    evicted first), entries older than 60 s at the low end expire.
+
+    Deliberate differences from 5.6.1:
+
+    * No recovery while the shape is known to be wrong (as kcp-go latest, §2.6.2): a packet whose
+      type contradicts its position under the current (k, m) starts "tuning"; until the samples
+      yield a valid (k, m) pair (retried on every packet meanwhile), groups are still handled
+      and dropped as in 5.6.1 but nothing is returned. 5.6.1 returns what it rebuilds with the
+      wrong shape, and that is not harmless: every parity row of this code sums to 1, so the
+      parity of KCP datagrams with equal conv/cmd/frg/wnd/una/len fields carries those same
+      fields and passes KCP's checks with a mixed-up sn and garbage data. A lazy (1, 1) decoder
+      facing a 10/3 peer then feeds parity to KCP as data and corrupts the stream. With a
+      correctly configured decoder no mismatch ever occurs, so nothing changes there.
+    * Only reachable with bogus input: seqids >= paws form their own group (5.6.1's wrapped
+      range comparison would mix them with seqids 0..n-2), and autotuned periods summing to more
+      than 256 disable recovery instead of panicking (5.6.1 indexes past its shard cache).
+    """
+
+    __slots__ = ("data_shards", "parity_shards", "snmp", "_n", "_rxlimit", "_codec",
+                 "_groups", "_order", "_count", "_floor", "_pbits", "_pseqs", "_tuning")
+
+    def __init__(self, data_shards: int, parity_shards: int, snmp: Optional[Snmp] = None) -> None:
+        codec = shared_codec(data_shards, parity_shards)  # ValueError on a bad configuration
+        self.snmp = DEFAULT_SNMP if snmp is None else snmp
+        self._groups: Dict[int, _Group] = {}   # base seqid -> group
+        self._order: List[int] = []            # group bases, ascending (diff-wise)
+        self._count = 0                        # packets held in all groups
+        # Arrival ms of the oldest held packet, or older: while now - floor <= FEC_EXPIRE nothing
+        # can expire. It may go stale (older) when packets leave; _expire then refreshes it.
+        self._floor = 0
+        self._pbits = [False] * AUTOTUNE_SAMPLES
+        self._pseqs = [0] * AUTOTUNE_SAMPLES
+        # True from a type/position mismatch until the samples confirm a (k, m): recovery is
+        # withheld meanwhile (see the class docstring)
+        self._tuning = False
+        self._set_shape(data_shards, parity_shards, codec)
+
+    # ------------------------------------------------------------------ hot path
+    def decode(self, packet: bytes, now: int) -> List[bytes]:
+        """Feed one received FEC packet (data or parity, starting at its seqid); return the KCP
+        payloads of the data packets this recovers (trimmed to the size field).
+
+        ``now`` is the caller's ms clock (int; may wrap at 2^32, ages are compared diff-wise).
+        The received data packet itself is NOT returned: the caller feeds it to KCP directly.
+        """
+        if type(packet) is not bytes:
+            packet = bytes(packet)  # we keep a reference, so it must not change under us
+        if len(packet) < FEC_HEADER_SIZE:
+            return []
+        seqid, flag = _unpack_fec_hdr(packet)
+        is_data = flag == TYPE_DATA
+        if flag == TYPE_PARITY:
+            self.snmp.FECParityShards += 1
+
+        # autotune (§2.7): sample every packet, retune on a type/position mismatch
+        slot = seqid % AUTOTUNE_SAMPLES
+        self._pbits[slot] = is_data
+        self._pseqs[slot] = seqid
+        n = self._n
+        pos = seqid % n
+        if (pos < self.data_shards) is not is_data or self._tuning:
+            if self._retune():
+                return []
+            n = self._n
+            pos = seqid % n
+
+        base = seqid - pos
+        group = self._groups.get(base)
+        if group is None:
+            group = self._new_group(base)
+        elif group.slots[pos] is not None:
+            return []  # duplicate seqid
+        group.slots[pos] = packet
+        group.stamps[pos] = now
+        group.present += 1
+        if is_data:
+            group.ndata += 1
+        if pos < group.lo:
+            group.lo = pos
+        self._count += 1
+
+        recovered: List[bytes] = []
+        k = self.data_shards
+        if group.ndata == k:
+            self._drop_group(group)              # nothing lost
+        elif group.present >= k:
+            if not self._tuning:
+                recovered = self._recover(group)
+            self._drop_group(group)              # whether or not recovery worked
+
+        if self._count > self._rxlimit:
+            self._evict_lowest(True)
+        # cheap test against the oldest arrival; the exact walk only runs when it may expire
+        if ((now - self._floor) & _U32) > FEC_EXPIRE:
+            self._expire(now)
+        return recovered
+
+    # ------------------------------------------------------------------ group bookkeeping
+    def _new_group(self, base: int) -> _Group:
+        group = _Group(base, self._n)
+        self._groups[base] = group
+        order = self._order
+        if not order or 0 < ((base - order[-1]) & _U32) < _HALF:
+            order.append(base)  # the usual case: a newer group
+        else:
+            # 5.6.1 inserts scanning from the newest end, diff-wise
+            i = len(order) - 1
+            while i >= 0 and not (0 < ((base - order[i]) & _U32) < _HALF):
+                i -= 1
+            order.insert(i + 1, base)
+        return group
+
+    def _drop_group(self, group: _Group) -> None:
+        del self._groups[group.base]
+        self._order.remove(group.base)
+        self._count -= group.present
+
+    def _evict_lowest(self, count_short: bool) -> None:
+        """Remove the held packet with the lowest seqid (5.6.1 ``rx[0]``)."""
+        base = self._order[0]
+        group = self._groups[base]
+        pos = group.lo
+        slots = group.slots
+        packet = slots[pos]
+        slots[pos] = None
+        group.present -= 1
+        self._count -= 1
+        if _is_data(packet):
+            group.ndata -= 1
+            if count_short:
+                self.snmp.FECShortShards += 1
+        if group.present == 0:
+            del self._groups[base]
+            self._order.pop(0)
+        else:
+            pos += 1
+            while slots[pos] is None:
+                pos += 1
+            group.lo = pos
+
+    def _expire(self, now: int) -> None:
+        """Drop leading (lowest-seqid) packets that arrived more than FEC_EXPIRE ms ago, then
+        recompute the floor (the oldest arrival still held)."""
+        groups = self._groups
+        order = self._order
+        while order:
+            group = groups[order[0]]
+            age = (now - group.stamps[group.lo]) & _U32
+            if FEC_EXPIRE < age < _HALF:
+                self._evict_lowest(False)
+            else:
+                break
+        oldest_age = None
+        floor = now
+        # O(held packets); runs at most once per FEC_EXPIRE ms unless a packet older than that
+        # sits behind a newer lower seqid (only with very late or bogus seqids)
+        for group in groups.values():
+            for packet, stamp in zip(group.slots, group.stamps):
+                if packet is not None:
+                    age = (now - stamp) & _U32
+                    if age >= _HALF:
+                        age -= 1 << 32  # arrived "after" now: the clock went backwards
+                    if oldest_age is None or age > oldest_age:
+                        oldest_age = age
+                        floor = stamp
+        self._floor = floor
+
+    # ------------------------------------------------------------------ recovery
+    def _recover(self, group: _Group) -> List[bytes]:
+        codec = self._codec
+        if codec is None:
+            return []
+        shards: List[Optional[bytes]] = []
+        maxlen = 0
+        for packet in group.slots:
+            if packet is None:
+                shards.append(None)
+            else:
+                # an empty shard is zero padding once padded to maxlen: keep it "present"
+                shard = packet[FEC_HEADER_SIZE:] or b"\x00"
+                shards.append(shard)
+                if len(packet) - FEC_HEADER_SIZE > maxlen:
+                    maxlen = len(packet) - FEC_HEADER_SIZE
+        if maxlen == 0:
+            return []  # klauspost rejects zero-length shards
+        try:
+            rebuilt = codec.reconstruct_ints(shards)
+        except ValueError:
+            return []
+        out: List[bytes] = []
+        for _, value in rebuilt:
+            # §2.6.3: r[0:2] is the size field; valid if 2 <= size <= len(r)
+            size = value & 0xFFFF
+            if maxlen >= 2 and 2 <= size <= maxlen:
+                out.append(value.to_bytes(maxlen, "little")[2:size])
+            else:
+                self.snmp.FECErrs += 1
+        return out
+
+    # ------------------------------------------------------------------ autotune (§2.7)
+    def _set_shape(self, k: int, m: int, codec: Optional[ReedSolomon]) -> None:
+        self.data_shards = k
+        self.parity_shards = m
+        self._n = k + m
+        self._rxlimit = RX_FEC_MULTI * (k + m)
+        self._codec = codec
+
+    def _find_period(self, bit: bool) -> int:
+        """5.6.1 FindPeriod over the seqid % 258 indexed samples; <= 0 or -1 = not found."""
+        bits = self._pbits
+        seqs = self._pseqs
+        left = 0
+        last_bit = bits[0]
+        last_seq = seqs[0]
+        for idx in range(1, AUTOTUNE_SAMPLES):
+            b = bits[idx]
+            s = seqs[idx]
+            # an edge only counts when the two samples are consecutive seqids
+            if last_bit is not bit and b is bit and ((last_seq + 1) & _U32) == s:
+                left = idx
+                break
+            last_bit = b
+            last_seq = s
+        # if no left edge was found, 5.6.1 scans for the right edge from index 0
+        last_bit = bits[left]
+        last_seq = seqs[left]
+        for idx in range(left + 1, AUTOTUNE_SAMPLES):
+            b = bits[idx]
+            s = seqs[idx]
+            if ((last_seq + 1) & _U32) != s:
+                return -1
+            if last_bit is bit and b is not bit:
+                return idx - left
+            last_bit = b
+            last_seq = s
+        return -left  # no right edge: 5.6.1 returns 0 - leftEdge
+
+    def _retune(self) -> bool:
+        """Adopt the periods seen in the samples if valid and new. True = stop decoding this
+        packet (5.6.1 returns nothing when it cannot build the new codec)."""
+        ds = self._find_period(True)
+        ps = self._find_period(False)
+        if not (0 < ds < _MAX_PERIOD and 0 < ps < _MAX_PERIOD):
+            self._tuning = True
+            return False
+        self._tuning = False
+        if ds == self.data_shards and ps == self.parity_shards:
+            return False
+        try:
+            codec: Optional[ReedSolomon] = shared_codec(ds, ps)
+        except ValueError:
+            # k + m > 256: 5.6.1 keeps the new shape with the old codec and would index out of
+            # range (panic) on the next packet; we keep the shape and never recover instead.
+            codec = None
+        # held packets stay; re-bucket them under the new group size
+        held = []
+        for base in self._order:
+            group = self._groups[base]
+            for pos, packet in enumerate(group.slots):
+                if packet is not None:
+                    held.append((base + pos, packet, group.stamps[pos]))
+        self._set_shape(ds, ps, codec)
+        self._groups = {}
+        self._order = []
+        n = self._n
+        for seqid, packet, stamp in held:
+            pos = seqid % n
+            base = seqid - pos
+            group = self._groups.get(base) or self._new_group(base)
+            group.slots[pos] = packet
+            group.stamps[pos] = stamp
+            group.present += 1
+            if _is_data(packet):
+                group.ndata += 1
+            if pos < group.lo:
+                group.lo = pos
+        return codec is None

@@ -1,0 +1,152 @@
+"""The datagram pipeline between KCP and the wire (PROTOCOL.md §2.2, §2.3, §2.6.3, §4.1, §9).
+
+Send:    KCP datagram -> FEC framing (+ parity) -> nonce + CRC32 + encrypt -> wire datagrams.
+Receive: wire datagram -> decrypt + CRC check -> FEC demux/recovery -> KCP ``input``.
+
+Pure code: bytes and an explicit millisecond clock in, bytes and KCP input out. Every malformed
+datagram is counted in the SNMP counters (kcp-go's names) and dropped; nothing here raises on
+wire input.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Optional
+
+from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder
+from .snmp import DEFAULT_SNMP, Snmp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .crypt import BlockCrypt
+    from .kcp import KCP
+
+__all__ = ["PacketCodec", "MTU_LIMIT", "MIN_PAYLOAD"]
+
+#: §2.1: kcp-go's receive buffers are 1500 bytes; never send a larger datagram.
+MTU_LIMIT = 1500
+#: §4.1 [5.6.1]: after the crypto header, a datagram must hold at least one KCP header.
+MIN_PAYLOAD = 24
+#: §2.2: the u16 at offset 4 of a decrypted payload that marks FEC data / parity.
+_FEC_DATA_FLAG = TYPE_DATA
+_FEC_PARITY_FLAG = TYPE_PARITY
+
+
+class PacketCodec:
+    """Encodes KCP output for the wire and feeds wire input to a KCP object.
+
+    ``crypt`` is a :class:`kcpgo.crypt.BlockCrypt` or ``None`` (no crypto header at all, which
+    differs from the ``"none"`` cipher). FEC framing is sent only when both shard counts are > 0
+    (and their sum <= 256, §3); a peer's FEC framing is always decoded, with a decoder created
+    on first use that autotunes to the peer's shard counts (§2.7).
+    """
+
+    def __init__(self, crypt: Optional["BlockCrypt"] = None, data_shards: int = 0,
+                 parity_shards: int = 0, snmp: Optional[Snmp] = None) -> None:
+        if data_shards < 0 or parity_shards < 0:
+            raise ValueError("shard counts must be >= 0")
+        self.crypt = crypt
+        self.snmp = snmp if snmp is not None else DEFAULT_SNMP
+        fec = data_shards > 0 and parity_shards > 0
+        if fec and data_shards + parity_shards > 256:
+            raise ValueError("data_shards + parity_shards must be <= 256 (§3)")
+        self.data_shards = data_shards if fec else 0
+        self.parity_shards = parity_shards if fec else 0
+        self.fec_encoder: Optional[FECEncoder] = FECEncoder(data_shards, parity_shards) if fec else None
+        self.fec_decoder: Optional[FECDecoder] = (
+            FECDecoder(data_shards, parity_shards, self.snmp) if fec else None)
+        #: Bytes in front of the KCP data in every data datagram (crypto header + FEC header).
+        self.header_size = (crypt.header_size if crypt is not None else 0) + \
+            (FEC_HEADER_SIZE_PLUS2 if fec else 0)
+        #: Total bytes the pipeline adds to a KCP datagram (an AEAD tag included).
+        self.overhead = (crypt.overhead if crypt is not None else 0) + \
+            (FEC_HEADER_SIZE_PLUS2 if fec else 0)
+
+    def kcp_mtu(self, mtu: int) -> int:
+        """The KCP-level MTU that keeps wire datagrams within the session ``mtu`` (§1.4)."""
+        return mtu - self.overhead
+
+    # ------------------------------------------------------------------ send
+
+    def encode(self, kcp_datagram: bytes) -> List[bytes]:
+        """Wire datagrams for one KCP datagram: the data datagram, then any parity ones."""
+        enc = self.fec_encoder
+        packets = enc.encode(kcp_datagram) if enc is not None else [kcp_datagram]
+        crypt = self.crypt
+        if crypt is None:
+            return packets
+        seal = crypt.seal
+        return [seal(p) for p in packets]
+
+    def encode_many(self, kcp_datagrams: List[bytes]) -> List[bytes]:
+        """:meth:`encode` for a whole flush."""
+        enc = self.fec_encoder
+        crypt = self.crypt
+        if enc is None:
+            if crypt is None:
+                return kcp_datagrams
+            seal = crypt.seal
+            return [seal(d) for d in kcp_datagrams]
+        packets: List[bytes] = []
+        fec_encode = enc.encode
+        for d in kcp_datagrams:
+            packets.extend(fec_encode(d))
+        if crypt is None:
+            return packets
+        seal = crypt.seal
+        return [seal(p) for p in packets]
+
+    # ------------------------------------------------------------------ receive
+
+    def open(self, wire: bytes) -> Optional[bytes]:
+        """Strip the crypto layer: the plaintext after the crypto header, or ``None`` (dropped).
+
+        Too short: dropped silently (kcp-go does not count it). Bad CRC / failed AEAD:
+        ``InCsumErrors``. A plaintext shorter than one KCP header is dropped silently (§4.1).
+        """
+        crypt = self.crypt
+        if crypt is not None:
+            if len(wire) < crypt.overhead:
+                return None
+            payload = crypt.open(wire)
+            if payload is None:
+                self.snmp.InCsumErrors += 1
+                return None
+        else:
+            payload = wire
+        if len(payload) < MIN_PAYLOAD:
+            return None
+        return payload
+
+    def feed(self, payload: bytes, kcp: "KCP", now: int) -> None:
+        """Give one opened payload (see :meth:`open`) to ``kcp``, through FEC if it is framed.
+
+        FEC data shards go to KCP as regular input after the decoder saw them (5.6.1 order);
+        recovered shards follow as non-regular input (§2.6.3).
+        """
+        snmp = self.snmp
+        snmp.InPkts += 1
+        snmp.InBytes += len(payload)
+        flag = payload[4] | (payload[5] << 8)
+        if flag != _FEC_DATA_FLAG and flag != _FEC_PARITY_FLAG:
+            if kcp.input(payload, now, True):
+                snmp.KCPInErrors += 1
+            return
+        dec = self.fec_decoder
+        if dec is None:
+            # §2.7: a session without FEC still decodes a peer that uses it.
+            dec = self.fec_decoder = FECDecoder(1, 1, snmp)
+        recovered = dec.decode(payload, now)
+        if flag == _FEC_DATA_FLAG:
+            if kcp.input(payload[FEC_HEADER_SIZE_PLUS2:], now, True):
+                snmp.KCPInErrors += 1
+        for r in recovered:
+            if kcp.input(r, now, False):
+                snmp.KCPInErrors += 1
+            else:
+                snmp.FECRecovered += 1
+
+    def receive(self, wire: bytes, kcp: "KCP", now: int) -> bool:
+        """:meth:`open` then :meth:`feed`. Returns whether the datagram reached KCP."""
+        payload = self.open(wire)
+        if payload is None:
+            return False
+        self.feed(payload, kcp, now)
+        return True

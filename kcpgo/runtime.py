@@ -1,0 +1,305 @@
+"""The gevent runtime: the only place kcpgo does I/O or reads the clock.
+
+A fixed set of greenlets drives every session of a hub (thread):
+
+* one **scheduler** greenlet per hub (:class:`Runtime`) keeps a heap of session deadlines and
+  runs each session's timer work when it falls due; a session with nothing in flight, nothing
+  to acknowledge and no probe pending has no deadline and costs nothing;
+* one **reader** greenlet per UDP socket (:class:`UDPEndpoint`) drains the socket until it
+  would block, hands every datagram to its session (a listener's socket serves all of its
+  sessions), then lets each touched session flush once for the whole batch (ACKs included).
+
+Sessions implement the small :class:`Driven` protocol; their blocking facade lives in
+``session.py``, the demultiplexing in ``listener.py``.
+"""
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import socket as _stdlib_socket
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import gevent
+from gevent.event import Event
+from gevent.monkey import get_original
+
+log = logging.getLogger("kcpgo.runtime")
+
+# The real (unpatched) socket class: the reader does its own readiness waiting with a gevent io
+# watcher, and must not go through gevent's cooperative socket wrapper for every datagram.
+_RealSocket = get_original("socket", "socket")
+_real_get_ident = get_original("threading", "get_ident")
+
+#: §2.1 mtuLimit: kcp-go never sends more; one byte more lets us see an oversized datagram.
+RECV_SIZE = 1501
+#: Datagrams read per batch before the reader yields to other greenlets.
+MAX_BATCH = 256
+#: Default socket buffers (kcptun's sockbuf): loopback bursts overflow the kernel default.
+DEFAULT_SOCKBUF = 4 * 1024 * 1024
+
+_monotonic = time.monotonic
+
+
+def now_ms() -> int:
+    """The millisecond clock every session of this process uses (monotonic)."""
+    return int(_monotonic() * 1000)
+
+
+class Driven:
+    """What the runtime needs from a session (implemented by ``session.KCPSocket``)."""
+
+    _timer_at: Optional[int] = None
+
+    def _on_timer(self, now: int) -> None:  # pragma: no cover - protocol
+        """Timer work (retransmissions, periodic flush); reschedule afterwards."""
+        raise NotImplementedError
+
+    def _on_datagram(self, data: bytes, now: int) -> None:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def _after_batch(self, now: int) -> None:  # pragma: no cover - protocol
+        """Called once per reader batch that fed this session."""
+        raise NotImplementedError
+
+
+class Runtime:
+    """Per-hub scheduler: one greenlet and one heap of (deadline_ms, seq, session)."""
+
+    _local = threading.local()
+
+    @classmethod
+    def current(cls) -> "Runtime":
+        """The runtime of the calling thread's gevent hub (created on first use)."""
+        rt = getattr(cls._local, "runtime", None)
+        if rt is None:
+            rt = cls._local.runtime = cls()
+        return rt
+
+    def __init__(self) -> None:
+        self.hub = gevent.get_hub()
+        self.thread_ident = _real_get_ident()
+        self._heap: List[Tuple[int, int, Driven]] = []
+        self._seq = itertools.count()
+        self._wake = Event()
+        self._sleep_until: Optional[int] = None
+        self._greenlet: Optional[gevent.Greenlet] = None
+
+    def check_thread(self) -> None:
+        """Raise if called from a thread other than the one this runtime's hub belongs to."""
+        if _real_get_ident() != self.thread_ident:
+            raise RuntimeError(
+                "this kcpgo object belongs to another thread's gevent hub; use it only from "
+                "the thread that created it (or run your threads as greenlets with "
+                "gevent.monkey.patch_all())")
+
+    def schedule(self, session: Driven, deadline: Optional[int]) -> None:
+        """Make sure ``session._on_timer`` runs at ``deadline`` (ms); ``None`` cancels.
+
+        Only an earlier deadline pushes a heap entry; entries that no longer match the session's
+        ``_timer_at`` are skipped when they surface, so rescheduling is O(log n) at most.
+        """
+        if deadline is None:
+            session._timer_at = None
+            return
+        cur = session._timer_at
+        if cur is not None and cur <= deadline:
+            return
+        session._timer_at = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), session))
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+            self._greenlet.name = "kcpgo-scheduler"
+        elif self._sleep_until is None or deadline < self._sleep_until:
+            self._wake.set()
+
+    def _run(self) -> None:
+        heap = self._heap
+        wake = self._wake
+        while True:
+            if not heap:
+                self._sleep_until = None
+                wake.clear()
+                wake.wait()
+                continue
+            now = now_ms()
+            due = heap[0][0]
+            if due > now:
+                self._sleep_until = due
+                wake.clear()
+                wake.wait((due - now) / 1000.0)
+                self._sleep_until = None
+                continue
+            while heap and heap[0][0] <= now:
+                deadline, _, session = heapq.heappop(heap)
+                if session._timer_at != deadline:
+                    continue            # superseded by an earlier deadline, or cancelled
+                session._timer_at = None
+                try:
+                    session._on_timer(now)
+                except Exception:       # a bug in one session must not stop the others
+                    log.exception("kcpgo: session timer failed")
+
+    @property
+    def pending_timers(self) -> int:
+        """Heap entries (live and stale), for tests and diagnostics."""
+        return len(self._heap)
+
+
+class UDPEndpoint:
+    """A UDP socket with its reader greenlet.
+
+    ``on_batch(batch, now)`` receives a list of ``(data, address)`` read in one go; it is the
+    session (client) or the listener (server) that decides where each datagram goes.
+    """
+
+    def __init__(self, sock: _stdlib_socket.socket,
+                 on_batch: Optional[Callable[[list, int], None]] = None,
+                 owned: bool = True, snmp: Any = None) -> None:
+        self.runtime = Runtime.current()
+        self.sock = sock
+        self.owned = owned
+        self.snmp = snmp
+        self.family = sock.family
+        sock.setblocking(False)
+        self._sendto = sock.sendto
+        #: Where batches go; may be set right after construction (the reader starts later).
+        self.on_batch = on_batch
+        self.closed = False
+        self.send_drops = 0
+        #: The first socket error the reader hit; sessions report it to their callers.
+        self.error: Optional[OSError] = None
+        self._watcher = self.runtime.hub.loop.io(sock.fileno(), 1)
+        self._reader = gevent.spawn(self._read_loop)
+        self._reader.name = "kcpgo-reader"
+
+    @staticmethod
+    def open(address: Tuple[Any, ...], family: int = _stdlib_socket.AF_INET,
+             sockbuf: int = DEFAULT_SOCKBUF) -> _stdlib_socket.socket:
+        """A new non-blocking UDP socket bound to ``address`` with large buffers."""
+        sock = _RealSocket(family, _stdlib_socket.SOCK_DGRAM)
+        try:
+            for opt in (_stdlib_socket.SO_RCVBUF, _stdlib_socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(_stdlib_socket.SOL_SOCKET, opt, sockbuf)
+                except OSError:  # pragma: no cover - platform limits
+                    pass
+            sock.bind(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def sendto(self, data: bytes, address: Any) -> bool:
+        """Send one datagram now; a full socket buffer drops it (KCP retransmits)."""
+        try:
+            self._sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            self.send_drops += 1
+            return False
+        except OSError as e:
+            if self.closed:
+                return False
+            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return False        # ICMP feedback: the peer may come back, KCP retries
+            raise
+        snmp = self.snmp
+        if snmp is not None:
+            snmp.OutPkts += 1
+            snmp.OutBytes += len(data)
+        return True
+
+    def send_many(self, datagrams: List[bytes], address: Any) -> None:
+        """Send a flush's datagrams in order."""
+        sendto = self._sendto
+        sent = 0
+        nbytes = 0
+        try:
+            for d in datagrams:
+                try:
+                    sendto(d, address)
+                    sent += 1
+                    nbytes += len(d)
+                except (BlockingIOError, InterruptedError):
+                    self.send_drops += 1
+        except OSError as e:
+            if not self.closed and e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                                   errno.ENETUNREACH):
+                raise
+        snmp = self.snmp
+        if snmp is not None:
+            snmp.OutPkts += sent
+            snmp.OutBytes += nbytes
+
+    def _read_loop(self) -> None:
+        sock = self.sock
+        recvfrom = sock.recvfrom
+        hub = self.runtime.hub
+        watcher = self._watcher
+        while not self.closed:
+            batch = []
+            append = batch.append
+            try:
+                for _ in range(MAX_BATCH):
+                    append(recvfrom(RECV_SIZE))
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as e:
+                if self.closed:
+                    return
+                if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    continue        # ICMP errors reported on the socket: not fatal for UDP
+                self.error = e
+                log.debug("kcpgo: reader stopped: %s", e)
+                try:
+                    self.on_batch(batch, now_ms())
+                finally:
+                    self.on_batch([], -1)   # -1: tell the owner the socket failed
+                return
+            if batch:
+                try:
+                    self.on_batch(batch, now_ms())
+                except Exception:
+                    log.exception("kcpgo: datagram handling failed")
+                if len(batch) == MAX_BATCH:
+                    gevent.sleep(0)          # let others run; more is likely waiting
+                    continue
+            try:
+                hub.wait(watcher)
+            except _Closed:
+                return
+
+    def close(self) -> None:
+        """Stop the reader and (if owned) close the socket. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        hub = self.runtime.hub
+        reader = self._reader
+        if reader is not None and not reader.dead and gevent.getcurrent() is not reader:
+            hub.cancel_wait(self._watcher, _Closed(), True)
+        else:
+            self._watcher.close()
+        if self.owned:
+            self.sock.close()
+
+
+class _Closed(Exception):
+    """Raised into the reader greenlet to stop it."""
+
+
+def spawn_count() -> Dict[str, int]:
+    """Live kcpgo greenlets by name (diagnostics: the count must not grow with sessions)."""
+    import gc
+
+    from greenlet import greenlet as _g
+    counts: Dict[str, int] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, _g) and not obj.dead:
+            name = getattr(obj, "name", "")
+            if isinstance(name, str) and name.startswith("kcpgo-"):
+                counts[name] = counts.get(name, 0) + 1
+    return counts
