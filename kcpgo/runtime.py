@@ -38,6 +38,8 @@ _real_get_ident = get_original("threading", "get_ident")
 RECV_SIZE = 1501
 #: Datagrams read per batch before the reader yields to other greenlets.
 MAX_BATCH = 256
+#: Target processing time of one batch, seconds (see UDPEndpoint._read_loop).
+BATCH_BUDGET = 0.005
 #: Default socket buffers (kcptun's sockbuf): loopback bursts overflow the kernel default.
 DEFAULT_SOCKBUF = 4 * 1024 * 1024
 
@@ -239,11 +241,15 @@ class UDPEndpoint:
         recvfrom = sock.recvfrom
         hub = self.runtime.hub
         watcher = self._watcher
+        # Batch size adapts so that one batch costs about BATCH_BUDGET of processing: ACKs
+        # are flushed once per batch, so a slow cipher must not make them wait for 256
+        # decryptions.
+        limit = MAX_BATCH
         while not self.closed:
             batch = []
             append = batch.append
             try:
-                for _ in range(MAX_BATCH):
+                for _ in range(limit):
                     append(recvfrom(RECV_SIZE))
             except (BlockingIOError, InterruptedError):
                 pass
@@ -257,14 +263,21 @@ class UDPEndpoint:
                 try:
                     self.on_batch(batch, now_ms())
                 finally:
-                    self.on_batch([], -1)   # -1: tell the owner the socket failed
+                    self.on_batch([], -1)    # -1: tell the owner the socket failed
                 return
+            full = len(batch) == limit
             if batch:
+                t0 = _monotonic()
                 try:
-                    self.on_batch(batch, now_ms())
+                    self.on_batch(batch, int(t0 * 1000))
                 except Exception:
                     log.exception("kcpgo: datagram handling failed")
-                if len(batch) == MAX_BATCH:
+                cost = _monotonic() - t0
+                if cost > BATCH_BUDGET and limit > 1:
+                    limit //= 2
+                elif cost < BATCH_BUDGET / 4 and limit < MAX_BATCH and full:
+                    limit *= 2
+                if full:
                     gevent.sleep(0)          # let others run; more is likely waiting
                     continue
             try:
