@@ -17,7 +17,6 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-exec(open("/tmp/fecstub.py").read())
 from kcpgo.connection import Connection  # noqa: E402
 from kcpgo.snmp import Snmp  # noqa: E402
 
@@ -52,7 +51,7 @@ def run_once(total: int, crypt_name: str | None, ds: int, ps: int) -> float:
         for d in out:
             b.receive_datagram(d, now)
         while True:
-            data = b.recv_stream(1 << 20)
+            data = b.recv_stream(65536)
             if not data:
                 break
             received += len(data)
