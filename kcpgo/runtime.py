@@ -19,6 +19,7 @@ import heapq
 import itertools
 import logging
 import socket as _stdlib_socket
+import sys as _sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -33,6 +34,9 @@ log = logging.getLogger("kcpgo.runtime")
 # watcher, and must not go through gevent's cooperative socket wrapper for every datagram.
 _RealSocket = get_original("socket", "socket")
 _real_get_ident = get_original("threading", "get_ident")
+# One runtime per OS thread, even when gevent.monkey.patch_all() ran before this import (a
+# patched threading.local would be per greenlet, giving every greenlet its own scheduler).
+_RealThreadLocal = get_original("threading", "local")
 
 #: §2.1 mtuLimit: kcp-go never sends more; one byte more lets us see an oversized datagram.
 RECV_SIZE = 1501
@@ -44,6 +48,24 @@ BATCH_BUDGET = 0.005
 DEFAULT_SOCKBUF = 4 * 1024 * 1024
 
 _monotonic = time.monotonic
+
+# Linux UDP segmentation offload (include/uapi/linux/udp.h). GSO sends many equal-sized
+# datagrams in one sendmsg; GRO hands a socket such a burst in one recvmsg with the segment
+# size in a control message. Neither changes what is on the wire: a peer without GRO (kcp-go)
+# receives ordinary datagrams.
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_UDP_GRO = 104
+#: The kernel's limits for one GSO send: 64 segments and a 64 KiB IP packet.
+_GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65000
+_GRO_BUFSIZE = 65536
+_CMSG_GRO = _stdlib_socket.CMSG_SPACE(4) if hasattr(_stdlib_socket, "CMSG_SPACE") else 0
+_GSO_SIZES = {}
+
+
+def _sys_platform_linux() -> bool:
+    return _sys.platform.startswith("linux")
 
 
 def now_ms() -> int:
@@ -71,7 +93,7 @@ class Driven:
 class Runtime:
     """Per-hub scheduler: one greenlet and one heap of (deadline_ms, seq, session)."""
 
-    _local = threading.local()
+    _local = _RealThreadLocal()
 
     @classmethod
     def current(cls) -> "Runtime":
@@ -97,6 +119,23 @@ class Runtime:
                 "this kcpgo object belongs to another thread's gevent hub; use it only from "
                 "the thread that created it (or run your threads as greenlets with "
                 "gevent.monkey.patch_all())")
+
+    def owner_runs_elsewhere(self) -> bool:
+        """True when called from another OS thread while this runtime's thread is alive.
+
+        Only then must work be handed to :meth:`call_threadsafe`; once the owning thread has
+        ended nothing else can touch its objects, and the caller may clean them up directly.
+        """
+        ident = self.thread_ident
+        return _real_get_ident() != ident and ident in _sys._current_frames()
+
+    def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in this runtime's thread: now when called from it (or when that
+        thread has ended), else on its hub's next loop iteration. Never waits."""
+        if self.owner_runs_elsewhere():
+            self.hub.loop.run_callback_threadsafe(fn, *args)
+        else:
+            fn(*args)
 
     def schedule(self, session: Driven, deadline: Optional[int]) -> None:
         """Make sure ``session._on_timer`` runs at ``deadline`` (ms); ``None`` cancels.
@@ -168,6 +207,16 @@ class UDPEndpoint:
         self.family = sock.family
         sock.setblocking(False)
         self._sendto = sock.sendto
+        self._sendmsg = getattr(sock, "sendmsg", None)
+        #: Use UDP GSO for bursts (switched off for good at the first failure).
+        self.gso = self._sendmsg is not None and bool(_CMSG_GRO) and _sys_platform_linux()
+        self.gro = False
+        if self.gso:
+            try:
+                sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+                self.gro = True
+            except OSError:
+                pass
         #: Where batches go; may be set right after construction (the reader starts later).
         self.on_batch = on_batch
         self.closed = False
@@ -215,18 +264,26 @@ class UDPEndpoint:
         return True
 
     def send_many(self, datagrams: List[bytes], address: Any) -> None:
-        """Send a flush's datagrams in order."""
-        sendto = self._sendto
+        """Send a flush's datagrams in order; runs of equal-sized ones go out as one GSO call.
+
+        A full socket buffer drops what did not fit (KCP retransmits); ICMP-reported errors are
+        ignored as UDP allows.
+        """
+        n = len(datagrams)
         sent = 0
         nbytes = 0
         try:
-            for d in datagrams:
-                try:
-                    sendto(d, address)
-                    sent += 1
-                    nbytes += len(d)
-                except (BlockingIOError, InterruptedError):
-                    self.send_drops += 1
+            if n == 1 or not self.gso:
+                sendto = self._sendto
+                for d in datagrams:
+                    try:
+                        sendto(d, address)
+                        sent += 1
+                        nbytes += len(d)
+                    except (BlockingIOError, InterruptedError):
+                        self.send_drops += 1
+            else:
+                sent, nbytes = self._send_gso(datagrams, address)
         except OSError as e:
             if not self.closed and e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                                    errno.ENETUNREACH):
@@ -236,9 +293,54 @@ class UDPEndpoint:
             snmp.OutPkts += sent
             snmp.OutBytes += nbytes
 
+    def _send_gso(self, datagrams: List[bytes], address: Any) -> Tuple[int, int]:
+        """Group runs of equal-sized datagrams (the last of a run may be shorter, as GSO
+        allows) into UDP_SEGMENT sends."""
+        sendto = self._sendto
+        sendmsg = self._sendmsg
+        n = len(datagrams)
+        sent = nbytes = 0
+        i = 0
+        while i < n:
+            size = len(datagrams[i])
+            j = i + 1
+            total = size
+            limit = min(n, i + _GSO_MAX_SEGMENTS)
+            while j < limit and len(datagrams[j]) == size and total + size <= _GSO_MAX_BYTES:
+                total += size
+                j += 1
+            if j < limit and len(datagrams[j]) < size and total + len(datagrams[j]) <= _GSO_MAX_BYTES:
+                total += len(datagrams[j])
+                j += 1
+            try:
+                if j - i == 1:
+                    sendto(datagrams[i], address)
+                else:
+                    cmsg = _GSO_SIZES.get(size)
+                    if cmsg is None:
+                        cmsg = _GSO_SIZES[size] = [(_SOL_UDP, _UDP_SEGMENT,
+                                                     size.to_bytes(2, _sys.byteorder))]
+                    try:
+                        sendmsg((b"".join(datagrams[i:j]),), cmsg, 0, address)
+                    except OSError as e:
+                        if e.errno not in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
+                                           errno.EOPNOTSUPP):
+                            raise
+                        # No GSO here (old kernel, odd device): plain sends from now on.
+                        self.gso = False
+                        for d in datagrams[i:j]:
+                            sendto(d, address)
+                sent += j - i
+                nbytes += total
+            except (BlockingIOError, InterruptedError):
+                self.send_drops += j - i
+            i = j
+        return sent, nbytes
+
     def _read_loop(self) -> None:
         sock = self.sock
         recvfrom = sock.recvfrom
+        recvmsg = sock.recvmsg
         hub = self.runtime.hub
         watcher = self._watcher
         # Batch size adapts so that one batch costs about BATCH_BUDGET of processing: ACKs
@@ -249,8 +351,19 @@ class UDPEndpoint:
             batch = []
             append = batch.append
             try:
-                for _ in range(limit):
-                    append(recvfrom(RECV_SIZE))
+                if self.gro:
+                    while len(batch) < limit:
+                        data, anc, _, addr = recvmsg(_GRO_BUFSIZE, _CMSG_GRO)
+                        if anc and len(data) > RECV_SIZE:
+                            # A GRO burst: equal segments of the announced size, last shorter.
+                            seg = int.from_bytes(anc[0][2], _sys.byteorder)
+                            for off in range(0, len(data), seg):
+                                append((data[off:off + seg], addr))
+                        else:
+                            append((data, addr))
+                else:
+                    for _ in range(limit):
+                        append(recvfrom(RECV_SIZE))
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as e:
@@ -265,7 +378,7 @@ class UDPEndpoint:
                 finally:
                     self.on_batch([], -1)    # -1: tell the owner the socket failed
                 return
-            full = len(batch) == limit
+            full = len(batch) >= limit
             if batch:
                 t0 = _monotonic()
                 try:

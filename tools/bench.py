@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""kcpgo's benchmark: kcpgo against kcp-go 5.6.1 and TCP, over loopback, in separate processes.
+
+Modes:
+  sink   bulk one way (client writes --size buffers for --duration; MB/s at the receiver)
+  echo   bulk both ways through an echo server (MB/s echoed)
+  ping   --size-byte round trips (p50/p90/p99 µs)
+  conc   --sessions sessions, each sending --size bytes every second and reading the echo,
+         driven by the Go client against the chosen server (server CPU% and peak RSS)
+  lossy  sink through tools/netem.py at --rtt ms and --loss each way
+
+Each end is kcpgo (this script with --role), kcp-go (tools/gobench/gobench.go, built on first
+use in GOPATH mode from Debian's golang-github-xtaci-kcp-dev) or TCP (Go net):
+
+  python tools/bench.py sink                       # kcpgo -> kcpgo
+  python tools/bench.py sink --server go --client go
+  python tools/bench.py sink --compare             # kcpgo<->kcpgo, Go<->Go, TCP, and ratios
+  python tools/bench.py sink --crypt aes --fec 10/3 --compare --runs 3 --json
+
+Settings default to the project's benchmark settings: stream mode, fast3, windows 1024/1024,
+MTU 1400, 64 KiB writes, 4 MiB socket buffers.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+GOBENCH_SRC = os.path.join(HERE, "gobench", "gobench.go")
+
+# --------------------------------------------------------------------------- kcpgo roles
+
+
+def _kcpgo_opts(a: argparse.Namespace) -> dict:
+    ds, ps = (int(x) for x in a.fec.split("/"))
+    opts = dict(data_shards=ds, parity_shards=ps, mode="fast3", stream=True, mtu=a.mtu,
+                window=(a.sndwnd, a.rcvwnd))
+    if a.crypt:
+        opts.update(crypt=a.crypt, key=a.key)
+    return opts
+
+
+def _report(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def kcpgo_server(a: argparse.Namespace) -> None:
+    import gevent
+    import kcpgo
+    host, port = a.addr.rsplit(":", 1)
+    ln = kcpgo.listen((host, int(port)), **_kcpgo_opts(a))
+    print("LISTENING %s:%d" % ln.getsockname()[:2], flush=True)
+    if a.mode == "conc":
+        def echo(s):
+            try:
+                while True:
+                    s.sendall(s.recv(65536))
+            except OSError:
+                s.close()
+        while True:
+            s, _ = ln.accept()
+            gevent.spawn(echo, s)
+    s, _ = ln.accept()
+    s.settimeout(a.idle)
+    total = 0
+    first = last = 0.0
+    sink = a.mode == "sink"
+    recv, sendall = s.recv, s.sendall
+    while True:
+        try:
+            data = recv(1 << 20)
+        except TimeoutError:
+            break
+        now = time.monotonic()
+        if not total:
+            first = now
+        last = now
+        total += len(data)
+        if not sink:
+            sendall(data)
+    _report({"role": "server", "bytes": total, "seconds": last - first,
+             "snmp": kcpgo.DEFAULT_SNMP.snapshot()})
+
+
+def kcpgo_client(a: argparse.Namespace) -> None:
+    import gevent
+    import kcpgo
+    host, port = a.addr.rsplit(":", 1)
+    s = kcpgo.dial((host, int(port)), timeout=10, **_kcpgo_opts(a))
+    buf = os.urandom(a.size)
+    if a.mode == "sink":
+        end = time.monotonic() + a.duration
+        sent = 0
+        while time.monotonic() < end:
+            s.sendall(buf)
+            sent += len(buf)
+        s.drain(timeout=10)
+        _report({"role": "client", "bytes": sent, "snmp": kcpgo.DEFAULT_SNMP.snapshot(),
+                 "send_drops": s._endpoint.send_drops})
+    elif a.mode == "echo":
+        echoed = 0
+
+        def reader():
+            nonlocal echoed
+            while True:
+                echoed += len(s.recv(1 << 20))
+        g = gevent.spawn(reader)
+        start = time.monotonic()
+        end = start + a.duration
+        sent = 0
+        while time.monotonic() < end:
+            s.sendall(buf)
+            sent += len(buf)
+        while echoed < sent and time.monotonic() < end + 10:
+            gevent.sleep(0.001)
+        g.kill()
+        _report({"role": "client", "bytes": sent, "echoed": echoed,
+                 "seconds": time.monotonic() - start})
+    elif a.mode == "ping":
+        rtts = []
+        msg = buf[:a.size]
+        for i in range(a.count + 20):
+            t = time.perf_counter()
+            s.sendall(msg)
+            got = 0
+            while got < len(msg):
+                got += len(s.recv(65536))
+            if i >= 20:
+                rtts.append((time.perf_counter() - t) * 1e6)
+        _report({"role": "client", "rtt_us": sorted(rtts)})
+    else:
+        raise SystemExit("conc is driven by the Go client (--client go)")
+    s.close()
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def build_gobench() -> str:
+    """Build tools/gobench once (cached by source hash) and return the binary's path."""
+    if not shutil.which("go") or not os.path.isdir("/usr/share/gocode/src/github.com/xtaci/kcp-go"):
+        raise SystemExit("the Go peer needs: apt-get install golang-go golang-github-xtaci-kcp-dev")
+    with open(GOBENCH_SRC, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    out_dir = os.path.join(tempfile.gettempdir(), f"kcpgo-gobench-{digest}")
+    binary = os.path.join(out_dir, "gobench")
+    if not os.path.exists(binary):
+        os.makedirs(out_dir, exist_ok=True)
+        env = dict(os.environ, GO111MODULE="off", GOPATH="/usr/share/gocode",
+                   GOCACHE=os.path.join(out_dir, "cache"), CGO_ENABLED="0")
+        subprocess.run(["go", "build", "-o", binary + ".tmp", GOBENCH_SRC], check=True, env=env,
+                       cwd=os.path.dirname(GOBENCH_SRC))
+        os.replace(binary + ".tmp", binary)
+    return binary
+
+
+def role_argv(impl: str, role: str, a: argparse.Namespace, addr: str) -> List[str]:
+    """Command line of one end: kcpgo (this script), go (kcp-go) or tcp (Go net)."""
+    common = ["-mode" if impl != "kcpgo" else "--mode", a.mode if a.mode != "lossy" else "sink"]
+    if impl == "kcpgo":
+        return [sys.executable, os.path.abspath(__file__), "--role", role, "--mode", common[1],
+                "--addr", addr, "--crypt", a.crypt or "", "--key", a.key, "--fec", a.fec,
+                "--mtu", str(a.mtu), "--sndwnd", str(a.sndwnd), "--rcvwnd", str(a.rcvwnd),
+                "--size", str(a.size), "--duration", str(a.duration), "--count", str(a.count),
+                "--idle", str(a.idle)]
+    ds, ps = a.fec.split("/")
+    return [build_gobench(), "-role", role, "-mode", common[1], "-addr", addr,
+            "-transport", "tcp" if impl == "tcp" else "kcp", "-crypt", a.crypt or "",
+            "-key", a.key, "-ds", ds, "-ps", ps, "-mtu", str(a.mtu), "-sndwnd", str(a.sndwnd),
+            "-rcvwnd", str(a.rcvwnd), "-size", str(a.size), "-duration", str(a.duration),
+            "-count", str(a.count), "-sessions", str(a.sessions), "-idle", str(a.idle),
+            "-sockbuf", str(4 << 20)]
+
+
+def _proc_stat(pid: int) -> tuple:
+    """(cpu seconds, peak RSS bytes) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return cpu, hwm
+
+
+class Progress:
+    """A one-line progress bar on stderr for runs longer than a couple of seconds."""
+
+    def __init__(self, label: str, seconds: float) -> None:
+        self.label, self.seconds = label, seconds
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Progress":
+        if self.seconds >= 2 and sys.stderr.isatty():
+            self._t.start()
+        return self
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self._stop.wait(0.2):
+            frac = min(1.0, (time.monotonic() - start) / self.seconds)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r  {self.label:30} [{bar:30}] {frac:4.0%}")
+            sys.stderr.flush()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._t.is_alive():
+            self._t.join()
+            sys.stderr.write("\r" + " " * 80 + "\r")
+
+
+def start_server(impl: str, a: argparse.Namespace) -> tuple:
+    proc = subprocess.Popen(role_argv(impl, "server", a, "127.0.0.1:0"), stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    line = proc.stdout.readline()
+    if not line.startswith("LISTENING "):
+        proc.kill()
+        raise RuntimeError(f"{impl} server did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+def last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no result in output: {text[-500:]!r}")
+
+
+def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float]:
+    """One measurement; returns the figures of the mode."""
+    srv, addr = start_server(server, a)
+    relay = None
+    try:
+        target = addr
+        if a.mode == "lossy":
+            relay, target = start_relay(addr, a)
+        label = f"{a.mode} {client}->{server}"
+        with Progress(label, a.duration):
+            cpu0, _ = _proc_stat(srv.pid)
+            t0 = time.monotonic()
+            cli = subprocess.run(role_argv(client, "client", a, target), capture_output=True,
+                                 text=True, timeout=a.duration + 120, cwd=ROOT)
+            wall = time.monotonic() - t0
+            cpu1, hwm = _proc_stat(srv.pid)
+        if cli.returncode != 0:
+            raise RuntimeError(f"{client} client failed: {cli.stderr[-2000:]}")
+        result = last_json(cli.stdout)
+        if a.mode in ("sink", "lossy"):
+            out, _ = srv.communicate(timeout=a.idle + 30)
+            s = last_json(out)
+            return {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6}
+        if a.mode == "echo":
+            return {"MB/s": result["echoed"] / result["seconds"] / 1e6}
+        if a.mode == "ping":
+            r = result["rtt_us"]
+            q = lambda p: r[min(len(r) - 1, int(p * len(r)))]  # noqa: E731
+            return {"p50 µs": q(0.5), "p90 µs": q(0.9), "p99 µs": q(0.99)}
+        if a.mode == "conc":
+            return {"server CPU %": (cpu1 - cpu0) / wall * 100, "server RSS MB": hwm / 1e6,
+                    "messages": result["messages"], "errors": result["errors"],
+                    "p50 µs": result["p50_us"]}
+        raise AssertionError(a.mode)
+    finally:
+        if srv.poll() is None:
+            srv.send_signal(signal.SIGTERM)
+            try:
+                srv.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+        if relay is not None:
+            relay.terminate()
+            relay.wait(timeout=5)
+
+
+def start_relay(server_addr: str, a: argparse.Namespace):
+    """tools/netem.py between client and server, in its own process."""
+    netem = os.path.join(HERE, "netem.py")
+    if not os.path.exists(netem):
+        raise SystemExit("lossy mode needs tools/netem.py")
+    argv = [sys.executable, netem, "--upstream", server_addr, "--listen", "127.0.0.1:0",
+            "--delay", str(a.rtt / 2), "--loss", str(a.loss), "--seed", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    line = proc.stdout.readline()
+    if not line.startswith("LISTENING "):
+        proc.kill()
+        raise RuntimeError(f"netem did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+def pairs_for(a: argparse.Namespace) -> List[tuple]:
+    if a.mode == "conc":
+        pairs = [("kcpgo", "go"), ("go", "go")] if a.compare else [(a.server, "go")]
+    elif a.compare:
+        pairs = [("kcpgo", "kcpgo"), ("go", "go")]
+        if a.mode in ("sink", "echo", "ping") and not a.crypt and a.fec == "0/0":
+            pairs.append(("tcp", "tcp"))
+        if a.mixed:
+            pairs += [("go", "kcpgo"), ("kcpgo", "go")]
+    else:
+        pairs = [(a.server, a.client)]
+    return pairs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 1)[1])
+    ap.add_argument("mode", nargs="?", choices=["sink", "echo", "ping", "conc", "lossy"])
+    ap.add_argument("--mode", dest="mode_opt", help=argparse.SUPPRESS)
+    ap.add_argument("--role", choices=["server", "client"], help="run one kcpgo end (internal)")
+    ap.add_argument("--addr", default="127.0.0.1:0", help=argparse.SUPPRESS)
+    ap.add_argument("--server", default="kcpgo", choices=["kcpgo", "go", "tcp"])
+    ap.add_argument("--client", default="kcpgo", choices=["kcpgo", "go", "tcp"])
+    ap.add_argument("--compare", action="store_true", help="kcpgo pair vs Go pair (and TCP)")
+    ap.add_argument("--mixed", action="store_true", help="with --compare: also kcpgo<->Go")
+    ap.add_argument("--runs", type=int, default=1, help="repeat and report medians")
+    ap.add_argument("--crypt", default="", help="cipher name (default: no crypto header)")
+    ap.add_argument("--key", default="it's a secrect")
+    ap.add_argument("--fec", default="0/0", help="data/parity shards, e.g. 10/3")
+    ap.add_argument("--mtu", type=int, default=1400)
+    ap.add_argument("--sndwnd", type=int, default=1024)
+    ap.add_argument("--rcvwnd", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=None, help="write/message size in bytes")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    ap.add_argument("--count", type=int, default=2000, help="ping: round trips")
+    ap.add_argument("--sessions", type=int, default=1000, help="conc: sessions")
+    ap.add_argument("--rtt", type=float, default=50.0, help="lossy: round-trip delay, ms")
+    ap.add_argument("--loss", type=float, default=0.05, help="lossy: loss each way")
+    ap.add_argument("--idle", type=float, default=1.0, help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true", help="print one JSON document")
+    a = ap.parse_args()
+    a.mode = a.mode_opt or a.mode
+    if a.mode is None:
+        ap.error("a mode is required")
+    if a.size is None:
+        a.size = 64 if a.mode in ("ping",) else 100 if a.mode == "conc" else 65536
+    if a.role == "server":
+        return kcpgo_server(a)
+    if a.role == "client":
+        return kcpgo_client(a)
+    if a.mode == "lossy" and a.idle < 3:
+        a.idle = 3.0
+    results = []
+    for server, client in pairs_for(a):
+        runs = [run_pair(server, client, a) for _ in range(a.runs)]
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        results.append({"server": server, "client": client, "median": med, "runs": runs})
+    print_results(a, results)
+
+
+def print_results(a: argparse.Namespace, results: List[dict]) -> None:
+    if a.json:
+        print(json.dumps({"mode": a.mode, "crypt": a.crypt or None, "fec": a.fec,
+                          "results": results}, indent=1))
+        return
+    keys = list(results[0]["median"])
+    print(f"\n{a.mode}: crypt={a.crypt or 'off'} fec={a.fec} mtu={a.mtu} "
+          f"wnd={a.sndwnd}/{a.rcvwnd} size={a.size} runs={a.runs} (medians)")
+    print(f"{'client -> server':22}" + "".join(f"{k:>16}" for k in keys))
+    for r in results:
+        print(f"{r['client'] + ' -> ' + r['server']:22}"
+              + "".join(f"{r['median'][k]:16.1f}" for k in keys))
+    base = next((r for r in results if r["server"] == "go" and r["client"] == "go"), None)
+    if base is not None:
+        for r in results:
+            if r is base:
+                continue
+            k = keys[0]
+            ratio = r["median"][k] / base["median"][k] if base["median"][k] else float("nan")
+            print(f"ratio {r['client']}->{r['server']} / go->go ({k}): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+// Command gobench is the kcp-go (and plain TCP) side of kcpgo's benchmark, tools/bench.py.
+//
+// It speaks the same small protocol as `python tools/bench.py --role ...`, so either end of
+// every benchmark can be kcp-go 5.6.1, kcpgo, or TCP. The server prints "LISTENING ip:port"
+// once bound; both sides print one JSON object on their last stdout line.
+//
+// Modes (-mode):
+//
+//	sink  client writes -size byte buffers for -duration seconds; server reads and discards,
+//	      reporting bytes and the time from its first to its last byte.
+//	echo  client writes and reads back concurrently for -duration; server echoes.
+//	ping  client sends -size bytes and waits for the echo, -count times; reports RTTs (µs).
+//	conc  client opens -sessions sessions, each sending -size bytes every -period seconds and
+//	      reading the echo, for -duration; server echoes (runs until killed).
+//
+// Build in GOPATH mode (see tools/bench.py, which does it):
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode go build -o gobench gobench.go
+package main
+
+import (
+	"crypto/sha1"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kcp "github.com/xtaci/kcp-go"
+	"golang.org/x/crypto/pbkdf2"
+)
+
+type config struct {
+	role, mode, addr, transport, crypt, key, nodelay string
+	ds, ps, mtu, sndwnd, rcvwnd, sockbuf, size       int
+	count, sessions                                  int
+	stream                                           bool
+	duration, period, idle                           float64
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.role, "role", "server", "server or client")
+	flag.StringVar(&c.mode, "mode", "sink", "sink, echo, ping or conc")
+	flag.StringVar(&c.addr, "addr", "127.0.0.1:0", "listen / dial address")
+	flag.StringVar(&c.transport, "transport", "kcp", "kcp or tcp")
+	flag.StringVar(&c.crypt, "crypt", "", "kcptun cipher name; empty = no BlockCrypt")
+	flag.StringVar(&c.key, "key", "it's a secrect", "kcptun passphrase")
+	flag.StringVar(&c.nodelay, "nodelay", "1,10,2,1", "nodelay,interval,resend,nc")
+	flag.IntVar(&c.ds, "ds", 0, "FEC data shards")
+	flag.IntVar(&c.ps, "ps", 0, "FEC parity shards")
+	flag.IntVar(&c.mtu, "mtu", 1400, "MTU")
+	flag.IntVar(&c.sndwnd, "sndwnd", 1024, "send window")
+	flag.IntVar(&c.rcvwnd, "rcvwnd", 1024, "receive window")
+	flag.IntVar(&c.sockbuf, "sockbuf", 4194304, "socket buffer bytes")
+	flag.IntVar(&c.size, "size", 65536, "write size (sink/echo) or message size (ping/conc)")
+	flag.IntVar(&c.count, "count", 2000, "ping: round trips")
+	flag.IntVar(&c.sessions, "sessions", 100, "conc: sessions")
+	flag.BoolVar(&c.stream, "stream", true, "KCP stream mode")
+	flag.Float64Var(&c.duration, "duration", 5, "seconds to run (client)")
+	flag.Float64Var(&c.period, "period", 1, "conc: seconds between messages of a session")
+	flag.Float64Var(&c.idle, "idle", 1, "server: exit after this long without data (sink/echo/ping)")
+	flag.Parse()
+	var err error
+	if c.role == "server" {
+		err = server(&c)
+	} else {
+		err = client(&c)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gobench:", err)
+		os.Exit(1)
+	}
+}
+
+func report(v map[string]interface{}) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+// blockCrypt builds kcptun's cipher for name from the passphrase (PROTOCOL.md §4.7).
+func blockCrypt(name, key string) (kcp.BlockCrypt, error) {
+	pass := pbkdf2.Key([]byte(key), []byte("kcp-go"), 4096, 32, sha1.New)
+	ctors := map[string]func() (kcp.BlockCrypt, error){
+		"aes":      func() (kcp.BlockCrypt, error) { return kcp.NewAESBlockCrypt(pass) },
+		"aes-128":  func() (kcp.BlockCrypt, error) { return kcp.NewAESBlockCrypt(pass[:16]) },
+		"aes-192":  func() (kcp.BlockCrypt, error) { return kcp.NewAESBlockCrypt(pass[:24]) },
+		"salsa20":  func() (kcp.BlockCrypt, error) { return kcp.NewSalsa20BlockCrypt(pass) },
+		"blowfish": func() (kcp.BlockCrypt, error) { return kcp.NewBlowfishBlockCrypt(pass) },
+		"twofish":  func() (kcp.BlockCrypt, error) { return kcp.NewTwofishBlockCrypt(pass) },
+		"cast5":    func() (kcp.BlockCrypt, error) { return kcp.NewCast5BlockCrypt(pass[:16]) },
+		"3des":     func() (kcp.BlockCrypt, error) { return kcp.NewTripleDESBlockCrypt(pass[:24]) },
+		"tea":      func() (kcp.BlockCrypt, error) { return kcp.NewTEABlockCrypt(pass[:16]) },
+		"xtea":     func() (kcp.BlockCrypt, error) { return kcp.NewXTEABlockCrypt(pass[:16]) },
+		"xor":      func() (kcp.BlockCrypt, error) { return kcp.NewSimpleXORBlockCrypt(pass) },
+		"sm4":      func() (kcp.BlockCrypt, error) { return kcp.NewSM4BlockCrypt(pass[:16]) },
+		"none":     func() (kcp.BlockCrypt, error) { return kcp.NewNoneBlockCrypt(pass) },
+	}
+	if name == "" {
+		return nil, nil
+	}
+	ctor, ok := ctors[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown cipher %q", name)
+	}
+	return ctor()
+}
+
+func configure(s *kcp.UDPSession, c *config, client bool) {
+	nd := [4]int{1, 10, 2, 1}
+	for i, f := range strings.Split(c.nodelay, ",") {
+		if i < 4 {
+			nd[i], _ = strconv.Atoi(f)
+		}
+	}
+	s.SetStreamMode(c.stream)
+	s.SetWriteDelay(false)
+	s.SetNoDelay(nd[0], nd[1], nd[2], nd[3])
+	s.SetWindowSize(c.sndwnd, c.rcvwnd)
+	s.SetMtu(c.mtu)
+	s.SetACKNoDelay(false)
+	if client {
+		s.SetReadBuffer(c.sockbuf)
+		s.SetWriteBuffer(c.sockbuf)
+	}
+}
+
+// ---------------------------------------------------------------- server
+
+func server(c *config) error {
+	var accept func() (net.Conn, error)
+	if c.transport == "tcp" {
+		l, err := net.Listen("tcp", c.addr)
+		if err != nil {
+			return err
+		}
+		fmt.Println("LISTENING", l.Addr().String())
+		accept = l.Accept
+	} else {
+		block, err := blockCrypt(c.crypt, c.key)
+		if err != nil {
+			return err
+		}
+		l, err := kcp.ListenWithOptions(c.addr, block, c.ds, c.ps)
+		if err != nil {
+			return err
+		}
+		l.SetReadBuffer(c.sockbuf)
+		l.SetWriteBuffer(c.sockbuf)
+		fmt.Println("LISTENING", l.Addr().String())
+		accept = func() (net.Conn, error) {
+			s, err := l.AcceptKCP()
+			if err == nil {
+				configure(s, c, false)
+			}
+			return s, err
+		}
+	}
+	if c.mode == "conc" {
+		for {
+			conn, err := accept()
+			if err != nil {
+				return err
+			}
+			go func() { io.Copy(conn, conn); conn.Close() }()
+		}
+	}
+	conn, err := accept()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	var total int64
+	var first, last time.Time
+	idle := time.Duration(c.idle * float64(time.Second))
+	for {
+		conn.SetReadDeadline(time.Now().Add(idle))
+		n, err := conn.Read(buf)
+		if n > 0 {
+			now := time.Now()
+			if total == 0 {
+				first = now
+			}
+			last = now
+			total += int64(n)
+			if c.mode != "sink" {
+				if _, werr := conn.Write(buf[:n]); werr != nil {
+					return werr
+				}
+			}
+		}
+		if err != nil {
+			break // idle deadline (KCP has no FIN) or EOF (TCP)
+		}
+	}
+	report(map[string]interface{}{"role": "server", "bytes": total,
+		"seconds": last.Sub(first).Seconds()})
+	return nil
+}
+
+// ---------------------------------------------------------------- client
+
+func dial(c *config) (net.Conn, error) {
+	if c.transport == "tcp" {
+		return net.Dial("tcp", c.addr)
+	}
+	block, err := blockCrypt(c.crypt, c.key)
+	if err != nil {
+		return nil, err
+	}
+	s, err := kcp.DialWithOptions(c.addr, block, c.ds, c.ps)
+	if err != nil {
+		return nil, err
+	}
+	configure(s, c, true)
+	return s, nil
+}
+
+func client(c *config) error {
+	switch c.mode {
+	case "sink":
+		return clientSink(c)
+	case "echo":
+		return clientEcho(c)
+	case "ping":
+		return clientPing(c)
+	case "conc":
+		return clientConc(c)
+	}
+	return fmt.Errorf("unknown mode %q", c.mode)
+}
+
+func clientSink(c *config) error {
+	conn, err := dial(c)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, c.size)
+	end := time.Now().Add(time.Duration(c.duration * float64(time.Second)))
+	var sent int64
+	for time.Now().Before(end) {
+		n, err := conn.Write(buf)
+		if err != nil {
+			return err
+		}
+		sent += int64(n)
+	}
+	time.Sleep(500 * time.Millisecond) // let the tail go out before Close drops it
+	conn.Close()
+	report(map[string]interface{}{"role": "client", "bytes": sent})
+	return nil
+}
+
+func clientEcho(c *config) error {
+	conn, err := dial(c)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, c.size)
+	var echoed int64
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		rb := make([]byte, 1<<20)
+		for {
+			n, err := conn.Read(rb)
+			atomic.AddInt64(&echoed, int64(n))
+			if err != nil {
+				close(done)
+				return
+			}
+		}
+	}()
+	end := start.Add(time.Duration(c.duration * float64(time.Second)))
+	var sent int64
+	for time.Now().Before(end) {
+		n, err := conn.Write(buf)
+		if err != nil {
+			return err
+		}
+		sent += int64(n)
+	}
+	for atomic.LoadInt64(&echoed) < sent && time.Since(end) < 10*time.Second {
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start).Seconds()
+	conn.Close()
+	report(map[string]interface{}{"role": "client", "bytes": sent,
+		"echoed": atomic.LoadInt64(&echoed), "seconds": elapsed})
+	return nil
+}
+
+func clientPing(c *config) error {
+	conn, err := dial(c)
+	if err != nil {
+		return err
+	}
+	msg := make([]byte, c.size)
+	rb := make([]byte, c.size)
+	rtts := make([]float64, 0, c.count)
+	for i := 0; i < c.count+20; i++ { // the first 20 warm up
+		t := time.Now()
+		if _, err := conn.Write(msg); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(conn, rb); err != nil {
+			return err
+		}
+		if i >= 20 {
+			rtts = append(rtts, float64(time.Since(t).Nanoseconds())/1e3)
+		}
+	}
+	conn.Close()
+	sort.Float64s(rtts)
+	report(map[string]interface{}{"role": "client", "rtt_us": rtts})
+	return nil
+}
+
+func clientConc(c *config) error {
+	var wg sync.WaitGroup
+	var msgs, errs int64
+	lat := make([][]float64, c.sessions)
+	period := time.Duration(c.period * float64(time.Second))
+	end := time.Now().Add(time.Duration(c.duration * float64(time.Second)))
+	for i := 0; i < c.sessions; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			conn, err := dial(c)
+			if err != nil {
+				atomic.AddInt64(&errs, 1)
+				return
+			}
+			defer conn.Close()
+			msg := make([]byte, c.size)
+			rb := make([]byte, c.size)
+			// Spread the sessions over the period so the load is steady.
+			time.Sleep(time.Duration(int64(period) * int64(i) / int64(c.sessions)))
+			next := time.Now()
+			for time.Now().Before(end) {
+				t := time.Now()
+				conn.SetDeadline(t.Add(10 * time.Second))
+				if _, err := conn.Write(msg); err != nil {
+					atomic.AddInt64(&errs, 1)
+					return
+				}
+				if _, err := io.ReadFull(conn, rb); err != nil {
+					atomic.AddInt64(&errs, 1)
+					return
+				}
+				lat[i] = append(lat[i], float64(time.Since(t).Nanoseconds())/1e3)
+				atomic.AddInt64(&msgs, 1)
+				next = next.Add(period)
+				time.Sleep(time.Until(next))
+			}
+		}(i)
+	}
+	wg.Wait()
+	var all []float64
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Float64s(all)
+	p50 := 0.0
+	if len(all) > 0 {
+		p50 = all[len(all)/2]
+	}
+	report(map[string]interface{}{"role": "client", "messages": msgs, "errors": errs,
+		"p50_us": p50})
+	return nil
+}
