@@ -178,6 +178,10 @@ class KCP:
         #: once per batch instead): FLUSH_NONE, FLUSH_ACK_ONLY or FLUSH_FULL.
         self.flush_requested = FLUSH_NONE
         self.ack_nodelay = False
+        #: At most this many new segments enter the window per flush (None: all that fit,
+        #: as in kcp-go). A driver that encodes slowly sets it so that a flush's timestamps
+        #: stay close to the real transmission time; the rest is flushed on the next turn.
+        self.admit_limit: Optional[int] = None
         self._next_flush: Optional[int] = None   # absolute ms of the next periodic flush
 
     # ------------------------------------------------------------------ configuration
@@ -657,6 +661,10 @@ class KCP:
         admit = snd_una + cwnd - new_from
         if admit > len(sq):
             admit = len(sq)
+        limit = self.admit_limit
+        if limit is not None and admit > limit:
+            admit = limit
+            self.flush_requested = FLUSH_FULL      # more is ready: flush again soon
         if admit > 0:
             popleft = sq.popleft
             append = buf.append

@@ -82,16 +82,14 @@ class PacketCodec:
         if enc is None:
             if crypt is None:
                 return kcp_datagrams
-            seal = crypt.seal
-            return [seal(d) for d in kcp_datagrams]
+            return crypt.seal_many(kcp_datagrams)
         packets: List[bytes] = []
         fec_encode = enc.encode
         for d in kcp_datagrams:
             packets.extend(fec_encode(d))
         if crypt is None:
             return packets
-        seal = crypt.seal
-        return [seal(p) for p in packets]
+        return crypt.seal_many(packets)
 
     # ------------------------------------------------------------------ receive
 

@@ -44,6 +44,9 @@ RECV_SIZE = 1501
 MAX_BATCH = 256
 #: Target processing time of one batch, seconds (see UDPEndpoint._read_loop).
 BATCH_BUDGET = 0.005
+#: New segments a session puts on the wire per flush (see KCP.admit_limit): about one GSO
+#: burst, so a flush costs well under a millisecond even with a cipher and FEC.
+ADMIT_PER_FLUSH = 64
 #: Default socket buffers (kcptun's sockbuf): loopback bursts overflow the kernel default.
 DEFAULT_SOCKBUF = 4 * 1024 * 1024
 
@@ -174,15 +177,19 @@ class Runtime:
                 wake.wait((due - now) / 1000.0)
                 self._sleep_until = None
                 continue
+            due = []
             while heap and heap[0][0] <= now:
                 deadline, _, session = heapq.heappop(heap)
-                if session._timer_at != deadline:
-                    continue            # superseded by an earlier deadline, or cancelled
-                session._timer_at = None
+                if session._timer_at == deadline:    # else superseded, or cancelled
+                    session._timer_at = None
+                    due.append(session)
+            for session in due:
                 try:
                     session._on_timer(now)
                 except Exception:       # a bug in one session must not stop the others
                     log.exception("kcpgo: session timer failed")
+            if due:
+                gevent.sleep(0)         # readers first: a session may want to run again now
 
     @property
     def pending_timers(self) -> int:
@@ -223,6 +230,8 @@ class UDPEndpoint:
         self.send_drops = 0
         #: The first socket error the reader hit; sessions report it to their callers.
         self.error: Optional[OSError] = None
+        self._limit = MAX_BATCH
+        self._polling = False
         self._watcher = self.runtime.hub.loop.io(sock.fileno(), 1)
         self._reader = gevent.spawn(self._read_loop)
         self._reader.name = "kcpgo-reader"
@@ -337,62 +346,94 @@ class UDPEndpoint:
             i = j
         return sent, nbytes
 
+    def _receive(self, limit: int) -> list:
+        """Read up to about ``limit`` datagrams without blocking, GRO bursts split.
+
+        A fatal socket error is latched in :attr:`error`, reported to the owner
+        (``on_batch([], -1)``) and ends the endpoint; what was read before it is returned.
+        """
+        batch: list = []
+        append = batch.append
+        try:
+            if self.gro:
+                recvmsg = self.sock.recvmsg
+                while len(batch) < limit:
+                    data, anc, _, addr = recvmsg(_GRO_BUFSIZE, _CMSG_GRO)
+                    if anc and len(data) > RECV_SIZE:
+                        # A GRO burst: equal segments of the announced size, the last shorter.
+                        seg = int.from_bytes(anc[0][2], _sys.byteorder)
+                        for off in range(0, len(data), seg):
+                            append((data[off:off + seg], addr))
+                    else:
+                        append((data, addr))
+            else:
+                recvfrom = self.sock.recvfrom
+                for _ in range(limit):
+                    append(recvfrom(RECV_SIZE))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            if self.closed or e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                          errno.ENETUNREACH):
+                return batch    # ICMP errors reported on the socket: not fatal for UDP
+            self.error = e
+            log.debug("kcpgo: reader stopped: %s", e)
+        return batch
+
+    def _dispatch(self, batch: list) -> float:
+        """Hand a batch to the owner; returns the processing time in seconds."""
+        t0 = _monotonic()
+        try:
+            self.on_batch(batch, int(t0 * 1000))
+        except Exception:
+            log.exception("kcpgo: datagram handling failed")
+        return _monotonic() - t0
+
+    def _fail(self) -> None:
+        try:
+            self.on_batch([], -1)       # -1: tell the owner the socket failed
+        except Exception:
+            log.exception("kcpgo: socket failure handling failed")
+
+    def poll(self) -> None:
+        """Process what is already waiting on the socket, from the calling greenlet.
+
+        A sender calls this before each flush so that ACKs are handled at once even while it
+        keeps the hub busy, instead of when it next blocks (late ACKs mean spurious RTOs).
+        """
+        if self.closed or self.error is not None or self._polling:
+            return
+        self._polling = True
+        try:
+            batch = self._receive(self._limit)
+            if batch:
+                self._dispatch(batch)
+            if self.error is not None:
+                self._fail()
+        finally:
+            self._polling = False
+
     def _read_loop(self) -> None:
-        sock = self.sock
-        recvfrom = sock.recvfrom
-        recvmsg = sock.recvmsg
         hub = self.runtime.hub
         watcher = self._watcher
-        # Batch size adapts so that one batch costs about BATCH_BUDGET of processing: ACKs
-        # are flushed once per batch, so a slow cipher must not make them wait for 256
-        # decryptions.
-        limit = MAX_BATCH
         while not self.closed:
-            batch = []
-            append = batch.append
-            try:
-                if self.gro:
-                    while len(batch) < limit:
-                        data, anc, _, addr = recvmsg(_GRO_BUFSIZE, _CMSG_GRO)
-                        if anc and len(data) > RECV_SIZE:
-                            # A GRO burst: equal segments of the announced size, last shorter.
-                            seg = int.from_bytes(anc[0][2], _sys.byteorder)
-                            for off in range(0, len(data), seg):
-                                append((data[off:off + seg], addr))
-                        else:
-                            append((data, addr))
-                else:
-                    for _ in range(limit):
-                        append(recvfrom(RECV_SIZE))
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as e:
-                if self.closed:
-                    return
-                if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                    continue        # ICMP errors reported on the socket: not fatal for UDP
-                self.error = e
-                log.debug("kcpgo: reader stopped: %s", e)
-                try:
-                    self.on_batch(batch, now_ms())
-                finally:
-                    self.on_batch([], -1)    # -1: tell the owner the socket failed
-                return
+            limit = self._limit
+            batch = self._receive(limit)
             full = len(batch) >= limit
             if batch:
-                t0 = _monotonic()
-                try:
-                    self.on_batch(batch, int(t0 * 1000))
-                except Exception:
-                    log.exception("kcpgo: datagram handling failed")
-                cost = _monotonic() - t0
+                # Size batches to about BATCH_BUDGET of processing: ACKs are flushed once per
+                # batch, so a slow cipher must not make them wait for 256 decryptions.
+                cost = self._dispatch(batch)
                 if cost > BATCH_BUDGET and limit > 1:
-                    limit //= 2
+                    self._limit = limit // 2
                 elif cost < BATCH_BUDGET / 4 and limit < MAX_BATCH and full:
-                    limit *= 2
-                if full:
-                    gevent.sleep(0)          # let others run; more is likely waiting
-                    continue
+                    self._limit = limit * 2
+            if self.error is not None:
+                self._fail()
+                return
+            if full:
+                gevent.sleep(0)             # let others run; more is likely waiting
+                continue
             try:
                 hub.wait(watcher)
             except _Closed:

@@ -35,6 +35,9 @@ class RecordedNonces:
     def seal(self, payload: bytes, nonce=None) -> bytes:
         return self.inner.seal(payload, next(self.nonces))
 
+    def seal_many(self, payloads):
+        return [self.seal(p) for p in payloads]
+
 
 def endpoint(cap, direction: str) -> Connection:
     crypt = None

@@ -38,6 +38,7 @@ from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)   # measure this tree, whatever kcpgo is installed
 GOBENCH_SRC = os.path.join(HERE, "gobench", "gobench.go")
 
 # --------------------------------------------------------------------------- kcpgo roles
@@ -265,7 +266,11 @@ def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float
         if a.mode in ("sink", "lossy"):
             out, _ = srv.communicate(timeout=a.idle + 30)
             s = last_json(out)
-            return {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6}
+            figures = {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6}
+            snmp = result.get("snmp")
+            if snmp and a.verbose:
+                figures["retrans %"] = 100 * snmp["RetransSegs"] / max(snmp["OutSegs"], 1)
+            return figures
         if a.mode == "echo":
             return {"MB/s": result["echoed"] / result["seconds"] / 1e6}
         if a.mode == "ping":
@@ -345,6 +350,7 @@ def main() -> None:
     ap.add_argument("--loss", type=float, default=0.05, help="lossy: loss each way")
     ap.add_argument("--idle", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--verbose", action="store_true", help="also kcpgo's retransmission rate")
     a = ap.parse_args()
     a.mode = a.mode_opt or a.mode
     if a.mode is None:
