@@ -126,12 +126,22 @@ class Connection:
         """Feed one datagram from the peer. Returns whether it reached KCP (else dropped)."""
         return self.codec.receive(wire, self.kcp, now)
 
-    def datagrams_to_send(self, now: int) -> List[bytes]:
-        """Wire datagrams due at ``now``: requested flushes, the periodic tick, batch ACKs."""
-        out = self.kcp.update(now, self.ack_per_batch)
+    def datagrams_to_send(self, now: int, batch_acks: Optional[bool] = None) -> List[bytes]:
+        """Wire datagrams due at ``now``: requested flushes, the periodic tick, batch ACKs.
+
+        ``batch_acks`` overrides :attr:`ack_per_batch` for this call (a driver that flushes
+        the ACKs a little later, see :meth:`flush_acks`, passes False).
+        """
+        out = self.kcp.update(now, self.ack_per_batch if batch_acks is None else batch_acks)
         if not out:
             return out
         return self.codec.encode_many(out)
+
+    def flush_acks(self, now: int) -> List[bytes]:
+        """Wire datagrams carrying the pending ACKs only (none if there are none)."""
+        if not self.kcp._acks:
+            return []
+        return self.codec.encode_many(self.kcp.flush(now, ack_only=True))
 
     def flush(self, now: int) -> List[bytes]:
         """A full flush now regardless of timers (kcp-go's final flush on Close)."""

@@ -255,19 +255,46 @@ class KCP:
                     or self.flush_requested)
 
     def check(self, now: int) -> Optional[int]:
-        """Absolute ms at which :meth:`flush` should run next, or ``None`` if idle.
+        """Absolute ms at which :meth:`flush` has work to do next, or ``None`` if nothing.
 
-        While anything is pending the session ticks every ``interval`` as kcp-go's update loop
-        does (earlier when a retransmission is due); an idle session needs no timer at all.
+        kcp-go flushes every ``interval`` while a session is active. A flush has work only if
+        something is queued, ACKs or probes are pending, the peer's window is closed, or a
+        segment collected duplicate ACKs; otherwise the only future work is a retransmission,
+        so the deadline is the earliest retransmission time. Skipping the empty flushes in
+        between changes nothing on the wire and lets thousands of sessions with a message in
+        flight sleep (kcp-go spends most of its CPU on those ticks).
         """
         if self.flush_requested:
             return now
-        if self.is_idle():
+        if self._tick_needed():
+            nxt = self._next_flush
+            return now if nxt is None else nxt
+        return self._earliest_timer()
+
+    def _tick_needed(self) -> bool:
+        """Whether the periodic flush would do more than retransmit on timeout."""
+        if self._acks or self.probe or self.snd_queue:
+            return True
+        buf = self.snd_buf
+        if not buf:
+            return False
+        if self.rmt_wnd == 0:
+            return True                      # the window probe timer runs
+        snd_una = self.snd_una
+        for h in self._holes:
+            if buf[h - snd_una][_FASTACK]:
+                return True                  # fast/early retransmit at the next flush
+        return False
+
+    def _earliest_timer(self) -> Optional[int]:
+        """Deadline of the first retransmission timer still covering an unacked segment."""
+        timers = self._timers
+        una = self.snd_una
+        while timers and timers[0][2] <= una:
+            heappop(timers)                  # every segment of that entry is gone
+        if not timers:
             return None
-        nxt = self._next_flush
-        if nxt is None:
-            return now
-        return nxt
+        return timers[0][0]
 
     # ------------------------------------------------------------------ application side
 
@@ -794,16 +821,22 @@ class KCP:
     def update(self, now: int, flush_acks: bool = False) -> List[bytes]:
         """Run whatever flush is due at ``now`` and return its datagrams (maybe ``[]``).
 
-        A full flush when one was requested or the periodic tick is due; otherwise, with ACKs
-        pending, an ACK-only flush if requested (ACK no-delay) or if ``flush_acks`` is set (the
-        runtime sets it once per received batch, so ACKs never wait for the tick).
+        A full flush when one was requested, the periodic tick is due while it has work
+        (:meth:`check`), or a retransmission timer expired; otherwise, with ACKs pending, an
+        ACK-only flush if requested (ACK no-delay) or if ``flush_acks`` is set (the runtime
+        sets it once per received batch, so ACKs never wait for the tick).
         """
         fr = self.flush_requested
         if fr == FLUSH_FULL:
             return self.flush(now)
-        nxt = self._next_flush
-        if (nxt is None or nxt <= now) and not self.is_idle():
-            return self.flush(now)
+        if self._tick_needed():
+            nxt = self._next_flush
+            if nxt is None or nxt <= now:
+                return self.flush(now)
+        else:
+            due = self._earliest_timer()
+            if due is not None and due <= now:
+                return self.flush(now)
         if self._acks and (fr or flush_acks):
             return self.flush(now, ack_only=True)
         self.flush_requested = FLUSH_NONE

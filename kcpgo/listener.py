@@ -10,6 +10,24 @@ remote address, as kcp-go 5.6.1 does, not by conv:
 * a closed session is forgotten, so a late datagram from its address creates a new one (kcp-go
   behaves the same; kcp sessions have no teardown handshake).
 
+Flood protection (nothing here is in kcp-go, whose rules above stay as they are):
+
+* **Half-open cap**: sessions created but not yet accepted are at most ``backlog`` (default
+  128, kcp-go's acceptBacklog); while the backlog is full, datagrams that would create a
+  session are dropped. Without a cipher any datagram with a conv creates a session, so a flood
+  from spoofed addresses fills the backlog, but the session table, its memory and its timers
+  stay bounded by ``backlog`` plus what the application accepted. With a cipher, datagrams
+  that fail the CRC/AEAD check never create a session.
+* **Eviction of failed half-open sessions**: when the backlog is full, waiting sessions that
+  have already failed (``idle_timeout`` expired, or the dead-link limit) are closed to make
+  room (counted in :attr:`Listener.evicted`). This happens only if the application asked for
+  an ``idle_timeout`` (``listen(idle_timeout=...)``): kcp-go never times sessions out.
+* **Idle reaping of accepted sessions** is the application's choice: with ``idle_timeout`` a
+  session that hears nothing for that long fails its blocked and later calls with
+  ``TimeoutError``; the application closes it, which removes it from the table. Flood sessions
+  that send one datagram and go silent are therefore reaped after ``idle_timeout``; the live
+  session count under a flood is about (accept rate) x ``idle_timeout`` + ``backlog``.
+
 Closing the listener stops accepting; sessions already accepted keep working (the socket stays
 open until the last of them is closed), like accepted TCP connections outlive their listening
 socket. Sessions still waiting in the backlog are closed.
@@ -29,7 +47,7 @@ from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY
 from .kcp import OVERHEAD
 from .packet import PacketCodec
 from .runtime import UDPEndpoint
-from .session import KCPSocket, _ebadf, _ReadyFD, set_dscp
+from .session import KCPSocket, Timeouts, _ebadf, _ReadyFD, set_dscp
 from .snmp import Snmp
 
 __all__ = ["Listener", "ACCEPT_BACKLOG"]
@@ -43,9 +61,9 @@ _monotonic = time.monotonic
 Address = Tuple[Any, ...]
 
 
-class Listener:
+class Listener(Timeouts):
     """Accepts KCP sessions on a UDP socket. Create with :func:`kcpgo.listen` or
-    :func:`kcpgo.serve_conn`."""
+    :func:`kcpgo.serve_conn`. Its timeout (``settimeout`` etc.) applies to :meth:`accept`."""
 
     def __init__(self, sock: _socket.socket, *, crypt: Any, data_shards: int,
                  parity_shards: int, backlog: int, owned: bool, snmp: Snmp,
@@ -61,6 +79,8 @@ class Listener:
         self.snmp = snmp
         self._sessions: Dict[Address, KCPSocket] = {}
         self._queue: Deque[KCPSocket] = deque()
+        #: Waiting sessions closed to make room in a full backlog (see the module docstring).
+        self.evicted = 0
         self._accept_ev = Event()
         self._waiters = 0
         self._timeout: Optional[float] = None
@@ -101,8 +121,10 @@ class Listener:
                     continue
                 touched.pop(s, None)
                 s.close()                    # the peer restarted with a new conv
-            if not has_conv or self._closed or len(self._queue) >= self._backlog:
+            if not has_conv or self._closed:
                 continue
+            if len(self._queue) >= self._backlog and not self._evict_failed():
+                continue                     # backlog full: no session, datagram lost (§5.2)
             s = self._create(int.from_bytes(payload[off:off + 4], "little"), addr)
             s._feed(payload, now)
             touched[s] = None
@@ -113,6 +135,21 @@ class Listener:
                 self._accept_ev.set()
             if self._fd is not None:
                 self._fd.set(True)
+
+    def _evict_failed(self) -> bool:
+        """Backlog full: close the waiting sessions that already failed (idle timeout, dead
+        link) to make room. Returns whether there is room now."""
+        queue = self._queue
+        if any(s._error is not None for s in queue):
+            keep = deque()
+            for s in queue:
+                if s._error is not None:
+                    self.evicted += 1
+                    s.close()
+                else:
+                    keep.append(s)
+            self._queue = keep
+        return len(self._queue) < self._backlog
 
     def _create(self, conv: int, addr: Address) -> KCPSocket:
         conn = Connection(conv, crypt=self._crypt, data_shards=self._data_shards,
@@ -213,20 +250,6 @@ class Listener:
     def getsockname(self) -> Address:
         return self._address
 
-    def settimeout(self, value: Optional[float]) -> None:
-        """Timeout of :meth:`accept`: ``None`` blocks, ``0`` is non-blocking."""
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
-
-    def gettimeout(self) -> Optional[float]:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self.settimeout(None if flag else 0.0)
-
     def set_dscp(self, dscp: int) -> None:
         """DSCP of every datagram the listener's sessions send (§5.5)."""
         set_dscp(self._endpoint.sock, dscp)
@@ -241,6 +264,11 @@ class Listener:
     def session_count(self) -> int:
         """Live sessions (accepted or waiting in the backlog)."""
         return len(self._sessions)
+
+    @property
+    def pending_count(self) -> int:
+        """Sessions created but not yet accepted (at most ``backlog``)."""
+        return len(self._queue)
 
     def __repr__(self) -> str:
         return f"<kcpgo.Listener {self._address} sessions={len(self._sessions)}>"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple
 from gevent.event import Event
 
 from .connection import Connection
-from .runtime import Runtime, UDPEndpoint, now_ms
+from .runtime import ADMIT_PER_FLUSH, Runtime, UDPEndpoint, now_ms
 from .snmp import Snmp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +67,30 @@ class _ReadyFD:
             os.close(self.wfd)
 
 
-class KCPSocket:
+class Timeouts:
+    """``socket.socket``'s timeout settings, shared by :class:`KCPSocket` and the Listener."""
+
+    _timeout: Optional[float] = None
+
+    def settimeout(self, value: Optional[float]) -> None:
+        """``None``: block forever; ``0``: non-blocking; ``t > 0``: raise after t seconds."""
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> Optional[float]:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+
+class KCPSocket(Timeouts):
     """A KCP session (kcp-go ``UDPSession``) with the blocking API of a connected TCP socket.
 
     Created by :func:`kcpgo.dial` or returned by :meth:`kcpgo.Listener.accept`; not meant to be
@@ -83,6 +106,7 @@ class KCPSocket:
                  idle_timeout: Optional[float] = None) -> None:
         self._conn = conn
         self._kcp = conn.kcp
+        conn.kcp.admit_limit = ADMIT_PER_FLUSH
         self._endpoint = endpoint
         self._runtime = endpoint.runtime
         self._peer = peer
@@ -105,6 +129,7 @@ class KCPSocket:
         self._write_ev = Event()
         self._readers = 0
         self._writers = 0
+        self._acks_scheduled = False
         self._fd: Optional[_ReadyFD] = None
         snmp = conn.snmp
         snmp.CurrEstab += 1
@@ -142,10 +167,31 @@ class KCPSocket:
         self._last_rx = now
 
     def _after_batch(self, now: int) -> None:
-        """Flush once for the whole batch (ACKs included), then wake whoever can proceed."""
+        """Flush once for the whole batch, wake whoever can proceed, then send the ACKs.
+
+        The ACK-only flush waits for one turn of the event loop: a greenlet woken by this
+        batch that answers at once (an echo, a request/response protocol) sends its reply
+        with the ACKs in the same datagram, instead of an ACK datagram and then the reply
+        (halving the datagrams a busy kcp-go client must process). Bulk transfers lose
+        nothing: the ACKs still leave before the reader's next batch.
+        """
         if self._released:
             return
-        out = self._conn.datagrams_to_send(now)
+        conn = self._conn
+        out = conn.datagrams_to_send(now, batch_acks=False)
+        if out:
+            self._endpoint.send_many(out, self._peer)
+        self._post_io(now)
+        if conn.ack_per_batch and self._kcp._acks and not self._acks_scheduled:
+            self._acks_scheduled = True
+            self._runtime.hub.loop.run_callback(self._send_acks)
+
+    def _send_acks(self) -> None:
+        self._acks_scheduled = False
+        if self._released or not self._kcp._acks:
+            return
+        now = now_ms()
+        out = self._conn.flush_acks(now)
         if out:
             self._endpoint.send_many(out, self._peer)
         self._post_io(now)
@@ -174,6 +220,9 @@ class KCPSocket:
             self._write_ev.set()
         if self._fd is not None:
             self._fd.set(self._would_not_block())
+        if self._error is not None:
+            self._runtime.schedule(self, None)   # a dead session retransmits no more
+            return
         deadline = self._conn.next_deadline(now)
         idle = self._idle_timeout_ms
         if idle is not None and self._error is None:
@@ -231,7 +280,9 @@ class KCPSocket:
                 self._readers -= 1
 
     def _check_usable(self) -> None:
-        if self._closed:
+        # As with socket.socket, a closed session whose makefile() objects are still open
+        # keeps working through them (http.client reads a response after closing).
+        if self._closed and (self._released or self._io_refs <= 0):
             raise _ebadf()
 
     def _raise_error(self) -> None:
@@ -287,6 +338,7 @@ class KCPSocket:
             raise ValueError("recv flags are not supported on a KCP session")
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        self._runtime.check_thread()
         deadline = self._deadline()
         while True:
             self._check_usable()
@@ -326,6 +378,7 @@ class KCPSocket:
         return self._send(data, self._deadline())
 
     def _send(self, data: Any, deadline: Optional[float]) -> int:
+        self._runtime.check_thread()
         view = memoryview(data).cast("B")
         while True:
             self._check_usable()
@@ -336,6 +389,8 @@ class KCPSocket:
             if not view:
                 return 0
             conn = self._conn
+            if self._kcp.snd_buf:
+                self._endpoint.poll()       # take in ACKs first: fresher window, no false RTO
             if conn.writable():
                 kcp = self._kcp
                 room = (min(kcp.snd_wnd, kcp.rmt_wnd) - kcp.wait_snd()) * kcp.mss
@@ -362,6 +417,7 @@ class KCPSocket:
         kcp-go's Close drops unacknowledged data; call this first to make sure the peer has it.
         ``timeout`` (seconds, default: the socket timeout) raises ``TimeoutError``.
         """
+        self._runtime.check_thread()
         deadline = self._deadline() if timeout is None else _monotonic() + timeout
         while True:
             self._check_usable()
@@ -381,6 +437,7 @@ class KCPSocket:
         KCP has no FIN, so nothing is sent to the peer.
         """
         self._check_usable()
+        self._runtime.check_thread()
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise ValueError(f"invalid shutdown how: {how!r}")
         if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
@@ -398,8 +455,13 @@ class KCPSocket:
         Like kcp-go, one final flush sends what the window allows; unacknowledged data is then
         dropped (use :meth:`drain` first to wait for it). Nothing tells the peer. As with
         ``socket.socket``, resources are released once every :meth:`makefile` object is closed.
+        Called from another OS thread, the close is handed to the owning thread's hub and
+        happens when that thread next waits in kcpgo (or gevent); this call does not wait.
         """
         if self._closed:
+            return
+        if self._runtime.owner_runs_elsewhere():
+            self._runtime.call_threadsafe(self.close)
             return
         self._closed = True
         self._read_ev.set()
@@ -486,23 +548,6 @@ class KCPSocket:
         text.mode = mode  # type: ignore[misc]
         return text
 
-    def settimeout(self, value: Optional[float]) -> None:
-        """``None``: block forever; ``0``: non-blocking; ``t > 0``: raise after t seconds."""
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
-
-    def gettimeout(self) -> Optional[float]:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self.settimeout(None if flag else 0.0)
-
-    def getblocking(self) -> bool:
-        return self._timeout != 0.0
-
     def set_idle_timeout(self, seconds: Optional[float]) -> None:
         """Declare the peer dead (``TimeoutError``) after ``seconds`` without any datagram.
 
@@ -520,6 +565,23 @@ class KCPSocket:
             self._fd = _ReadyFD()
             self._fd.set(self._would_not_block())
         return self._fd.rfd
+
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
+        """For code written against TCP: ``TCP_NODELAY`` turns write delay off/on (writes are
+        flushed at once by default), ``SO_KEEPALIVE`` is accepted and ignored (KCP has none).
+        Anything else raises ``OSError(ENOPROTOOPT)``; see the ``set_*`` methods."""
+        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
+            self.set_write_delay(not value)
+        elif not (level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE):
+            raise OSError(errno.ENOPROTOOPT, "socket option not supported by a KCP session")
+
+    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> int:
+        """``TCP_NODELAY`` (1 unless write delay is on) and ``SO_KEEPALIVE`` (0) only."""
+        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
+            return int(not self._conn.write_delay)
+        if level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE:
+            return 0
+        raise OSError(errno.ENOPROTOOPT, "socket option not supported by a KCP session")
 
     def getpeername(self) -> Address:
         return self._peer

@@ -208,20 +208,24 @@ def test_rto_backoff_is_linear(nodelay, expected):
     assert k.snmp.LostSegs == 4
 
 
-def test_check_is_none_when_idle_and_interval_when_busy():
+def test_check_is_none_when_idle_else_next_useful_flush():
     a, b = make(), make()
     assert a.check(0) is None
     a.write(b"x")
-    assert a.check(0) == 0
-    for d in a.flush(0):
-        b.input(d, 0)
-    assert a.check(0) == 100                  # next tick; data in flight
-    for d in b.flush(0):
-        a.input(d, 1)
-    a.flush(1)
-    assert b.recv() == b"x"
-    b.flush(1)
-    assert a.check(5) is None and b.check(5) is None
+    assert a.check(0) == 0                    # never flushed: kcp-go's first update is at once
+    first = a.flush(0)
+    assert a.check(0) == 200                  # in flight, nothing else to do: its RTO
+    a.write(b"y")
+    assert a.check(0) == 100                  # queued data: the next tick (kcp-go's interval)
+    second = a.flush(100)
+    for d in first + second:
+        b.input(d, 100)
+    for d in b.flush(100):
+        a.input(d, 101)
+    a.flush(101)
+    assert (b.recv(), b.recv()) == (b"x", b"y")
+    b.flush(101)
+    assert a.check(105) is None and b.check(105) is None
 
 
 # ---------------------------------------------------------------- fast / early retransmit

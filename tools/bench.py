@@ -300,7 +300,7 @@ def start_relay(server_addr: str, a: argparse.Namespace):
     if not os.path.exists(netem):
         raise SystemExit("lossy mode needs tools/netem.py")
     argv = [sys.executable, netem, "--upstream", server_addr, "--listen", "127.0.0.1:0",
-            "--delay", str(a.rtt / 2), "--loss", str(a.loss), "--seed", "1"]
+            "--both", f"loss={a.loss * 100:g}%,delay={a.rtt / 2:g}ms", "--seed", "1"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     line = proc.stdout.readline()
     if not line.startswith("LISTENING "):
@@ -382,7 +382,7 @@ def print_results(a: argparse.Namespace, results: List[dict]) -> None:
     print(f"{'client -> server':22}" + "".join(f"{k:>16}" for k in keys))
     for r in results:
         print(f"{r['client'] + ' -> ' + r['server']:22}"
-              + "".join(f"{r['median'][k]:16.1f}" for k in keys))
+              + "".join(f"{r['median'].get(k, float('nan')):16.1f}" for k in keys))
     base = next((r for r in results if r["server"] == "go" and r["client"] == "go"), None)
     if base is not None:
         for r in results:

@@ -1,0 +1,312 @@
+"""Opt-in patching: chosen TCP addresses of unmodified stdlib code become KCP.
+
+::
+
+    import kcpgo.monkey
+    kcpgo.monkey.patch(
+        servers={9000: dict(crypt="aes", key="secret", mode="fast3")},
+        clients={("127.0.0.1", 9000): dict(crypt="aes", key="secret", mode="fast3")})
+
+After :func:`patch`:
+
+* a ``socketserver.TCPServer`` (or any subclass: ``ThreadingTCPServer``, ``http.server.
+  HTTPServer``, your own) constructed for a listed address serves KCP on that UDP port, exactly
+  as :class:`kcpgo.server.KCPServer` does; ``ThreadingMixIn`` servers behave as
+  :class:`kcpgo.server.ThreadingKCPServer`;
+* ``socket.create_connection(address, timeout)`` to a listed destination returns a connected
+  :class:`kcpgo.KCPSocket` (KCP has no handshake: it returns at once, even if nobody listens).
+
+Everything else stays TCP, untouched. Keys are ``(host, port)`` tuples (host compared as given;
+``""`` and ``"0.0.0.0"`` are the same) or a bare port number for any host. Server options are
+those of :class:`~kcpgo.server.KCPServer`, client options those of :func:`kcpgo.dial`; both
+default to ``stream=True``. :func:`unpatch` restores every original; close KCP servers before.
+
+With gevent: ``gevent.monkey.patch_all()`` may come before or after :func:`patch` (gevent
+replaces ``socket.create_connection`` when it patches; :func:`patch` subscribes to gevent's
+patch events and puts its own back, delegating unlisted destinations to gevent's). As gevent
+itself advises, patch as early as possible, before other imports.
+
+Command line, to run an unmodified program over KCP (like ``python -m gevent.monkey``)::
+
+    python -m kcpgo.monkey [--gevent] [--server [HOST:]PORT]... [--client HOST:PORT|PORT]...
+                           [--crypt NAME --key PASS] [--mode fast3] [--fec 10/3]
+                           [--idle-timeout S] script.py [args...]
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import runpy
+import socket as _socket
+import socketserver
+import sys
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+
+from . import dial
+from .server import KCPServer, _threading_process_request, process_request_concurrently, \
+    server_options
+
+__all__ = ["patch", "unpatch", "is_patched", "main"]
+
+Key = Union[int, Tuple[str, int]]
+Table = Union[Mapping[Key, Optional[Mapping[str, Any]]], Iterable[Key], None]
+
+_DIAL_OPTIONS = frozenset(p for p in inspect.signature(dial).parameters
+                          if p not in ("address", "timeout"))
+#: TCPServer methods that take the KCP path for a listed address (``__init__`` decides).
+_SERVER_METHODS = ("server_bind", "server_activate", "server_close", "fileno", "get_request",
+                   "shutdown_request", "close_request", "serve_forever", "shutdown",
+                   "handle_request", "handle_error")
+_MISSING = object()
+
+
+class _Patch:
+    def __init__(self, servers: Dict[Key, Dict[str, Any]],
+                 clients: Dict[Key, Dict[str, Any]]) -> None:
+        self.servers = servers
+        self.clients = clients
+        self.saved: list = []                  # (owner, name, previous value or _MISSING)
+        self.connect_fallback: Callable[..., Any] = _socket.create_connection
+        self.create_connection: Optional[Callable[..., Any]] = None
+        self.subscriber: Optional[Callable[[Any], None]] = None
+
+    def set(self, owner: Any, name: str, value: Any) -> None:
+        self.saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
+        setattr(owner, name, value)
+
+
+_active: Optional[_Patch] = None
+
+
+def _host(host: Any) -> Any:
+    return "0.0.0.0" if host == "" else host
+
+
+def _table(spec: Table, check: Callable[[Dict[str, Any]], Dict[str, Any]]
+           ) -> Dict[Key, Dict[str, Any]]:
+    if spec is None:
+        return {}
+    items = spec.items() if isinstance(spec, Mapping) else ((k, None) for k in spec)
+    out: Dict[Key, Dict[str, Any]] = {}
+    for key, opts in items:
+        if isinstance(key, int) and not isinstance(key, bool):
+            norm: Key = key
+        elif isinstance(key, tuple) and len(key) >= 2 and isinstance(key[1], int):
+            norm = (_host(key[0]), key[1])
+        else:
+            raise ValueError(f"kcpgo.monkey: {key!r} is not a port or a (host, port) tuple")
+        out[norm] = check(dict(opts or {}))
+    return out
+
+
+def _lookup(table: Dict[Key, Dict[str, Any]], address: Any) -> Optional[Dict[str, Any]]:
+    if not table or not isinstance(address, tuple) or len(address) < 2:
+        return None
+    port = address[1]
+    opts = table.get((_host(address[0]), port))
+    if opts is None:
+        opts = table.get(port)
+    return opts
+
+
+def _check_client(opts: Dict[str, Any]) -> Dict[str, Any]:
+    unknown = set(opts) - _DIAL_OPTIONS
+    if unknown:
+        raise TypeError(f"kcpgo.monkey: unexpected client option(s) {', '.join(sorted(unknown))}"
+                        f"; valid: {', '.join(sorted(_DIAL_OPTIONS))}")
+    opts.setdefault("stream", True)
+    return opts
+
+
+def _check_server(opts: Dict[str, Any]) -> Dict[str, Any]:
+    server_options(dict(opts), where="kcpgo.monkey server")      # raises now if invalid
+    return opts
+
+
+# ---------------------------------------------------------------------- the patched callables
+
+
+def _tcp_server_init(original: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: Any, server_address: Any, RequestHandlerClass: Any,
+                 bind_and_activate: bool = True) -> None:
+        p = _active
+        opts = None if p is None else _lookup(p.servers, server_address)
+        if opts is None:
+            original(self, server_address, RequestHandlerClass, bind_and_activate)
+            return
+        if isinstance(self, socketserver.ForkingMixIn):
+            raise TypeError(f"kcpgo.monkey: {type(self).__name__} forks, which cannot serve "
+                            f"KCP (sessions are read from this process's one UDP socket); "
+                            f"use a ThreadingMixIn server for {server_address!r}")
+        KCPServer.__init__(self, server_address, RequestHandlerClass, bind_and_activate,
+                           **opts)
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    return __init__
+
+
+def _dispatch(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    kcp = KCPServer.__dict__[name]
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if "_kcpgo" in self.__dict__:
+            return kcp(self, *args, **kwargs)
+        return original(self, *args, **kwargs)
+    method.__name__ = name
+    method.__wrapped__ = original  # type: ignore[attr-defined]
+    return method
+
+
+def _threading_dispatch(self: Any, request: Any, client_address: Any) -> None:
+    if "_kcpgo" in self.__dict__:
+        process_request_concurrently(self, request, client_address)
+    else:
+        _threading_process_request(self, request, client_address)
+
+
+def _make_create_connection(p: _Patch) -> Callable[..., Any]:
+    def create_connection(address: Any, timeout: Any = _socket._GLOBAL_DEFAULT_TIMEOUT,
+                          source_address: Any = None, **kwargs: Any) -> Any:
+        opts = _lookup(p.clients, address) if _active is p else None
+        if opts is None:
+            return p.connect_fallback(address, timeout, source_address, **kwargs)
+        if source_address is not None:
+            raise ValueError(f"kcpgo.monkey: source_address is not supported for the KCP "
+                             f"destination {address!r}")
+        if timeout is _socket._GLOBAL_DEFAULT_TIMEOUT:
+            timeout = _socket.getdefaulttimeout()
+        return dial(address, timeout=timeout, **opts)
+    create_connection.__wrapped__ = p.connect_fallback  # type: ignore[attr-defined]
+    return create_connection
+
+
+def _gevent_subscriber(p: _Patch) -> Callable[[Any], None]:
+    def on_event(event: Any) -> None:
+        # gevent.monkey replaced socket.create_connection after us: keep its version as the
+        # fallback for unlisted destinations and put ours back in front.
+        if getattr(event, "module_name", None) != "socket" or _active is not p:
+            return
+        current = _socket.create_connection
+        if current is not p.create_connection and type(event).__name__.startswith("GeventDid"):
+            p.connect_fallback = current
+            _socket.create_connection = p.create_connection
+    return on_event
+
+
+# ---------------------------------------------------------------------- public API
+
+
+def patch(servers: Table = None, clients: Table = None) -> None:
+    """Serve and connect KCP, instead of TCP, for the listed addresses.
+
+    ``servers``: ``{port or (host, port): KCPServer options}`` (or just a list of keys); a
+    ``socketserver.TCPServer`` constructed for a matching ``server_address`` is a KCP server.
+    ``clients``: ``{port or (host, port): kcpgo.dial options}``; ``socket.create_connection``
+    to a matching address returns a :class:`kcpgo.KCPSocket`. Options are checked now
+    (``TypeError``/``ValueError``). Calling it again replaces the previous tables.
+    """
+    global _active
+    server_table = _table(servers, _check_server)
+    client_table = _table(clients, _check_client)
+    if _active is not None:
+        unpatch()
+    p = _Patch(server_table, client_table)
+    tcp = socketserver.TCPServer
+    p.set(tcp, "__init__", _tcp_server_init(tcp.__init__))
+    for name in _SERVER_METHODS:
+        p.set(tcp, name, _dispatch(name, getattr(tcp, name)))
+    p.set(socketserver.ThreadingMixIn, "process_request", _threading_dispatch)
+    p.connect_fallback = _socket.create_connection
+    p.create_connection = _make_create_connection(p)
+    p.set(_socket, "create_connection", p.create_connection)
+    try:
+        from gevent import events
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        pass
+    else:
+        p.subscriber = _gevent_subscriber(p)
+        events.subscribers.append(p.subscriber)
+    _active = p
+
+
+def unpatch() -> None:
+    """Restore everything :func:`patch` replaced (idempotent).
+
+    ``socket.create_connection`` goes back to what it would be without kcpgo (gevent's, if
+    gevent patched meanwhile). KCP servers created while patched must be closed first.
+    """
+    global _active
+    p = _active
+    if p is None:
+        return
+    _active = None
+    if p.subscriber is not None:
+        from gevent import events
+        if p.subscriber in events.subscribers:
+            events.subscribers.remove(p.subscriber)
+    for owner, name, old in reversed(p.saved):
+        if owner is _socket and name == "create_connection":
+            if _socket.create_connection is p.create_connection:
+                _socket.create_connection = p.connect_fallback
+        elif old is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, old)
+
+
+def is_patched() -> bool:
+    return _active is not None
+
+
+# ---------------------------------------------------------------------- python -m kcpgo.monkey
+
+
+def _address(text: str) -> Key:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return int(port)
+    return (host.strip("[]"), int(port))
+
+
+def main(argv: Optional[list] = None) -> None:
+    """``python -m kcpgo.monkey``: patch, then run a script as ``__main__``."""
+    ap = argparse.ArgumentParser(
+        prog="python -m kcpgo.monkey",
+        description="Run an unmodified Python program with the listed TCP servers and "
+                    "socket.create_connection() destinations switched to KCP.")
+    ap.add_argument("--gevent", action="store_true",
+                    help="call gevent.monkey.patch_all() first")
+    ap.add_argument("--server", action="append", default=[], metavar="[HOST:]PORT")
+    ap.add_argument("--client", action="append", default=[], metavar="[HOST:]PORT")
+    ap.add_argument("--crypt", help="cipher name (aes, salsa20, none, ...); needs --key")
+    ap.add_argument("--key", help="kcptun-style passphrase")
+    ap.add_argument("--mode", help="normal, fast, fast2 or fast3")
+    ap.add_argument("--fec", metavar="DATA/PARITY", help="Reed-Solomon shards, e.g. 10/3")
+    ap.add_argument("--idle-timeout", type=float, metavar="SECONDS")
+    ap.add_argument("script")
+    ap.add_argument("args", nargs=argparse.REMAINDER)
+    ns = ap.parse_args(argv)
+    if ns.gevent:
+        from gevent import monkey as gmonkey
+        gmonkey.patch_all()
+    opts: Dict[str, Any] = {}
+    if ns.crypt is not None:
+        opts.update(crypt=ns.crypt, key=ns.key)
+    if ns.mode is not None:
+        opts["mode"] = ns.mode
+    if ns.fec:
+        ds, ps = (int(x) for x in ns.fec.split("/"))
+        opts.update(data_shards=ds, parity_shards=ps)
+    if ns.idle_timeout is not None:
+        opts["idle_timeout"] = ns.idle_timeout
+    patch(servers={_address(a): dict(opts) for a in ns.server},
+          clients={_address(a): dict(opts) for a in ns.client})
+    sys.argv = [ns.script] + ns.args
+    sys.path[0] = os.path.dirname(os.path.abspath(ns.script))    # as `python script.py` does
+    runpy.run_path(ns.script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    # Run the importable module's main(), so that the program sees kcpgo.monkey as patched.
+    from kcpgo.monkey import main as _main
+    _main()

@@ -1,0 +1,526 @@
+"""``socketserver`` servers over KCP: :class:`KCPServer` and :class:`ThreadingKCPServer`.
+
+Unmodified ``socketserver`` request handlers (``BaseRequestHandler``, ``StreamRequestHandler``)
+run over KCP: ``self.request`` is a :class:`~kcpgo.session.KCPSocket`, ``rfile``/``wfile`` are
+its ``makefile()`` objects. ``serve_forever``, ``shutdown``, ``handle_request``, ``timeout`` /
+``handle_timeout`` and ``server_close`` keep their documented meaning.
+
+How the server waits
+    kcpgo's sessions are driven by the gevent hub of the OS thread that owns them. A stdlib
+    ``serve_forever`` blocks its thread in ``selectors``, which (unless gevent patched it)
+    would stop that hub, so these servers wait cooperatively instead: while ``serve_forever``
+    or ``handle_request`` waits, the thread's hub keeps every session alive. The same holds for
+    ``shutdown()`` and ``server_close()`` waiting for the loop: the waiting thread's own kcpgo
+    objects keep working.
+
+Which thread owns the KCP listener
+    The UDP port is bound in the constructor (so errors show there), but the KCP listener is
+    started by the first thread that serves (``serve_forever``/``handle_request``), which is
+    the thread whose hub must keep running. ``shutdown()`` and ``server_close()`` may be called
+    from any thread.
+
+Threads
+    * With ``gevent.monkey.patch_all()`` threads are greenlets; :class:`ThreadingKCPServer`
+      is the stdlib ``ThreadingMixIn`` unchanged.
+    * In an unpatched program a handler cannot run in its own OS thread (its session belongs
+      to the serving thread's hub), so :class:`ThreadingKCPServer` runs each request in a
+      greenlet of the serving thread. Handlers that block only in kcpgo calls run concurrently;
+      one that blocks its OS thread elsewhere (``time.sleep``, a blocking driver) stalls the
+      server for that long. When ``serve_forever`` returns after ``shutdown()``, it has let the
+      running handlers finish (``daemon_threads``: it stopped them) and closed the listener, so
+      nothing is left in a thread that may now end; a later ``serve_forever`` or
+      ``handle_request`` starts a new listener on the same port.
+
+KCP has no FIN: a client that exits sends nothing, so a handler waiting in ``rfile.readline()``
+for it ends only through ``idle_timeout`` (seconds without any datagram from the client; the
+read raises ``TimeoutError(ETIMEDOUT)``, which :meth:`KCPServer.handle_error` logs instead of
+printing a traceback). Servers default to :data:`DEFAULT_IDLE_TIMEOUT`; ``idle_timeout=None``
+turns it off.
+"""
+from __future__ import annotations
+
+import errno
+import inspect
+import logging
+import os
+import socket as _socket
+import socketserver
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import gevent
+import gevent.pool
+import gevent.select
+from gevent.event import Event
+from gevent.monkey import get_original, is_module_patched
+
+from . import MODES as _MODES, _make_crypt, serve_conn
+from .runtime import DEFAULT_SOCKBUF, Runtime, _RealSocket, _real_get_ident
+from .session import KCPSocket
+
+__all__ = ["KCPServer", "ThreadingKCPServer", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_DRAIN_TIMEOUT"]
+
+log = logging.getLogger("kcpgo.server")
+
+#: Seconds without a datagram after which a server session is declared gone (KCP has no FIN).
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Seconds ``shutdown_request`` waits for the peer to acknowledge what the handler wrote
+#: (a TCP stack keeps delivering after close; KCP's close drops unacknowledged data).
+DEFAULT_DRAIN_TIMEOUT = 5.0
+
+_allocate_lock = get_original("_thread", "allocate_lock")
+#: The stdlib's (kcpgo.monkey may later replace the attribute with a dispatcher).
+_threading_process_request = socketserver.ThreadingMixIn.process_request
+_monotonic = time.monotonic
+#: Options of :func:`kcpgo.serve_conn` a server accepts, plus the server's own.
+_LISTEN_OPTIONS = frozenset(p for p in inspect.signature(serve_conn).parameters
+                            if p != "udp_socket")
+_SERVER_OPTIONS = _LISTEN_OPTIONS | {"drain_timeout"}
+
+
+def threads_are_greenlets() -> bool:
+    """True when ``gevent.monkey`` patched ``threading`` (threads are greenlets of one hub)."""
+    return is_module_patched("threading")
+
+
+def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
+                   drain_timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT,
+                   where: str = "KCPServer") -> Dict[str, Any]:
+    """Check server options now (not later, in the serving thread) and fill in defaults.
+
+    Raises ``TypeError`` for an unknown option and ``ValueError`` for a bad value, like
+    :func:`kcpgo.listen` would. A cipher name and passphrase are turned into the cipher once.
+    """
+    unknown = set(options) - _SERVER_OPTIONS
+    if unknown:
+        raise TypeError(f"{where} got unexpected option(s) {', '.join(sorted(unknown))}; valid: "
+                        f"{', '.join(sorted(_SERVER_OPTIONS))}")
+    opts = dict(options)
+    opts.setdefault("idle_timeout", idle_timeout)
+    opts.setdefault("drain_timeout", drain_timeout)
+    opts.setdefault("stream", True)          # a byte stream, like the TCP it replaces
+    mode = opts.get("mode")
+    if mode is not None and mode not in _MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(_MODES)}")
+    if "crypt" in opts or "key" in opts:
+        opts["crypt"] = _make_crypt(opts.get("crypt"), opts.pop("key", None))
+    for name in ("idle_timeout", "drain_timeout"):
+        value = opts[name]
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be > 0 seconds or None")
+    return opts
+
+
+class _Signal:
+    """A flag any thread may set and any greenlet of any thread may wait for.
+
+    Waiting is cooperative: the waiting thread's hub keeps running (and with it that thread's
+    kcpgo sessions), unlike ``threading.Event.wait`` in an unpatched program.
+    """
+
+    def __init__(self, value: bool = False) -> None:
+        self._lock = _allocate_lock()
+        self._flag = value
+        self._waiters: List[Tuple[Any, Event]] = []
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def clear(self) -> None:
+        with self._lock:
+            self._flag = False
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag = True
+            waiters, self._waiters = self._waiters, []
+        me = _real_get_ident()
+        for hub, ev in waiters:
+            if hub.thread_ident == me:
+                ev.set()
+            elif hub.loop is not None:
+                hub.loop.run_callback_threadsafe(ev.set)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        with self._lock:
+            if self._flag:
+                return True
+            entry = (gevent.get_hub(), Event())
+            self._waiters.append(entry)
+        deadline = None if timeout is None else _monotonic() + timeout
+        try:
+            while True:
+                # The timer keeps this hub's loop alive: the setter's wake-up from another
+                # thread arrives through an unreferenced watcher (gevent would see nothing to
+                # wait for and raise LoopExit).
+                step = 1.0 if deadline is None else min(1.0, deadline - _monotonic())
+                if entry[1].wait(max(step, 0.0)) or self._flag:
+                    return True
+                if deadline is not None and _monotonic() >= deadline:
+                    return False
+        finally:
+            with self._lock:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+
+
+class _KCPState:
+    """What a server needs besides socketserver's own attributes (``server._kcpgo``)."""
+
+    def __init__(self, options: Dict[str, Any]) -> None:
+        self.drain_timeout: Optional[float] = options.pop("drain_timeout")
+        self.listen_options = options
+        self.listener: Any = None
+        self.runtime: Optional[Runtime] = None      # the listener's (the serving thread's)
+        self.owner_name = ""
+        self.handlers: Optional[gevent.pool.Group] = None
+        self.shutdown_request = False
+        self.loop: Any = None                       # the greenlet inside serve_forever
+        self.stopped = _Signal(True)                # no serve_forever loop is running
+        self.idle = _Signal(True)                   # ... and none is finishing its handlers
+        self.closed = False
+        self.waiters = 0                            # greenlets inside _wait (serving thread)
+        self.no_waiters = _Signal(True)
+        self.rfd, self.wfd = os.pipe()              # wakes the loop (from any thread)
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(self.wfd, False)
+        self.pipe_open = True
+
+    def wake(self) -> None:
+        if self.pipe_open:
+            try:
+                os.write(self.wfd, b"!")
+            except OSError:                         # full (already woken) or just closed
+                pass
+
+    def drain_wake(self) -> None:
+        try:
+            while os.read(self.rfd, 512):
+                pass
+        except OSError:
+            pass
+
+    def close_pipe(self) -> None:
+        if self.pipe_open:
+            self.pipe_open = False
+            os.close(self.rfd)
+            os.close(self.wfd)
+
+
+class KCPServer(socketserver.TCPServer):
+    """A ``socketserver.TCPServer`` whose connections are KCP sessions on one UDP port.
+
+    ``KCPServer(server_address, RequestHandlerClass, bind_and_activate=True, **options)``:
+    ``options`` are those of :func:`kcpgo.listen` (``crypt``, ``key``, ``mode``,
+    ``data_shards``, ``parity_shards``, ``window``, ``mtu``, ``backlog``, ...), with
+    ``stream=True`` and ``idle_timeout=`` :attr:`idle_timeout` by default, plus
+    ``drain_timeout``. Bad options raise ``TypeError``/``ValueError`` here; a port in use raises
+    ``OSError`` here. Requests are handled one at a time in the serving thread (see
+    :class:`ThreadingKCPServer`).
+    """
+
+    #: Default ``idle_timeout`` of the sessions (seconds; ``None``: never).
+    idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT
+    #: Default time ``shutdown_request`` lets the peer acknowledge the handler's last writes.
+    drain_timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT
+    _kcpgo: _KCPState
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if issubclass(cls, socketserver.ForkingMixIn):
+            raise TypeError("ForkingMixIn cannot serve KCP: every session is read from the "
+                            "one UDP socket of this process; use ThreadingKCPServer")
+        if cls.process_request is _threading_process_request:
+            # ThreadingMixIn composed by hand: same handler placement as ThreadingKCPServer
+            cls.process_request = process_request_concurrently  # type: ignore[assignment]
+
+    def __init__(self, server_address: Tuple[Any, ...], RequestHandlerClass: Any,
+                 bind_and_activate: bool = True, **options: Any) -> None:
+        socketserver.BaseServer.__init__(self, server_address, RequestHandlerClass)
+        opts = server_options(options, idle_timeout=getattr(self, "idle_timeout",
+                                                            DEFAULT_IDLE_TIMEOUT),
+                              drain_timeout=getattr(self, "drain_timeout",
+                                                    DEFAULT_DRAIN_TIMEOUT),
+                              where=type(self).__name__)
+        self._kcpgo = _KCPState(opts)
+        host = server_address[0]
+        if self.address_family == _socket.AF_INET and isinstance(host, str) and ":" in host:
+            self.address_family = _socket.AF_INET6
+        sock = _RealSocket(self.address_family, _socket.SOCK_DGRAM)
+        for opt in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(_socket.SOL_SOCKET, opt, DEFAULT_SOCKBUF)
+            except OSError:  # pragma: no cover - platform limits
+                pass
+        #: The bound UDP socket (``getsockname``, ``setsockopt``, ``gettimeout`` work on it).
+        self.socket = sock
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except BaseException:
+                self.server_close()
+                raise
+
+    # ------------------------------------------------------------------ binding
+
+    def server_bind(self) -> None:
+        """Bind the UDP socket (``allow_reuse_address``/``allow_reuse_port`` honoured)."""
+        if self.allow_reuse_address and hasattr(_socket, "SO_REUSEADDR"):
+            self.socket.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if getattr(self, "allow_reuse_port", False) and hasattr(_socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Nothing to do: datagrams wait in the UDP socket until a thread serves."""
+
+    def fileno(self) -> int:
+        """The listener's descriptor (readable when ``accept`` would not block) once a thread
+        serves; the UDP socket's before that."""
+        ln = self._kcpgo.listener
+        if ln is not None and not ln.closed:
+            return ln.fileno()
+        return self.socket.fileno()
+
+    def get_request(self) -> Tuple[KCPSocket, Any]:
+        """``listener.accept()``: the next session and its peer address."""
+        return _listener(self).accept()
+
+    # ------------------------------------------------------------------ serving
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Handle requests until :meth:`shutdown`; ``poll_interval`` paces ``service_actions``.
+
+        Waits cooperatively (the thread's hub keeps running). In an unpatched program, returns
+        only after the requests still running have finished (see the module docstring).
+        """
+        st = self._kcpgo
+        if st.loop is not None:
+            raise RuntimeError("serve_forever() is already running")
+        _listener(self)
+        st.stopped.clear()
+        st.idle.clear()
+        st.loop = gevent.getcurrent()
+        finished = False
+        try:
+            while not st.shutdown_request:
+                ready = _wait(self, poll_interval)
+                if st.shutdown_request:
+                    break
+                if ready:
+                    self._handle_request_noblock()
+                self.service_actions()
+            finished = True
+        finally:
+            st.shutdown_request = False
+            st.loop = None
+            st.stopped.set()
+            try:
+                if finished and not threads_are_greenlets():
+                    _wind_down(self)
+            finally:
+                if st.closed:           # server_close() was called from inside the loop
+                    ln, st.listener = st.listener, None
+                    if ln is not None:
+                        ln.close()
+                    st.close_pipe()
+                st.idle.set()
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and wait until it has stopped accepting.
+
+        Callable from any thread or greenlet; the wait is cooperative. Called from the serving
+        greenlet itself (a non-threading handler, ``service_actions``) it only asks the loop to
+        stop after the current request, instead of deadlocking as socketserver would.
+        """
+        st = self._kcpgo
+        st.shutdown_request = True
+        st.wake()
+        if gevent.getcurrent() is not st.loop:
+            st.stopped.wait()
+
+    def handle_request(self) -> None:
+        """Handle one request, waiting at most ``timeout`` (then :meth:`handle_timeout`).
+
+        ``timeout`` is the smaller of :attr:`timeout` and the UDP socket's timeout, as in
+        socketserver. Waits cooperatively.
+        """
+        timeout = self.socket.gettimeout()
+        if timeout is None:
+            timeout = self.timeout
+        elif self.timeout is not None:
+            timeout = min(timeout, self.timeout)
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - _monotonic())
+            if _wait(self, remaining):
+                return self._handle_request_noblock()
+            if deadline is not None and _monotonic() >= deadline:
+                return self.handle_timeout()
+
+    # ------------------------------------------------------------------ requests
+
+    def shutdown_request(self, request: Any) -> None:
+        """Let the peer acknowledge what the handler wrote (at most ``drain_timeout``), then
+        ``shutdown(SHUT_WR)`` and close, as socketserver does."""
+        drain = getattr(request, "drain", None)
+        timeout = self._kcpgo.drain_timeout
+        if drain is not None and timeout:
+            try:
+                drain(timeout)
+            except OSError:
+                pass
+        try:
+            request.shutdown(_socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        request.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went silent past ``idle_timeout`` (KCP's only "disconnect") is logged
+        to ``kcpgo.server`` at INFO; anything else prints a traceback as socketserver does."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, TimeoutError) and exc.errno == errno.ETIMEDOUT:
+            log.info("kcpgo: %s sent nothing for idle_timeout; request ended (%s)",
+                     client_address, exc)
+            return
+        socketserver.BaseServer.handle_error(self, request, client_address)
+
+    # ------------------------------------------------------------------ closing
+
+    def server_close(self) -> None:
+        """Stop accepting and release the UDP port. Callable from any thread; idempotent.
+
+        A loop still in :meth:`serve_forever` is stopped first. As with ``ThreadingMixIn``'s
+        ``block_on_close``, waits (cooperatively) for running handlers unless
+        ``daemon_threads``. Sessions already accepted keep working until their handler closes
+        them.
+        """
+        st = self._kcpgo
+        if st.closed:
+            return
+        me = gevent.getcurrent()
+        inside = me is st.loop or (st.handlers is not None and me in st.handlers)
+        if st.loop is not None:
+            st.shutdown_request = True
+            st.wake()
+        if not inside:
+            wait_handlers = (getattr(self, "block_on_close", True)
+                             and not getattr(self, "daemon_threads", False))
+            (st.idle if wait_handlers else st.stopped).wait()
+        st.closed = True
+        self.socket.close()             # the listener works on a duplicate descriptor
+        if st.loop is not None:
+            return                      # called from inside the loop: it closes the rest
+        if st.waiters:                  # handle_request() waiting elsewhere: it raises EBADF
+            st.wake()
+            st.no_waiters.wait(1.0)
+        rt = st.runtime
+        handlers = st.handlers
+        if handlers and not inside and rt is not None and rt.thread_ident == _real_get_ident():
+            # handle_request() left handler greenlets in this thread: finish them like above
+            if getattr(self, "daemon_threads", False):
+                handlers.kill(block=True, timeout=(st.drain_timeout or 0) + 1)
+            elif getattr(self, "block_on_close", True):
+                handlers.join()
+        ln, st.listener = st.listener, None
+        if ln is not None:
+            rt.call_threadsafe(ln.close)
+        st.close_pipe()
+
+
+class ThreadingKCPServer(socketserver.ThreadingMixIn, KCPServer):
+    """:class:`KCPServer` with a concurrent handler per request (``ThreadingMixIn``).
+
+    Under ``gevent.monkey.patch_all()`` each request gets a thread, which is a greenlet.
+    Unpatched, each request gets a greenlet of the serving thread (a session cannot move to
+    another OS thread): concurrent as long as handlers block only in kcpgo calls.
+    ``daemon_threads`` and ``block_on_close`` keep their meaning.
+    """
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        process_request_concurrently(self, request, client_address)
+
+
+def process_request_concurrently(server: Any, request: Any, client_address: Any) -> None:
+    """``ThreadingMixIn.process_request`` for KCP servers: a thread when threads are greenlets,
+    else a greenlet of the serving thread."""
+    if threads_are_greenlets():
+        _threading_process_request(server, request, client_address)
+        return
+    st = server._kcpgo
+    if st.handlers is None:
+        st.handlers = gevent.pool.Group()
+    g = gevent.spawn(server.process_request_thread, request, client_address)
+    g.name = f"KCP request {client_address}"
+    st.handlers.add(g)
+
+
+# ---------------------------------------------------------------------- helpers
+# Plain functions, not methods: kcpgo.monkey runs them on TCPServer instances too.
+
+
+def _listener(self: Any) -> Any:
+    """The KCP listener, started in the calling thread on first use."""
+    st = self._kcpgo
+    if st.closed:
+        raise OSError(errno.EBADF, "server is closed")
+    ln = st.listener
+    if ln is not None:
+        rt = st.runtime
+        if rt.thread_ident == _real_get_ident():
+            return ln
+        if rt.owner_runs_elsewhere():
+            raise RuntimeError(
+                f"this server's KCP sessions belong to thread {st.owner_name!r}, which "
+                f"served it first; serve it from that thread only (server_close() and "
+                f"shutdown() work from any thread), or run threads as greenlets with "
+                f"gevent.monkey.patch_all()")
+        ln.close()                  # its thread has ended; nothing else can run it
+    runtime = Runtime.current()
+    if st.runtime is not runtime:
+        st.handlers = None          # greenlets of another thread's hub (finished or orphaned)
+    st.listener = serve_conn(self.socket, **st.listen_options)
+    st.runtime = runtime
+    st.owner_name = threading.current_thread().name
+    return st.listener
+
+
+def _wait(self: Any, timeout: Optional[float]) -> bool:
+    """Wait cooperatively until a session can be accepted (True), the timeout passes or
+    someone wakes the loop (False)."""
+    st = self._kcpgo
+    lfd = _listener(self).fileno()
+    st.waiters += 1
+    st.no_waiters.clear()
+    try:
+        ready, _, _ = gevent.select.select([lfd, st.rfd], [], [], timeout)
+    finally:
+        st.waiters -= 1
+        if not st.waiters:
+            st.no_waiters.set()
+    if st.rfd in ready:
+        st.drain_wake()
+    return lfd in ready
+
+
+def _wind_down(self: Any) -> None:
+    """End of serve_forever in an unpatched program: finish (daemon_threads: stop) the
+    handler greenlets, then close the listener, all in the thread that owns them."""
+    st = self._kcpgo
+    handlers = st.handlers
+    if handlers:
+        if getattr(self, "daemon_threads", False):
+            handlers.kill(block=True, timeout=(st.drain_timeout or 0) + 1)
+        else:
+            handlers.join()
+    ln, st.listener = st.listener, None
+    if ln is not None:
+        ln.close()

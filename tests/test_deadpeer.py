@@ -1,0 +1,144 @@
+"""Dead peer: the peer process is killed (SIGKILL) mid-transfer. Our blocked ``recv`` and
+``send`` raise within the configured time (``idle_timeout`` -> ``TimeoutError``, or
+``set_dead_link`` -> ``ConnectionResetError``), and nothing keeps spinning afterwards."""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import gevent
+import pytest
+
+import kcpgo
+from kcpgo.runtime import Runtime
+from tools.netem import _readline
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop"))
+from gopeer import GoServer, go_available  # noqa: E402
+
+GO_OK, GO_REASON = go_available()
+
+PEER = textwrap.dedent("""
+    import sys, kcpgo
+    ln = kcpgo.listen(("127.0.0.1", 0), mode="fast3", window=(256, 256))
+    print(ln.getsockname()[1], flush=True)
+    s, _ = ln.accept()
+    while True:
+        s.sendall(s.recv(65536))
+""")
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def idle_cpu(seconds: float = 1.0) -> float:
+    """CPU this process uses while the hub idles for ``seconds``."""
+    t = cpu_seconds()
+    gevent.sleep(seconds)
+    return cpu_seconds() - t
+
+
+class PyPeer:
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", PEER], stdout=subprocess.PIPE)
+        line = _readline(self.proc.stdout, 20)
+        self.address = ("127.0.0.1", int(line))
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def _transfer_then_kill(peer, sess):
+    """Echo traffic in both directions until the peer is SIGKILLed; returns the errors of the
+    blocked writer and reader and how long after the kill each was raised."""
+    sess.settimeout(None)
+    big = os.urandom(50 * 1024 * 1024)
+    got = [0]
+    raised = {}
+
+    def writer():
+        try:
+            sess.sendall(big)
+        except Exception as e:
+            raised["send"] = (e, time.monotonic())
+
+    def reader():
+        try:
+            while True:
+                got[0] += len(sess.recv(1 << 20))
+        except Exception as e:
+            raised["recv"] = (e, time.monotonic())
+    gw, gr = gevent.spawn(writer), gevent.spawn(reader)
+    deadline = time.monotonic() + 10
+    while got[0] < 300_000 and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert got[0] >= 300_000, "no echo traffic before the kill"
+    t_kill = time.monotonic()
+    peer.kill()
+    gevent.joinall([gw, gr], timeout=15)
+    assert gw.dead and gr.dead, "a blocked call did not return"
+    return {k: (e, t - t_kill) for k, (e, t) in raised.items()}
+
+
+def _no_spin(sess):
+    """Failed but still open, then closed: the process must go quiet."""
+    failed_open = idle_cpu(1.0)
+    sess.close()
+    closed = idle_cpu(1.0)
+    print(f"idle CPU over 1 s: failed-but-open {failed_open * 1000:.1f} ms, "
+          f"closed {closed * 1000:.1f} ms")
+    assert closed < 0.05
+    assert failed_open < 0.1
+    assert sess._timer_at is None
+
+
+def test_idle_timeout_fires_after_peer_killed():
+    peer = PyPeer()
+    sess = kcpgo.dial(peer.address, mode="fast3", window=(256, 256), idle_timeout=1.0)
+    res = _transfer_then_kill(peer, sess)
+    print({k: (type(e).__name__, round(t, 3)) for k, (e, t) in res.items()})
+    for op in ("send", "recv"):
+        err, took = res[op]
+        assert isinstance(err, TimeoutError), (op, err)
+        assert 0.8 <= took <= 1.3, (op, took)          # idle_timeout 1.0 s after the last datagram
+    _no_spin(sess)
+
+
+def test_dead_link_fires_after_peer_killed():
+    peer = PyPeer()
+    sess = kcpgo.dial(peer.address, mode="fast3", window=(256, 256))
+    sess.set_dead_link(6)
+    res = _transfer_then_kill(peer, sess)
+    print({k: (type(e).__name__, round(t, 3)) for k, (e, t) in res.items()})
+    for op in ("send", "recv"):
+        err, took = res[op]
+        assert isinstance(err, ConnectionResetError), (op, err)
+        assert took < 5.0, (op, took)                  # 6 transmissions with fast3's RTO backoff
+    _no_spin(sess)
+
+
+@pytest.mark.skipif(not GO_OK, reason=GO_REASON)
+def test_go_peer_killed_mid_transfer():
+    with GoServer(nbytes=1 << 30, timeout=120, crypt="aes", ds=10, ps=3) as srv:
+        class Killer:
+            def kill(self):
+                srv.proc.kill()
+                srv.proc.wait()
+        sess = kcpgo.dial(srv.address, mode="fast3", crypt="aes", key="it's a secrect",
+                          data_shards=10, parity_shards=3, idle_timeout=1.0)
+        res = _transfer_then_kill(Killer(), sess)
+        print({k: (type(e).__name__, round(t, 3)) for k, (e, t) in res.items()})
+        for op in ("send", "recv"):
+            err, took = res[op]
+            assert isinstance(err, TimeoutError), (op, err)
+            assert 0.8 <= took <= 1.3, (op, took)
+        _no_spin(sess)
+    assert Runtime.current() is not None

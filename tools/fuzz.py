@@ -1,0 +1,470 @@
+#!/usr/bin/env python3
+"""Fuzz kcpgo's receive path with random and mutated datagrams over real UDP.
+
+Datagrams come from :class:`Mutator`: mutations of the real kcp-go 5.6.1 datagrams captured in
+tests/vectors/packets.json (bit flips, byte overwrites, truncations, extensions, huge KCP
+length fields, bad cmd/frg/wnd/una/sn, wrong or the target's conv, bad FEC types, seqids and
+size fields, spliced datagrams), plus pure random datagrams of 0..1500 bytes. Against a target
+with a cipher, a mutated plaintext is either re-sealed with the target's key (a valid CRC, so
+it reaches FEC and KCP: "authenticated garbage") or the ciphertext itself is mutated
+("garbage", which the CRC must reject).
+
+Targets (:func:`run`): ``listener`` (datagrams from a pool of source addresses at a
+``kcpgo.listen`` socket, while an acceptor takes and closes the sessions that appear) and
+``session`` (datagrams injected from the peer's own address into a connected client session
+and into its listener-side session, through the netem relay's sockets). A legitimate echo
+keeps running during the fuzz (its worst round-trip is reported), then a 256 KiB transfer
+must arrive intact.
+
+"Escaped" exceptions are the ones the runtime had to catch and log (``kcpgo`` logger records
+at ERROR: "datagram handling failed", "session timer failed"), plus a dead reader greenlet.
+
+    python tools/fuzz.py --count 1000000                   # the long run (all four cells)
+    python tools/fuzz.py --count 50000 --target session --crypt aes
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import struct
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import gevent  # noqa: E402
+
+import kcpgo  # noqa: E402
+from kcpgo import crypt as crypt_mod  # noqa: E402
+from kcpgo.snmp import Snmp  # noqa: E402
+from tools.netem import Relay  # noqa: E402
+
+PASSPHRASE = "it's a secrect"
+VECTORS = os.path.join(ROOT, "tests", "vectors", "packets.json")
+#: Offsets inside a KCP segment header (§1.1).
+_CONV, _CMD, _FRG, _WND, _TS, _SN, _UNA, _LEN = 0, 4, 5, 6, 8, 12, 16, 20
+_FEC_DATA, _FEC_PARITY = 0xF1, 0xF2
+_INTERESTING_U32 = (0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF, 24, 1376, 1500, 65535)
+TARGETS = ("listener", "listener-garbage", "session", "session-garbage")
+_INTERESTING_U16 = (0, 1, 0xF0, 0xF1, 0xF2, 0xF3, 0x7FFF, 0xFFFF)
+
+
+def load_plaintexts() -> List[Tuple[bytes, bool]]:
+    """(plaintext after the crypto header, is_fec) of every captured kcp-go datagram."""
+    with open(VECTORS) as f:
+        caps = json.load(f)["captures"]
+    out = []
+    for cap in caps:
+        fec = bool(cap["data_shards"])
+        for d in cap["datagrams"]:
+            if d.get("crypt"):
+                out.append((bytes.fromhex(d["crypt"]["decrypted"])[20:], fec))
+            else:
+                out.append((bytes.fromhex(d["wire"]), fec))
+    return out
+
+
+def load_wires() -> List[bytes]:
+    with open(VECTORS) as f:
+        caps = json.load(f)["captures"]
+    return [bytes.fromhex(d["wire"]) for cap in caps for d in cap["datagrams"]]
+
+
+class Mutator:
+    """Seeded generator of hostile datagrams for a target with ``crypt`` (or none).
+
+    ``conv`` (optional): the target session's conv, used by a share of the mutations so they
+    get past KCP's conv check. Each call of :meth:`next` returns ``(datagram, kind)`` where
+    kind is ``"sealed"`` (valid crypto framing around garbage), ``"garbage"`` (must fail the
+    crypto check) or ``"plain"`` (no cipher on the target).
+    """
+
+    def __init__(self, seed: int, crypt: Optional[Any] = None,
+                 conv: Optional[int] = None, sealed_share: float = 0.5) -> None:
+        self.rng = random.Random(seed)
+        self.crypt = crypt
+        self.conv = conv
+        self.sealed_share = sealed_share
+        self.plain = load_plaintexts()
+        self.wires = load_wires()
+        self.counts: Dict[str, int] = {}
+
+    # ---------------------------------------------------------------- field mutations
+
+    def _kcp_off(self, p: bytearray, fec: bool) -> int:
+        return 8 if fec and len(p) >= 8 and p[4] == _FEC_DATA else 0
+
+    def _put32(self, p: bytearray, off: int, value: int) -> None:
+        if off + 4 <= len(p):
+            struct.pack_into("<I", p, off, value & 0xFFFFFFFF)
+
+    def _put16(self, p: bytearray, off: int, value: int) -> None:
+        if off + 2 <= len(p):
+            struct.pack_into("<H", p, off, value & 0xFFFF)
+
+    def _u32(self) -> int:
+        r = self.rng
+        return r.choice(_INTERESTING_U32) if r.random() < 0.5 else r.getrandbits(32)
+
+    def _u16(self) -> int:
+        r = self.rng
+        return r.choice(_INTERESTING_U16) if r.random() < 0.5 else r.getrandbits(16)
+
+    def _segment_offsets(self, p: bytearray, base: int) -> List[int]:
+        offs = []
+        off = base
+        while off + 24 <= len(p) and len(offs) < 8:
+            offs.append(off)
+            ln = struct.unpack_from("<I", p, off + _LEN)[0]
+            off += 24 + ln
+        return offs or [base]
+
+    def mutate(self, p: bytearray, fec: bool) -> str:
+        r = self.rng
+        op = r.randrange(16)
+        base = self._kcp_off(p, fec)
+        seg = r.choice(self._segment_offsets(p, base))
+        if op == 0:                                 # bit flips
+            for _ in range(r.randint(1, 8)):
+                if p:
+                    i = r.randrange(len(p))
+                    p[i] ^= 1 << r.randrange(8)
+            return "bitflip"
+        if op == 1:                                 # random bytes
+            for _ in range(r.randint(1, 4)):
+                if p:
+                    p[r.randrange(len(p))] = r.getrandbits(8)
+            return "byteset"
+        if op == 2:                                 # truncation
+            del p[r.randrange(len(p) + 1):]
+            return "truncate"
+        if op == 3:                                 # extension
+            p.extend(r.randbytes(r.randint(1, max(1, 1500 - len(p)))))
+            return "extend"
+        if op == 4:                                 # huge or off-by-one length field
+            v = r.choice((0xFFFFFFFF, 0x7FFFFFFF, len(p), len(p) - seg - 23, r.getrandbits(32)))
+            self._put32(p, seg + _LEN, v)
+            return "len"
+        if op == 5:
+            if seg + _CMD < len(p):
+                p[seg + _CMD] = r.choice((0, 80, 85, 0xF1, 0xF2, 0xFF, r.getrandbits(8)))
+            return "cmd"
+        if op == 6:
+            if seg + _FRG < len(p):
+                p[seg + _FRG] = r.getrandbits(8)
+            return "frg"
+        if op == 7:
+            self._put16(p, seg + _WND, self._u16())
+            return "wnd"
+        if op == 8:
+            self._put32(p, seg + _CONV, self.conv if self.conv is not None and
+                        r.random() < 0.7 else self._u32())
+            return "conv"
+        if op == 9:
+            self._put32(p, seg + r.choice((_SN, _UNA, _TS)), self._u32())
+            return "sn_una_ts"
+        if op == 10:                                # FEC type
+            self._put16(p, 4, r.choice((_FEC_DATA, _FEC_PARITY, 0xF3, self._u16())))
+            return "fec_type"
+        if op == 11:                                # FEC seqid
+            self._put32(p, 0, self._u32())
+            return "fec_seqid"
+        if op == 12:                                # FEC size field
+            self._put16(p, 6, self._u16())
+            return "fec_size"
+        if op == 13:                                # splice two captured datagrams
+            other = r.choice(self.plain)[0]
+            cut = r.randrange(len(p) + 1)
+            p[cut:] = other[r.randrange(len(other) + 1):]
+            return "splice"
+        if op == 14:                                # duplicate the segments
+            p.extend(p[base:])
+            return "repeat"
+        # op 15: zero-length-data segment with a bogus cmd after a valid one
+        p.extend(struct.pack("<IBBHIIII", self.conv if self.conv is not None else
+                             r.getrandbits(32), r.getrandbits(8), r.getrandbits(8), 0,
+                             0, 0, 0, r.choice((0, 1, 0xFFFFFFFF))))
+        return "append_seg"
+
+    # ---------------------------------------------------------------- datagrams
+
+    def next(self) -> Tuple[bytes, str]:
+        r = self.rng
+        crypt = self.crypt
+        x = r.random()
+        if x < 0.08:                                # pure random, any length (0 included)
+            n = r.choice((0, 1, 7, 8, 19, 20, 23, 24, 25, 43, 44, r.randrange(1501)))
+            kind = "random"
+            d = r.randbytes(n)
+            if crypt is not None and r.random() < self.sealed_share:
+                d, kind = crypt.seal(d), "sealed"
+            return self._count(d, kind if crypt is not None or kind == "sealed" else "plain")
+        if crypt is not None and x < 0.08 + (1 - self.sealed_share) * 0.92:
+            # garbage ciphertext: a mutated captured wire datagram (any cipher, any key)
+            orig = r.choice(self.wires)
+            p = bytearray(orig)
+            for _ in range(r.randint(1, 3)):
+                self.mutate(p, False)
+            if p == orig and p:
+                p[r.randrange(len(p))] ^= 1 << r.randrange(8)   # a replay is not garbage
+            return self._count(bytes(p[:1500]), "garbage")
+        plain, fec = r.choice(self.plain)
+        p = bytearray(plain)
+        if self.conv is not None and r.random() < 0.5:
+            base = self._kcp_off(p, fec)
+            for off in self._segment_offsets(p, base):
+                self._put32(p, off, self.conv)
+        for _ in range(r.randint(1, 3)):
+            self.mutate(p, fec)
+        d = bytes(p[:1500 - (crypt.overhead if crypt is not None else 0)])
+        if crypt is not None:
+            return self._count(crypt.seal(d), "sealed")
+        return self._count(d, "plain")
+
+    def _count(self, d: bytes, kind: str) -> Tuple[bytes, str]:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return d, kind
+
+
+class _ErrorLog(logging.Handler):
+    """Collects ERROR records of the kcpgo loggers: each is an exception the runtime caught."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class _Done(Exception):
+    pass
+
+
+def udp_rcvbuf_errors() -> int:
+    """Kernel-wide UDP RcvbufErrors (datagrams the kernel dropped: a full socket buffer)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            lines = [ln.split() for ln in f if ln.startswith("Udp:")]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):  # pragma: no cover - non-Linux
+        return 0
+
+
+def _echo_loop(sess: Any, errors: List[BaseException]) -> None:
+    try:
+        while True:
+            sess.sendall(sess.recv(1 << 16))
+    except Exception as e:        # reported through echo_alive / echo_error
+        errors.append(e)
+
+
+def run(target: str, crypt_name: Optional[str], count: int, seed: int = 1,
+        sources: int = 64, burst: int = 64) -> Dict[str, Any]:
+    """Fuzz one target; returns counters and the checks' outcome (``ok``)."""
+    errors = _ErrorLog()
+    log = logging.getLogger("kcpgo")
+    log.addHandler(errors)
+    opts: Dict[str, Any] = dict(mode="fast3")
+    block = None
+    if crypt_name is not None:
+        opts.update(crypt=crypt_name, key=PASSPHRASE)
+        block = crypt_mod.new(crypt_name, crypt_mod.derive_key(PASSPHRASE))
+    lsnmp, csnmp = Snmp(), Snmp()
+    ln = kcpgo.listen(("127.0.0.1", 0), snmp=lsnmp, data_shards=10, parity_shards=3, **opts)
+    relay = Relay(ln.getsockname()).start()
+    res: Dict[str, Any] = dict(target=target, crypt=crypt_name or "nocrypt", count=count)
+    socks: List[socket.socket] = []
+    acceptor = echo = cli = srv = None
+    t0 = time.monotonic()
+    rcvbuf0 = udp_rcvbuf_errors()
+    try:
+        cli = kcpgo.dial(relay.address, snmp=csnmp, timeout=10, data_shards=10,
+                         parity_shards=3, **opts)
+        cli.sendall(b"hello")
+        ln.settimeout(10)
+        srv, _ = ln.accept()
+        assert srv.recv(100) == b"hello"
+        srv.settimeout(None)
+        loop_errors: List[BaseException] = []
+        echo = gevent.spawn(_echo_loop, srv, loop_errors)
+        created = [0]
+
+        def accept_loop() -> None:
+            ln.settimeout(None)
+            while True:
+                s, _ = ln.accept()
+                created[0] += 1
+                s.close()
+        acceptor = gevent.spawn(accept_loop)
+        worst_rtt = [0.0]
+        pings = [0]
+        stop = [False]
+
+        def pinger() -> None:
+            try:
+                ping_loop()
+            except Exception as e:    # reported through ping_error
+                loop_errors.append(e)
+                res["ping_error"] = repr(e)[:200]
+
+        def ping_loop() -> None:
+            i = 0
+            while not stop[0]:
+                msg = b"ping %d" % i
+                t = time.monotonic()
+                cli.sendall(msg)
+                got = cli.recv(100)
+                if got != msg:
+                    raise AssertionError(f"legit echo got {got!r}, wanted {msg!r}")
+                worst_rtt[0] = max(worst_rtt[0], time.monotonic() - t)
+                pings[0] += 1
+                i += 1
+                gevent.sleep(0.02)
+        ping = gevent.spawn(pinger)
+
+        garbage_only = target.endswith("-garbage")
+        if garbage_only and block is None:
+            raise ValueError(f"{target} needs a cipher (without one nothing is garbage)")
+        share = 0.0 if garbage_only else 0.5
+        if target.startswith("listener"):
+            mut = Mutator(seed, block, conv=None, sealed_share=share)
+            for _ in range(sources):
+                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                u.bind(("127.0.0.1", 0))
+                u.setblocking(False)
+                socks.append(u)
+            dests = [(u, ln.getsockname()) for u in socks]
+        elif target.startswith("session"):
+            # From the relay's sockets: the client sees its peer's address, the listener-side
+            # session sees its client's address. Half the mutated datagrams carry the
+            # session's own conv.
+            mut = Mutator(seed, block, conv=cli.conv, sealed_share=share)
+            gevent.sleep(0.05)
+            dests = ["down", "up"]
+        else:
+            raise ValueError(f"unknown target {target!r}")
+        sent = 0
+        kinds = mut.counts
+        r = mut.rng
+        while sent < count:
+            n = min(burst, count - sent)
+            for _ in range(n):
+                d, _ = mut.next()
+                dest = dests[r.randrange(len(dests))]
+                if isinstance(dest, str):
+                    relay.inject(d, dest)
+                    continue
+                try:
+                    dest[0].sendto(d, dest[1])
+                except (BlockingIOError, ConnectionRefusedError):
+                    pass
+            sent += n
+            gevent.sleep(0)
+            if (ping.dead or echo.dead) and target != "session":
+                break
+        # The hub must still keep time: a 50 ms sleep right after the last burst.
+        t = time.monotonic()
+        gevent.sleep(0.05)
+        res["sleep_lag"] = round(time.monotonic() - t - 0.05, 3)
+        gevent.sleep(0.3)
+        res.update(sent=sent, kinds=dict(kinds), fuzz_seconds=round(time.monotonic() - t0, 1),
+                   sessions_created=created[0], pings=pings[0],
+                   worst_ping_rtt=round(worst_rtt[0], 3))
+        stop[0] = True
+        if target == "session":
+            # Valid-looking datagrams from the peer's own address (no cipher, or sealed with
+            # the right key) are protocol-level injection: a forged una/sn/wnd, or a new conv
+            # with sn 0 (a "restarted peer", §5.2), may break the session, kcp-go's too. Only
+            # robustness is checked here; "session-garbage" checks the legitimate flow.
+            ping.kill()
+            res.update(legit_ok=True, legit_checked=False,
+                       reader_alive=not ln._endpoint._reader.dead
+                       and not cli._endpoint._reader.dead, echo_alive=True)
+            raise _Done
+        ping.join(timeout=5)
+        ping.kill()
+        # Legitimate traffic must still flow, intact.
+        data = os.urandom(256 * 1024)
+        w = gevent.spawn(cli.sendall, data)
+        got = bytearray()
+        while len(got) < len(data):
+            got += cli.recv(1 << 20)
+        w.get(timeout=10)
+        res["legit_ok"] = hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        res["reader_alive"] = not ln._endpoint._reader.dead and \
+            not cli._endpoint._reader.dead
+        res["echo_alive"] = not echo.dead
+    except _Done:
+        pass
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        for g in (acceptor, echo):
+            if g is not None:
+                g.kill()
+        for sess in (cli, srv):
+            if sess is not None:
+                sess.close()
+        ln.close()
+        relay.stop()
+        for u in socks:
+            u.close()
+        log.removeHandler(errors)
+    res.setdefault("ping_error", None)
+    res["escaped"] = len(errors.records)
+    res["escaped_samples"] = [r.getMessage() + (f" {r.exc_info[1]!r}" if r.exc_info else "")
+                              for r in errors.records[:5]]
+    res["kernel_drops"] = udp_rcvbuf_errors() - rcvbuf0
+    res["listener_snmp"] = {k: getattr(lsnmp, k) for k in (
+        "InCsumErrors", "KCPInErrors", "InPkts", "PassiveOpens", "FECErrs")}
+    res["session_snmp"] = {k: getattr(csnmp, k) for k in ("InCsumErrors", "KCPInErrors",
+                                                          "InPkts", "InErrs")}
+    res["seconds"] = round(time.monotonic() - t0, 1)
+    if target.endswith("-garbage"):
+        # With a cipher, no datagram that fails the crypto check may create a session.
+        res["garbage_sessions"] = lsnmp.PassiveOpens - 1
+    res["ok"] = bool(res.get("garbage_sessions", 0) == 0 and res.get("legit_ok")
+                     and (target == "session" or res["ping_error"] is None)
+                     and res.get("reader_alive") and res.get("echo_alive")
+                     and res["escaped"] == 0 and "error" not in res)
+    return res
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=1_000_000, help="datagrams per cell")
+    ap.add_argument("--target", action="append", choices=TARGETS)
+    ap.add_argument("--crypt", action="append", help="nocrypt, aes, salsa20, ...")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    crypts = [None if c == "nocrypt" else c for c in (args.crypt or ["nocrypt", "aes"])]
+    results = []
+    for target in args.target or TARGETS:
+        for c in crypts:
+            if target.endswith("-garbage") and c is None:
+                continue
+            r = run(target, c, args.count, args.seed)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    total = sum(r.get("sent", 0) for r in results)
+    escaped = sum(r["escaped"] for r in results)
+    print(f"fuzzed {total:,} datagrams, {escaped} exceptions escaped, "
+          f"{sum(r['ok'] for r in results)}/{len(results)} cells OK", flush=True)
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
