@@ -10,31 +10,11 @@ from gevent import monkey
 monkey.patch_all()          # first: threads become greenlets, socketserver waits cooperatively
 
 import argparse             # noqa: E402
-import socketserver         # noqa: E402
 import threading            # noqa: E402
 
 import kcpgo                # noqa: E402
 from kcpgo.server import ThreadingKCPServer   # noqa: E402
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            if line.strip() == b"QUIT":
-                self.wfile.write(b"BYE\n")
-                return
-            self.wfile.write(line.upper())
-
-
-def line_client(sock, lines):
-    """Blocking client code: works on any connected socket object."""
-    f = sock.makefile("rwb")
-    replies = []
-    for line in lines + [b"QUIT"]:
-        f.write(line + b"\n")
-        f.flush()
-        replies.append(f.readline().rstrip(b"\n").decode())
-    return replies
+from lineproto import LineEcho, line_client  # noqa: E402  (examples/ is on sys.path)
 
 
 def main() -> None:

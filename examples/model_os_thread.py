@@ -8,30 +8,11 @@ them (the server's sessions belong to the thread that serves it). A thread that 
 own sessions just works; using another thread's session raises RuntimeError saying so, instead
 of hanging. shutdown() and server_close() may be called from any thread.
 """
-import socketserver
 import threading
 
 import kcpgo
 from kcpgo.server import ThreadingKCPServer
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            if line.strip() == b"QUIT":
-                self.wfile.write(b"BYE\n")
-                return
-            self.wfile.write(line.upper())
-
-
-def line_client(sock, lines):
-    f = sock.makefile("rwb")
-    replies = []
-    for line in lines + [b"QUIT"]:
-        f.write(line + b"\n")
-        f.flush()
-        replies.append(f.readline().rstrip(b"\n").decode())
-    return replies
+from lineproto import LineEcho, line_client  # noqa: E402  (examples/ is on sys.path)
 
 
 def main() -> None:

@@ -9,31 +9,12 @@ going, and ThreadingKCPServer runs each request in a greenlet of this thread, so
 overlap. The clients are separate single-threaded processes (this file with ``client PORT``).
 """
 import argparse
-import socketserver
 import subprocess
 import sys
 
 import kcpgo
 from kcpgo.server import ThreadingKCPServer
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self):
-        for line in self.rfile:
-            if line.strip() == b"QUIT":
-                self.wfile.write(b"BYE\n")
-                return
-            self.wfile.write(line.upper())
-
-
-def line_client(sock, lines):
-    f = sock.makefile("rwb")
-    replies = []
-    for line in lines + [b"QUIT"]:
-        f.write(line + b"\n")
-        f.flush()
-        replies.append(f.readline().rstrip(b"\n").decode())
-    return replies
+from lineproto import LineEcho, line_client  # noqa: E402  (examples/ is on sys.path)
 
 
 def client(port: int) -> None:

@@ -12,20 +12,9 @@ from gevent import monkey
 monkey.patch_all()          # first, before anything imports socket or threading
 
 import argparse             # noqa: E402
-import socketserver         # noqa: E402
 
 from kcpgo.server import ThreadingKCPServer   # noqa: E402
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    """Plain socketserver code: it would serve TCP unchanged."""
-
-    def handle(self):
-        for line in self.rfile:
-            if line.strip() == b"QUIT":
-                self.wfile.write(b"BYE\n")
-                return
-            self.wfile.write(line.upper())
+from lineproto import LineEcho  # noqa: E402  (examples/ is on sys.path)
 
 
 def main() -> None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import socket as _socket
-from typing import Any, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 __version__ = "0.2.0"
 
 from . import crypt
 from .crypt import BlockCrypt, derive_key
 from .snmp import DEFAULT_SNMP, Snmp
+
+if TYPE_CHECKING:  # pragma: no cover - the socket API loads gevent lazily (see __getattr__)
+    from .listener import Listener
+    from .session import KCPSocket
 
 __all__ = ["dial", "listen", "serve_conn", "KCPSocket", "Listener", "BlockCrypt", "derive_key",
            "crypt", "Snmp", "DEFAULT_SNMP", "MODES"]

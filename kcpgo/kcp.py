@@ -249,11 +249,6 @@ class KCP:
                 break
         return total
 
-    def is_idle(self) -> bool:
-        """True when no timer is needed: nothing queued, in flight, to ACK or to probe."""
-        return not (self.snd_buf or self.snd_queue or self._acks or self.probe
-                    or self.flush_requested)
-
     def check(self, now: int) -> Optional[int]:
         """Absolute ms at which :meth:`flush` has work to do next, or ``None`` if nothing.
 

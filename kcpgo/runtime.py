@@ -20,7 +20,6 @@ import itertools
 import logging
 import socket as _stdlib_socket
 import sys as _sys
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 

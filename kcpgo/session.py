@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple
 from gevent.event import Event
 
 from .connection import Connection
-from .runtime import ADMIT_PER_FLUSH, Runtime, UDPEndpoint, now_ms
+from .runtime import ADMIT_PER_FLUSH, UDPEndpoint, now_ms
 from .snmp import Snmp
 
 if TYPE_CHECKING:  # pragma: no cover

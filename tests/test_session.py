@@ -17,7 +17,7 @@ import pytest
 from gevent.select import select as gselect
 
 import kcpgo
-from kcpgo.runtime import Runtime, spawn_count
+from kcpgo.runtime import spawn_count
 from kcpgo.snmp import Snmp
 
 LOCAL = ("127.0.0.1", 0)

@@ -115,7 +115,6 @@ def run_experiment(sources: int, crypt: Optional[str] = None, accept: bool = Tru
     rss0 = rss_kb()
     peak = dict(rss=rss0, sessions=0, pending=0)
     handlers = [0, 0]      # spawned, finished
-    legit_peer: List[Any] = []
 
     def handler(s: Any) -> None:
         try:
