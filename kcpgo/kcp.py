@@ -60,6 +60,7 @@ DEADLINK = 20
 THRESH_INIT = 2
 THRESH_MIN = 2
 PROBE_INIT = 7000     # [5.6.1]
+PROBE_INIT_LATEST = 500   # [latest]
 PROBE_LIMIT = 120000
 MAX_FRAGMENTS = 255   # §1.5: kcp-go's Send refuses more
 MAX_WINDOW = 0xFFFF   # the wnd field is u16 (§8.6)
@@ -171,6 +172,8 @@ class KCP:
         #: ``state = 0xFFFFFFFF`` and never reads it; the session layer may act on it).
         self.dead = False
         # Window probing.
+        #: First wait before probing a closed window: 7000 ms in 5.6.1, 500 in kcp-go latest.
+        self.probe_init = PROBE_INIT
         self.probe = 0
         self.probe_wait = 0
         self.ts_probe = 0
@@ -253,28 +256,36 @@ class KCP:
         """Absolute ms at which :meth:`flush` has work to do next, or ``None`` if nothing.
 
         kcp-go flushes every ``interval`` while a session is active. A flush has work only if
-        something is queued, ACKs or probes are pending, the peer's window is closed, or a
-        segment collected duplicate ACKs; otherwise the only future work is a retransmission,
-        so the deadline is the earliest retransmission time. Skipping the empty flushes in
-        between changes nothing on the wire and lets thousands of sessions with a message in
-        flight sleep (kcp-go spends most of its CPU on those ticks).
+        something is queued, ACKs or probes are pending, or a segment collected duplicate ACKs;
+        otherwise the only future work is a retransmission or, while the peer advertises a
+        zero window, the window probe, so the deadline is the earliest of those. Skipping the
+        empty flushes in between changes nothing on the wire and lets thousands of sessions
+        with a message in flight sleep (kcp-go spends most of its CPU on those ticks).
         """
         if self.flush_requested:
             return now
+        return self._work_due(now)
+
+    def _work_due(self, now: int) -> Optional[int]:
         if self._tick_needed():
             nxt = self._next_flush
             return now if nxt is None else nxt
-        return self._earliest_timer()
+        due = self._earliest_timer()
+        if self.rmt_wnd == 0:
+            # kcp-go probes a closed window even with nothing queued (a blocked writer
+            # queues nothing here); until the first flush has set the probe timer, flush now.
+            probe = self.ts_probe if self.probe_wait else now
+            if due is None or probe < due:
+                due = probe
+        return due
 
     def _tick_needed(self) -> bool:
-        """Whether the periodic flush would do more than retransmit on timeout."""
+        """Whether the periodic flush would do more than retransmit or probe on a timer."""
         if self._acks or self.probe or self.snd_queue:
             return True
         buf = self.snd_buf
         if not buf:
             return False
-        if self.rmt_wnd == 0:
-            return True                      # the window probe timer runs
         snd_una = self.snd_una
         for h in self._holes:
             if buf[h - snd_una][_FASTACK]:
@@ -644,12 +655,13 @@ class KCP:
 
         # Phase 2: window probe timer while the peer advertises a zero window.
         if self.rmt_wnd == 0:
+            probe_init = self.probe_init
             if self.probe_wait == 0:
-                self.probe_wait = PROBE_INIT
+                self.probe_wait = probe_init
                 self.ts_probe = now + self.probe_wait
             elif now >= self.ts_probe:
-                if self.probe_wait < PROBE_INIT:
-                    self.probe_wait = PROBE_INIT
+                if self.probe_wait < probe_init:
+                    self.probe_wait = probe_init
                 self.probe_wait += self.probe_wait // 2
                 if self.probe_wait > PROBE_LIMIT:
                     self.probe_wait = PROBE_LIMIT
@@ -824,14 +836,9 @@ class KCP:
         fr = self.flush_requested
         if fr == FLUSH_FULL:
             return self.flush(now)
-        if self._tick_needed():
-            nxt = self._next_flush
-            if nxt is None or nxt <= now:
-                return self.flush(now)
-        else:
-            due = self._earliest_timer()
-            if due is not None and due <= now:
-                return self.flush(now)
+        due = self._work_due(now)
+        if due is not None and due <= now:
+            return self.flush(now)
         if self._acks and (fr or flush_acks):
             return self.flush(now, ack_only=True)
         self.flush_requested = FLUSH_NONE

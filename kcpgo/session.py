@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple
 from gevent.event import Event
 
 from .connection import Connection
+from .kcp import PROBE_INIT_LATEST
 from .runtime import ADMIT_PER_FLUSH, UDPEndpoint, now_ms
 from .snmp import Snmp
 
@@ -107,6 +108,11 @@ class KCPSocket(Timeouts):
         self._conn = conn
         self._kcp = conn.kcp
         conn.kcp.admit_limit = ADMIT_PER_FLUSH
+        # kcp-go latest's 500 ms before probing a zero window, not 5.6.1's 7 s: a kcp-go
+        # listener runs a new session with 32-segment windows until its application accepts
+        # and configures it, and then announces nothing, so a writer that filled those 32
+        # slots would otherwise wait 7 s (WASK is understood by every version).
+        conn.kcp.probe_init = PROBE_INIT_LATEST
         self._endpoint = endpoint
         self._runtime = endpoint.runtime
         self._peer = peer

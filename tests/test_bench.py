@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -20,11 +21,22 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GO_OK, GO_REASON = go_available()
 
 
-def bench(*args: str) -> dict:
-    out = subprocess.run([sys.executable, BENCH, *args, "--json"], capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout[out.stdout.index("{"):])
+def bench(*args: str, attempts: int = 2) -> dict:
+    """Run the tool; a failed run is retried once and reported as a warning.
+
+    These runs start several processes each against a machine the rest of the suite keeps
+    busy; correctness is asserted by the interop tests, here only that the tool works.
+    """
+    failures = []
+    for _ in range(attempts):
+        out = subprocess.run([sys.executable, BENCH, *args, "--json"], capture_output=True,
+                             text=True, timeout=180)
+        if out.returncode == 0:
+            if failures:
+                warnings.warn(f"bench.py {' '.join(args)} needed a retry: {failures[0]}")
+            return json.loads(out.stdout[out.stdout.index("{"):])
+        failures.append(out.stderr[-3000:])
+    raise AssertionError("\n---\n".join(failures))
 
 
 @pytest.mark.parametrize("mode,extra", [
@@ -45,7 +57,9 @@ needs_go = pytest.mark.skipif(not GO_OK, reason=GO_REASON)
 
 @needs_go
 def test_compare_runs_kcpgo_go_tcp_and_mixed_pairs():
-    doc = bench("sink", "--compare", "--mixed", "--duration", "1")
+    # --idle 3: a server ends its sink run after 3 s without data (KCP has no FIN); a loaded
+    # CI machine can stall a 1-second run for longer than the default.
+    doc = bench("sink", "--compare", "--mixed", "--duration", "1", "--idle", "3")
     pairs = {(r["client"], r["server"]) for r in doc["results"]}
     assert pairs == {("kcpgo", "kcpgo"), ("go", "go"), ("tcp", "tcp"), ("kcpgo", "go"),
                      ("go", "kcpgo")}

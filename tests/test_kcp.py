@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kcpgo.kcp import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, FLUSH_ACK_ONLY, FLUSH_FULL, KCP,
+                       PROBE_INIT, PROBE_INIT_LATEST,
                        Segment, decode_segments, encode_segment)
 from kcpgo.snmp import Snmp
 
@@ -405,3 +406,19 @@ def test_garbage_input_never_raises():
         k.input(bytes(d), rng.randrange(1 << 32))
         k.flush(rng.randrange(1 << 32))
     assert len(k.rcv_buf) <= k.rcv_wnd
+
+
+def test_closed_peer_window_is_probed_with_nothing_queued():
+    """A writer blocked on rmt_wnd == 0 queues nothing, yet the window must still be probed
+    (kcp-go listeners open new sessions with 32-segment windows and announce no increase)."""
+    s = make()
+    s.input(seg(CMD_WINS, wnd=0), 0)
+    assert s.check(0) == 0                    # first flush starts the probe timer
+    assert segs(s.update(0)) == []
+    assert s.check(1) == PROBE_INIT
+    s.probe_init = PROBE_INIT_LATEST
+    s.input(seg(CMD_WINS, wnd=0), 2)
+    probes = [now for now in range(2, 20000) if any(x.cmd == CMD_WASK
+                                                    for x in segs(s.update(now)))]
+    assert probes[0] == PROBE_INIT            # the timer set before the change still runs
+    assert probes[1] - probes[0] == PROBE_INIT + PROBE_INIT // 2

@@ -244,7 +244,7 @@ func clientSink(c *config) error {
 	}
 	buf := make([]byte, c.size)
 	end := time.Now().Add(time.Duration(c.duration * float64(time.Second)))
-	conn.SetWriteDeadline(end.Add(30 * time.Second)) // never hang on a stalled session
+	conn.SetWriteDeadline(end.Add(10 * time.Second)) // never hang on a stalled session
 	var sent int64
 	for time.Now().Before(end) {
 		n, err := conn.Write(buf)
