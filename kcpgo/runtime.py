@@ -140,13 +140,15 @@ class Runtime:
             fn(*args)
 
     def schedule(self, session: Driven, deadline: Optional[int]) -> None:
-        """Make sure ``session._on_timer`` runs at ``deadline`` (ms); ``None`` cancels.
+        """Make sure ``session._on_timer`` runs by ``deadline`` (ms).
 
-        Only an earlier deadline pushes a heap entry; entries that no longer match the session's
+        ``None`` (nothing to do) leaves a pending timer alone: it fires, finds nothing and
+        reschedules. Cancelling and re-arming on every message (an echo or ping session goes
+        idle between round trips) would push a heap entry and wake this greenlet per message.
+        Only an earlier deadline pushes an entry; entries that no longer match the session's
         ``_timer_at`` are skipped when they surface, so rescheduling is O(log n) at most.
         """
         if deadline is None:
-            session._timer_at = None
             return
         cur = session._timer_at
         if cur is not None and cur <= deadline:
@@ -158,6 +160,11 @@ class Runtime:
             self._greenlet.name = "kcpgo-scheduler"
         elif self._sleep_until is None or deadline < self._sleep_until:
             self._wake.set()
+
+    @staticmethod
+    def cancel(session: Driven) -> None:
+        """Drop ``session``'s pending timer (a closed or failed session)."""
+        session._timer_at = None
 
     def _run(self) -> None:
         heap = self._heap

@@ -227,11 +227,11 @@ class KCPSocket(Timeouts):
         if self._fd is not None:
             self._fd.set(self._would_not_block())
         if self._error is not None:
-            self._runtime.schedule(self, None)   # a dead session retransmits no more
+            self._runtime.cancel(self)           # a dead session retransmits no more
             return
         deadline = self._conn.next_deadline(now)
         idle = self._idle_timeout_ms
-        if idle is not None and self._error is None:
+        if idle is not None:
             limit = self._last_rx + idle
             if deadline is None or limit < deadline:
                 deadline = limit
@@ -495,7 +495,7 @@ class KCPSocket(Timeouts):
             except OSError:
                 pass
         conn.snmp.CurrEstab -= 1
-        self._runtime.schedule(self, None)
+        self._runtime.cancel(self)
         if self._fd is not None:
             self._fd.close()
             self._fd = None
