@@ -766,6 +766,8 @@ class KCP:
             if rec[_XMIT] >= dead_link:
                 self.dead = True
         if admit:
+            # The segment encoding is written out here and in the loop above on purpose:
+            # this runs per segment, and a helper call would cost more than the encoding.
             resend_at = now + rx_rto
             s = new_from
             for i in range(new_from - snd_una, len(buf)):
