@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import errno
 import socket as _socket
-import time
+import struct
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
@@ -56,7 +56,7 @@ __all__ = ["Listener", "ACCEPT_BACKLOG"]
 ACCEPT_BACKLOG = 128
 #: §1.1 IKCP_SN_OFFSET: where sn sits inside a segment header.
 _SN_OFFSET = 12
-_monotonic = time.monotonic
+_unpack_u32 = struct.Struct("<I").unpack_from   # conv, read in place (no slice per datagram)
 
 Address = Tuple[Any, ...]
 
@@ -113,7 +113,7 @@ class Listener(Timeouts):
                 off = 0
             s = sessions.get(addr)
             if s is not None:
-                if not has_conv or int.from_bytes(payload[off:off + 4], "little") == s.conv:
+                if not has_conv or _unpack_u32(payload, off)[0] == s.conv:
                     s._feed(payload, now)
                     touched[s] = None
                     continue
@@ -125,7 +125,7 @@ class Listener(Timeouts):
                 continue
             if len(self._queue) >= self._backlog and not self._evict_failed():
                 continue                     # backlog full: no session, datagram lost (§5.2)
-            s = self._create(int.from_bytes(payload[off:off + 4], "little"), addr)
+            s = self._create(_unpack_u32(payload, off)[0], addr)
             s._feed(payload, now)
             touched[s] = None
         for s in touched:
@@ -182,7 +182,7 @@ class Listener(Timeouts):
         Honours :meth:`settimeout` (``TimeoutError``; ``BlockingIOError`` when non-blocking).
         Raises ``OSError(EBADF)`` once the listener is closed, also if closed while waiting.
         """
-        deadline = None if self._timeout is None else _monotonic() + self._timeout
+        deadline = self._deadline()
         while True:
             if self._closed:
                 raise _ebadf()
@@ -196,16 +196,10 @@ class Listener(Timeouts):
             if self._timeout == 0.0:
                 raise BlockingIOError(errno.EAGAIN, "no session to accept")
             self._runtime.check_thread()
-            remaining = None
-            if deadline is not None:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("timed out")
             self._accept_ev.clear()
             self._waiters += 1
             try:
-                if not self._accept_ev.wait(remaining):
-                    raise TimeoutError("timed out")
+                self._block(self._accept_ev, deadline)
             finally:
                 self._waiters -= 1
 

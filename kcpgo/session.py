@@ -90,6 +90,22 @@ class Timeouts:
     def getblocking(self) -> bool:
         return self._timeout != 0.0
 
+    def _deadline(self) -> Optional[float]:
+        """The monotonic time at which a call starting now times out (None: never)."""
+        t = self._timeout
+        return None if t is None else _monotonic() + t
+
+    @staticmethod
+    def _block(ev: Event, deadline: Optional[float]) -> None:
+        """Wait for ``ev`` until ``deadline``; ``TimeoutError`` if it passes first."""
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+        if not ev.wait(remaining):
+            raise TimeoutError("timed out")
+
 
 class KCPSocket(Timeouts):
     """A KCP session (kcp-go ``UDPSession``) with the blocking API of a connected TCP socket.
@@ -255,10 +271,6 @@ class KCPSocket(Timeouts):
 
     # ------------------------------------------------------------------ waiting
 
-    def _deadline(self) -> Optional[float]:
-        t = self._timeout
-        return None if t is None else _monotonic() + t
-
     def _wait(self, ev: Event, writing: bool, deadline: Optional[float],
               nonblocking: Optional[bool] = None) -> None:
         """Block until ``ev`` is set, honouring the timeout. Raises on timeout/non-blocking."""
@@ -267,18 +279,12 @@ class KCPSocket(Timeouts):
         if nonblocking:
             raise BlockingIOError(errno.EAGAIN, "operation would block")
         self._runtime.check_thread()
-        remaining = None
-        if deadline is not None:
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
-                raise TimeoutError("timed out")
         if writing:
             self._writers += 1
         else:
             self._readers += 1
         try:
-            if not ev.wait(remaining):
-                raise TimeoutError("timed out")
+            self._block(ev, deadline)
         finally:
             if writing:
                 self._writers -= 1
