@@ -11,8 +11,8 @@ import os
 import time
 
 from kcpgo import crypt
-from kcpgo.connection import Connection
-from kcpgo.sim import LinkProfile, Network
+from kcpgo.sansio import Connection
+from kcpgo.sansio import LinkProfile, Network
 from kcpgo.snmp import Snmp
 
 

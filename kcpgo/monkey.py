@@ -35,7 +35,6 @@ Command line, to run an unmodified program over KCP (like ``python -m gevent.mon
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import runpy
 import socket as _socket
@@ -44,6 +43,7 @@ import sys
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import dial
+from .options import FIELDS, Options, add_arguments, from_arguments
 from .server import KCPServer, _threading_process_request, process_request_concurrently, \
     server_options
 
@@ -52,8 +52,8 @@ __all__ = ["patch", "unpatch", "is_patched", "main"]
 Key = Union[int, Tuple[str, int]]
 Table = Union[Mapping[Key, Optional[Mapping[str, Any]]], Iterable[Key], None]
 
-_DIAL_OPTIONS = frozenset(p for p in inspect.signature(dial).parameters
-                          if p not in ("address", "timeout"))
+#: Keywords a client entry accepts: the session options, ``options`` itself and ``conv``.
+_DIAL_OPTIONS = FIELDS | {"options", "conv"}
 #: TCPServer methods that take the KCP path for a listed address (``__init__`` decides).
 _SERVER_METHODS = ("server_bind", "server_activate", "server_close", "fileno", "get_request",
                    "shutdown_request", "close_request", "serve_forever", "shutdown",
@@ -115,8 +115,14 @@ def _check_client(opts: Dict[str, Any]) -> Dict[str, Any]:
     if unknown:
         raise TypeError(f"kcpgo.monkey: unexpected client option(s) {', '.join(sorted(unknown))}"
                         f"; valid: {', '.join(sorted(_DIAL_OPTIONS))}")
-    opts.setdefault("stream", True)
-    return opts
+    base = opts.pop("options", None)
+    conv = opts.pop("conv", None)
+    if base is None:
+        opts.setdefault("stream", True)
+    checked: Dict[str, Any] = {"options": Options.build("kcpgo.monkey client", base, **opts)}
+    if conv is not None:
+        checked["conv"] = conv
+    return checked
 
 
 def _check_server(opts: Dict[str, Any]) -> Dict[str, Any]:
@@ -278,27 +284,17 @@ def main(argv: Optional[list] = None) -> None:
                     help="call gevent.monkey.patch_all() first")
     ap.add_argument("--server", action="append", default=[], metavar="[HOST:]PORT")
     ap.add_argument("--client", action="append", default=[], metavar="[HOST:]PORT")
-    ap.add_argument("--crypt", help="cipher name (aes, salsa20, none, ...); needs --key")
-    ap.add_argument("--key", help="kcptun-style passphrase")
-    ap.add_argument("--mode", help="normal, fast, fast2 or fast3")
-    ap.add_argument("--fec", metavar="DATA/PARITY", help="Reed-Solomon shards, e.g. 10/3")
-    ap.add_argument("--idle-timeout", type=float, metavar="SECONDS")
+    add_arguments(ap)
     ap.add_argument("script")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     ns = ap.parse_args(argv)
     if ns.gevent:
         from gevent import monkey as gmonkey
         gmonkey.patch_all()
-    opts: Dict[str, Any] = {}
-    if ns.crypt is not None:
-        opts.update(crypt=ns.crypt, key=ns.key)
-    if ns.mode is not None:
-        opts["mode"] = ns.mode
-    if ns.fec:
-        ds, ps = (int(x) for x in ns.fec.split("/"))
-        opts.update(data_shards=ds, parity_shards=ps)
-    if ns.idle_timeout is not None:
-        opts["idle_timeout"] = ns.idle_timeout
+    try:
+        opts = from_arguments(ns)
+    except ValueError as e:
+        ap.error(str(e))
     patch(servers={_address(a): dict(opts) for a in ns.server},
           clients={_address(a): dict(opts) for a in ns.client})
     sys.argv = [ns.script] + ns.args

@@ -1,7 +1,7 @@
 """``socketserver`` servers over KCP: :class:`KCPServer` and :class:`ThreadingKCPServer`.
 
 Unmodified ``socketserver`` request handlers (``BaseRequestHandler``, ``StreamRequestHandler``)
-run over KCP: ``self.request`` is a :class:`~kcpgo.session.KCPSocket`, ``rfile``/``wfile`` are
+run over KCP: ``self.request`` is a :class:`~kcpgo.KCPSocket`, ``rfile``/``wfile`` are
 its ``makefile()`` objects. ``serve_forever``, ``shutdown``, ``handle_request``, ``timeout`` /
 ``handle_timeout`` and ``server_close`` keep their documented meaning.
 
@@ -40,25 +40,27 @@ turns it off.
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import os
 import socket as _socket
 import socketserver
 import sys
 import threading
-import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import gevent
 import gevent.pool
 import gevent.select
-from gevent.event import Event
-from gevent.monkey import get_original, is_module_patched
+from gevent.monkey import is_module_patched
 
-from . import MODES as _MODES, _make_crypt, serve_conn
-from .runtime import DEFAULT_SOCKBUF, Runtime, _RealSocket, _real_get_ident
-from .session import KCPSocket
+from .facade.api import wrap_listener
+from .facade.socket import KCPSocket
+from .options import FIELDS, Options
+from .runtime._originals import RealSocket, real_get_ident
+from .runtime.clock import monotonic
+from .runtime.scheduler import Runtime, Signal
+from .runtime.udp import DEFAULT_SOCKBUF
+from .sansio.demux import ACCEPT_BACKLOG
 
 __all__ = ["KCPServer", "ThreadingKCPServer", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_DRAIN_TIMEOUT"]
 
@@ -70,14 +72,11 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 #: (a TCP stack keeps delivering after close; KCP's close drops unacknowledged data).
 DEFAULT_DRAIN_TIMEOUT = 5.0
 
-_allocate_lock = get_original("_thread", "allocate_lock")
 #: The stdlib's (kcpgo.monkey may later replace the attribute with a dispatcher).
 _threading_process_request = socketserver.ThreadingMixIn.process_request
-_monotonic = time.monotonic
-#: Options of :func:`kcpgo.serve_conn` a server accepts, plus the server's own.
-_LISTEN_OPTIONS = frozenset(p for p in inspect.signature(serve_conn).parameters
-                            if p != "udp_socket")
-_SERVER_OPTIONS = _LISTEN_OPTIONS | {"drain_timeout"}
+#: Keywords a server accepts: the session options (kcpgo.Options), ``options`` itself, the
+#: accept ``backlog`` and the server's own ``drain_timeout``.
+_SERVER_OPTIONS = FIELDS | {"options", "backlog", "drain_timeout"}
 
 
 def threads_are_greenlets() -> bool:
@@ -85,104 +84,64 @@ def threads_are_greenlets() -> bool:
     return is_module_patched("threading")
 
 
+class ServerOptions:
+    """A server's validated settings: session :class:`~kcpgo.Options`, accept ``backlog``,
+    ``drain_timeout``."""
+
+    __slots__ = ("session", "backlog", "drain_timeout")
+
+    def __init__(self, session: Options, backlog: int, drain_timeout: Optional[float]) -> None:
+        self.session = session
+        self.backlog = backlog
+        self.drain_timeout = drain_timeout
+
+
 def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
                    drain_timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT,
-                   where: str = "KCPServer") -> Dict[str, Any]:
+                   where: str = "KCPServer") -> ServerOptions:
     """Check server options now (not later, in the serving thread) and fill in defaults.
 
     Raises ``TypeError`` for an unknown option and ``ValueError`` for a bad value, like
     :func:`kcpgo.listen` would. A cipher name and passphrase are turned into the cipher once.
+    Servers default to ``stream=True`` (a byte stream, like the TCP they replace) and to the
+    class's ``idle_timeout``.
     """
     unknown = set(options) - _SERVER_OPTIONS
     if unknown:
         raise TypeError(f"{where} got unexpected option(s) {', '.join(sorted(unknown))}; valid: "
                         f"{', '.join(sorted(_SERVER_OPTIONS))}")
     opts = dict(options)
-    opts.setdefault("idle_timeout", idle_timeout)
-    opts.setdefault("drain_timeout", drain_timeout)
-    opts.setdefault("stream", True)          # a byte stream, like the TCP it replaces
-    mode = opts.get("mode")
-    if mode is not None and mode not in _MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(_MODES)}")
-    if "crypt" in opts or "key" in opts:
-        opts["crypt"] = _make_crypt(opts.get("crypt"), opts.pop("key", None))
-    for name in ("idle_timeout", "drain_timeout"):
-        value = opts[name]
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} must be > 0 seconds or None")
-    return opts
-
-
-class _Signal:
-    """A flag any thread may set and any greenlet of any thread may wait for.
-
-    Waiting is cooperative: the waiting thread's hub keeps running (and with it that thread's
-    kcpgo sessions), unlike ``threading.Event.wait`` in an unpatched program.
-    """
-
-    def __init__(self, value: bool = False) -> None:
-        self._lock = _allocate_lock()
-        self._flag = value
-        self._waiters: List[Tuple[Any, Event]] = []
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def clear(self) -> None:
-        with self._lock:
-            self._flag = False
-
-    def set(self) -> None:
-        with self._lock:
-            self._flag = True
-            waiters, self._waiters = self._waiters, []
-        me = _real_get_ident()
-        for hub, ev in waiters:
-            if hub.thread_ident == me:
-                ev.set()
-            elif hub.loop is not None:
-                hub.loop.run_callback_threadsafe(ev.set)
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        with self._lock:
-            if self._flag:
-                return True
-            entry = (gevent.get_hub(), Event())
-            self._waiters.append(entry)
-        deadline = None if timeout is None else _monotonic() + timeout
-        try:
-            while True:
-                # The timer keeps this hub's loop alive: the setter's wake-up from another
-                # thread arrives through an unreferenced watcher (gevent would see nothing to
-                # wait for and raise LoopExit).
-                step = 1.0 if deadline is None else min(1.0, deadline - _monotonic())
-                if entry[1].wait(max(step, 0.0)) or self._flag:
-                    return True
-                if deadline is not None and _monotonic() >= deadline:
-                    return False
-        finally:
-            with self._lock:
-                if entry in self._waiters:
-                    self._waiters.remove(entry)
+    base = opts.pop("options", None)
+    backlog = opts.pop("backlog", ACCEPT_BACKLOG)
+    drain = opts.pop("drain_timeout", drain_timeout)
+    if base is None:
+        opts.setdefault("idle_timeout", idle_timeout)
+        opts.setdefault("stream", True)
+    session = Options.build(where, base, **opts)
+    if drain is not None and drain <= 0:
+        raise ValueError("drain_timeout must be > 0 seconds or None")
+    if not isinstance(backlog, int) or backlog < 1:
+        raise ValueError(f"backlog must be an int >= 1, got {backlog!r}")
+    return ServerOptions(session, backlog, drain)
 
 
 class _KCPState:
     """What a server needs besides socketserver's own attributes (``server._kcpgo``)."""
 
-    def __init__(self, options: Dict[str, Any]) -> None:
-        self.drain_timeout: Optional[float] = options.pop("drain_timeout")
-        self.listen_options = options
+    def __init__(self, options: ServerOptions) -> None:
+        self.drain_timeout: Optional[float] = options.drain_timeout
+        self.options = options
         self.listener: Any = None
         self.runtime: Optional[Runtime] = None      # the listener's (the serving thread's)
         self.owner_name = ""
         self.handlers: Optional[gevent.pool.Group] = None
         self.shutdown_request = False
         self.loop: Any = None                       # the greenlet inside serve_forever
-        self.stopped = _Signal(True)                # no serve_forever loop is running
-        self.idle = _Signal(True)                   # ... and none is finishing its handlers
+        self.stopped = Signal(True)                # no serve_forever loop is running
+        self.idle = Signal(True)                   # ... and none is finishing its handlers
         self.closed = False
         self.waiters = 0                            # greenlets inside _wait (serving thread)
-        self.no_waiters = _Signal(True)
+        self.no_waiters = Signal(True)
         self.rfd, self.wfd = os.pipe()              # wakes the loop (from any thread)
         os.set_blocking(self.rfd, False)
         os.set_blocking(self.wfd, False)
@@ -248,7 +207,7 @@ class KCPServer(socketserver.TCPServer):
         host = server_address[0]
         if self.address_family == _socket.AF_INET and isinstance(host, str) and ":" in host:
             self.address_family = _socket.AF_INET6
-        sock = _RealSocket(self.address_family, _socket.SOCK_DGRAM)
+        sock = RealSocket(self.address_family, _socket.SOCK_DGRAM)
         for opt in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
             try:
                 sock.setsockopt(_socket.SOL_SOCKET, opt, DEFAULT_SOCKBUF)
@@ -354,12 +313,12 @@ class KCPServer(socketserver.TCPServer):
             timeout = self.timeout
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = None if timeout is None else monotonic() + timeout
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - _monotonic())
+            remaining = None if deadline is None else max(0.0, deadline - monotonic())
             if _wait(self, remaining):
                 return self._handle_request_noblock()
-            if deadline is not None and _monotonic() >= deadline:
+            if deadline is not None and monotonic() >= deadline:
                 return self.handle_timeout()
 
     # ------------------------------------------------------------------ requests
@@ -424,7 +383,7 @@ class KCPServer(socketserver.TCPServer):
             st.no_waiters.wait(1.0)
         rt = st.runtime
         handlers = st.handlers
-        if handlers and not inside and rt is not None and rt.thread_ident == _real_get_ident():
+        if handlers and not inside and rt is not None and rt.thread_ident == real_get_ident():
             # handle_request() left handler greenlets in this thread: finish them like above
             if getattr(self, "daemon_threads", False):
                 handlers.kill(block=True, timeout=(st.drain_timeout or 0) + 1)
@@ -475,7 +434,7 @@ def _listener(self: Any) -> Any:
     ln = st.listener
     if ln is not None:
         rt = st.runtime
-        if rt.thread_ident == _real_get_ident():
+        if rt.thread_ident == real_get_ident():
             return ln
         if rt.owner_runs_elsewhere():
             raise RuntimeError(
@@ -487,7 +446,7 @@ def _listener(self: Any) -> Any:
     runtime = Runtime.current()
     if st.runtime is not runtime:
         st.handlers = None          # greenlets of another thread's hub (finished or orphaned)
-    st.listener = serve_conn(self.socket, **st.listen_options)
+    st.listener = wrap_listener(self.socket, st.options.session, st.options.backlog)
     st.runtime = runtime
     st.owner_name = threading.current_thread().name
     return st.listener

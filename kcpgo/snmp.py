@@ -1,4 +1,4 @@
-"""SNMP-style counters with kcp-go's names (PROTOCOL.md §5.11, v5.6.1 field order).
+"""SNMP-style counters with kcp-go's names (docs/protocol.md §5.11, v5.6.1 field order).
 
 kcp-go keeps one global ``DefaultSnmp``; kcpgo does the same (:data:`DEFAULT_SNMP`) but every
 component also accepts its own :class:`Snmp`, so tests and embedders can count in isolation.

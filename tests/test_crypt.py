@@ -136,7 +136,7 @@ def test_protocol_session_capture():
 
 def test_twofish_standard_vectors():
     """Twofish paper known answers (zero key and plaintext), for 128 and 256-bit keys."""
-    from kcpgo import _purecipher
+    from kcpgo.codec import _purecipher
 
     for key, ct in ((bytes(16), "9f589f5cf6122c32b6bfec2f2ae8c35a"),
                     (bytes(32), "57ff739d4dc92c1bd7fc01700cc8216f"),

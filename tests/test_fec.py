@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kcpgo.fec import (FEC_EXPIRE, TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder, parse_header)
-from kcpgo.reedsolomon import ReedSolomon
+from kcpgo.sansio.fec import (FEC_EXPIRE, TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder, parse_header)
+from kcpgo.codec.reedsolomon import ReedSolomon
 from kcpgo.snmp import Snmp
 
 PACKETS = json.loads((Path(__file__).parent / "vectors" / "packets.json").read_text())

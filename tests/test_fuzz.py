@@ -14,7 +14,7 @@ import os
 import pytest
 
 from kcpgo import crypt as crypt_mod
-from kcpgo.connection import Connection
+from kcpgo.sansio import Connection
 from kcpgo.snmp import Snmp
 from tools.fuzz import PASSPHRASE, Mutator, run
 

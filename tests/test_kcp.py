@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from kcpgo.kcp import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, FLUSH_ACK_ONLY, FLUSH_FULL, KCP,
-                       PROBE_INIT, PROBE_INIT_LATEST,
-                       Segment, decode_segments, encode_segment)
+from kcpgo.sansio import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, FLUSH_ACK_ONLY, FLUSH_FULL, KCP,
+                          Segment, decode_segments, encode_segment)
+from kcpgo.sansio.kcpdefs import PROBE_INIT, PROBE_INIT_LATEST
 from kcpgo.snmp import Snmp
 
 from vectors_util import h, load

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from kcpgo import crypt as crypt_mod
-from kcpgo.connection import Connection
-from kcpgo.kcp import decode_segments
-from kcpgo.packet import PacketCodec
+from kcpgo.sansio import Connection
+from kcpgo.sansio import decode_segments
+from kcpgo.sansio import PacketCodec
 from kcpgo.snmp import Snmp
 
 from vectors_util import h, load

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kcpgo.reedsolomon import MUL_TABLES, ReedSolomon, gf_exp, gf_inv, gf_mul
+from kcpgo.codec.reedsolomon import MUL_TABLES, ReedSolomon, gf_exp, gf_inv, gf_mul
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "fec_rs.json").read_text())
 GROUPS = VECTORS["groups"]

@@ -13,8 +13,8 @@ from typing import Iterator, List
 import pytest
 
 from kcpgo import crypt as crypt_mod
-from kcpgo.connection import Connection
-from kcpgo.kcp import CMD_PUSH
+from kcpgo.sansio import Connection
+from kcpgo.sansio import CMD_PUSH
 from kcpgo.snmp import Snmp
 
 from vectors_util import h, load

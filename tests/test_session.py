@@ -17,7 +17,7 @@ import pytest
 from gevent.select import select as gselect
 
 import kcpgo
-from kcpgo.runtime import spawn_count
+from kcpgo.runtime.udp import spawn_count
 from kcpgo.snmp import Snmp
 
 LOCAL = ("127.0.0.1", 0)
@@ -176,9 +176,9 @@ def test_drain_waits_for_acknowledgement(pair):
     ln, c, s = pair(stream=True, window=(64, 64))
     reader = gevent.spawn(lambda: [s.recv(65536) for _ in iter(int, 1)])
     c.sendall(os.urandom(500_000))
-    assert c._kcp.wait_snd() > 0
+    assert c._conn.waitsnd > 0
     c.drain(timeout=5)
-    assert c._kcp.wait_snd() == 0
+    assert c._conn.waitsnd == 0
     reader.kill()
 
 
@@ -273,7 +273,7 @@ def test_idle_timeout_raises_timeout_error():
 
 def _raw_client(ln, conv, sn=0):
     """A plain UDP socket speaking raw KCP (no crypto, no FEC): one PUSH."""
-    from kcpgo.kcp import CMD_PUSH, Segment, encode_segment
+    from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.bind(LOCAL)
     seg = encode_segment(Segment(conv, CMD_PUSH, 0, 32, 0, sn, 0, b"hi"))
@@ -416,7 +416,7 @@ def test_thousand_sessions_one_listener_constant_greenlets():
         assert ln.session_count == n
         # Idle sessions have no timer: after the echoes, nothing stays scheduled per session.
         gevent.sleep(1.0)
-        live = sum(1 for s in sessions if s._timer_at is not None)
+        live = sum(1 for s in sessions if s._chan.timer.pending)
         assert live == 0
         proc.stdin.write("\n")
         proc.stdin.close()

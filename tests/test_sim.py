@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kcpgo import crypt as crypt_mod
-from kcpgo.connection import Connection
+from kcpgo.sansio import Connection
 from kcpgo.snmp import Snmp
 
-from kcpgo.sim import LinkProfile, Network
+from kcpgo.sansio import LinkProfile, Network
 
 KEY = crypt_mod.derive_key("kcpgo-sim")
 MB = 1_000_000

@@ -23,7 +23,7 @@ import sys
 import pytest
 
 import kcpgo
-from kcpgo.kcp import CMD_PUSH, Segment, encode_segment
+from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
 from kcpgo.snmp import Snmp
 from tools.netem import Impairment, Relay
 from tools.soak import CRYPTS, FECS, PAIRINGS, run_cell, soak_link, summary_line

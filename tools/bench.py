@@ -109,7 +109,7 @@ def kcpgo_client(a: argparse.Namespace) -> None:
             sent += len(buf)
         s.drain(timeout=10)
         _report({"role": "client", "bytes": sent, "snmp": kcpgo.DEFAULT_SNMP.snapshot(),
-                 "send_drops": s._endpoint.send_drops})
+                 "send_drops": s._chan.endpoint.send_drops})
     elif a.mode == "echo":
         echoed = 0
 

@@ -26,7 +26,7 @@ import bench_kcp  # noqa: E402
 import bench_rs  # noqa: E402
 
 from kcpgo import crypt  # noqa: E402
-from kcpgo.reedsolomon import ReedSolomon  # noqa: E402
+from kcpgo.codec.reedsolomon import ReedSolomon  # noqa: E402
 
 TARGETS = {"kcp": 300.0, "rs": 200.0, "aes": 250.0}
 

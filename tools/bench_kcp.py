@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from kcpgo.connection import Connection  # noqa: E402
+from kcpgo.sansio import Connection  # noqa: E402
 from kcpgo.snmp import Snmp  # noqa: E402
 
 

@@ -17,8 +17,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from kcpgo.fec import FECDecoder, FECEncoder  # noqa: E402
-from kcpgo.reedsolomon import ReedSolomon  # noqa: E402
+from kcpgo.sansio.fec import FECDecoder, FECEncoder  # noqa: E402
+from kcpgo.codec.reedsolomon import ReedSolomon  # noqa: E402
 from kcpgo.snmp import Snmp  # noqa: E402
 
 K, M, SHARD, PAYLOAD = 10, 3, 1400, 1376

@@ -28,7 +28,8 @@ import gevent  # noqa: E402
 from greenlet import greenlet  # noqa: E402
 
 import kcpgo  # noqa: E402
-from kcpgo.runtime import Runtime, spawn_count  # noqa: E402
+from kcpgo.runtime.scheduler import Runtime  # noqa: E402
+from kcpgo.runtime.udp import spawn_count  # noqa: E402
 from kcpgo.snmp import Snmp  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def snapshot(ln: Any = None) -> Dict[str, Any]:
                 kcpgo_by_name=spawn_count(),
                 sockets=sum(1 for o in gc.get_objects()
                             if type(o).__name__ == "KCPSocket"))
-    rt = getattr(Runtime._local, "runtime", None)
+    rt = Runtime.existing()
     if rt is not None:
         snap["timer_heap"] = rt.pending_timers
     if ln is not None:

@@ -388,7 +388,7 @@ def run(target: str, crypt_name: Optional[str], count: int, seed: int = 1,
             ping.kill()
             res.update(legit_ok=True, legit_checked=False,
                        reader_alive=not ln._endpoint._reader.dead
-                       and not cli._endpoint._reader.dead, echo_alive=True)
+                       and not cli._chan.endpoint._reader.dead, echo_alive=True)
             raise _Done
         ping.join(timeout=5)
         ping.kill()
@@ -401,7 +401,7 @@ def run(target: str, crypt_name: Optional[str], count: int, seed: int = 1,
         w.get(timeout=10)
         res["legit_ok"] = hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
         res["reader_alive"] = not ln._endpoint._reader.dead and \
-            not cli._endpoint._reader.dead
+            not cli._chan.endpoint._reader.dead
         res["echo_alive"] = not echo.dead
     except _Done:
         pass

@@ -4,11 +4,11 @@ Usage::
 
     from kcpgo import crypt
     block = crypt.new("aes", crypt.derive_key("it's a secrect"))
-    wire = block.seal(payload)          # nonce + CRC32 + payload, encrypted (PROTOCOL.md §4.1)
+    wire = block.seal(payload)          # nonce + CRC32 + payload, encrypted (docs/protocol.md §4.1)
     payload = block.open(wire)          # None if the CRC / AEAD tag does not match
 
 ``new(name, key)`` follows kcptun: ``key`` is kcptun's 32-byte "pass" (see ``derive_key``) and is
-sliced per cipher name exactly as kcptun does (PROTOCOL.md §4.7).
+sliced per cipher name exactly as kcptun does (docs/protocol.md §4.7).
 
 Every object offers kcp-go's whole-datagram ``encrypt`` / ``decrypt`` plus the hot-path
 ``seal`` / ``open``. Library choices were made by measurement with ``tools/bench_crypt.py``
@@ -45,30 +45,30 @@ __all__ = ["BlockCrypt", "CIPHER_NAMES", "new", "derive_key"]
 # ---------------------------------------------------------------------------------------------
 # Protocol constants
 
-#: Fixed CFB initial vector of kcp-go (PROTOCOL.md §4.2); 8-byte-block ciphers use its first 8 bytes.
+#: Fixed CFB initial vector of kcp-go (docs/protocol.md §4.2); 8-byte-block ciphers use its first 8 bytes.
 INITIAL_VECTOR = bytes.fromhex("a7734f9c12ac1b01a415f2c1fc78e66b")
-#: Random nonce in front of every non-AEAD datagram (PROTOCOL.md §4.1, §2.2 layout (b)).
+#: Random nonce in front of every non-AEAD datagram (docs/protocol.md §4.1, §2.2 layout (b)).
 NONCE_SIZE = 16
-#: CRC32-IEEE of the payload, u32 little-endian, after the nonce (PROTOCOL.md §4.1).
+#: CRC32-IEEE of the payload, u32 little-endian, after the nonce (docs/protocol.md §4.1).
 CRC_SIZE = 4
-#: nonce + CRC32 (PROTOCOL.md §4.1).
+#: nonce + CRC32 (docs/protocol.md §4.1).
 CRYPT_HEADER_SIZE = NONCE_SIZE + CRC_SIZE
-#: AES-GCM nonce and tag sizes (PROTOCOL.md §4.6).
+#: AES-GCM nonce and tag sizes (docs/protocol.md §4.6).
 GCM_NONCE_SIZE = 12
 GCM_TAG_SIZE = 16
-#: Salsa20 uses datagram bytes 0..7, sent in clear, as its nonce (PROTOCOL.md §4.4).
+#: Salsa20 uses datagram bytes 0..7, sent in clear, as its nonce (docs/protocol.md §4.4).
 SALSA20_NONCE_SIZE = 8
 SALSA20_KEY_SIZE = 32
-#: Simple XOR table: PBKDF2-HMAC-SHA1(key, this salt, 32 iterations, 1500 bytes) (PROTOCOL.md §4.5).
+#: Simple XOR table: PBKDF2-HMAC-SHA1(key, this salt, 32 iterations, 1500 bytes) (docs/protocol.md §4.5).
 XOR_TABLE_SALT = b"sH3CIVoF#rWLtJo6"
 XOR_TABLE_ITERATIONS = 32
 XOR_TABLE_SIZE = 1500
-#: kcptun's key derivation defaults (PROTOCOL.md §4.7).
+#: kcptun's key derivation defaults (docs/protocol.md §4.7).
 KCPTUN_SALT = b"kcp-go"
 KCPTUN_ITERATIONS = 4096
 KCPTUN_KEY_SIZE = 32
 
-#: Valid names for :func:`new` (kcptun ``--crypt`` names, PROTOCOL.md §4.7, plus AES-GCM).
+#: Valid names for :func:`new` (kcptun ``--crypt`` names, docs/protocol.md §4.7, plus AES-GCM).
 CIPHER_NAMES = ("aes", "aes-128", "aes-192", "salsa20", "blowfish", "twofish", "cast5", "3des",
                 "tea", "xtea", "sm4", "xor", "none", "aes-128-gcm", "aes-192-gcm", "aes-256-gcm")
 
@@ -145,7 +145,7 @@ class BlockCrypt:
     def seal(self, payload: Bytes, nonce: Optional[bytes] = None) -> bytes:
         """Frame and encrypt one datagram: ``encrypt(nonce16 | crc32(payload) LE | payload)``.
 
-        ``nonce=None`` draws a fresh random nonce (PROTOCOL.md §4.1)."""
+        ``nonce=None`` draws a fresh random nonce (docs/protocol.md §4.1)."""
         if nonce is None:
             nonce = _random_nonce(NONCE_SIZE)
         elif len(nonce) != NONCE_SIZE:
@@ -175,7 +175,7 @@ class BlockCrypt:
 
 
 class _OpenSSLCFB(BlockCrypt):
-    """Full-block CFB with kcp-go's fixed IV (PROTOCOL.md §4.2) on a `cryptography` cipher.
+    """Full-block CFB with kcp-go's fixed IV (docs/protocol.md §4.2) on a `cryptography` cipher.
 
     Creating an OpenSSL context costs more than encrypting a datagram (AES: 3.3 µs vs 1.8 µs;
     Blowfish's key schedule: 28 µs), so long-lived contexts are kept per key and their
@@ -325,7 +325,7 @@ class _OpenSSLCFB(BlockCrypt):
 
 
 class _PureCFB(BlockCrypt):
-    """Full-block CFB (PROTOCOL.md §4.2) over a pure-Python block cipher (TEA, XTEA, Twofish)."""
+    """Full-block CFB (docs/protocol.md §4.2) over a pure-Python block cipher (TEA, XTEA, Twofish)."""
 
     def __init__(self, name: str, key: bytes, encrypt_block: Callable[[int], int],
                  block_size: int, byteorder: str) -> None:
@@ -341,7 +341,7 @@ class _PureCFB(BlockCrypt):
 
 
 class _Salsa20(BlockCrypt):
-    """kcp-go's Salsa20 (PROTOCOL.md §4.4): bytes 0..7 in clear are the nonce, 8.. are XORed
+    """kcp-go's Salsa20 (docs/protocol.md §4.4): bytes 0..7 in clear are the nonce, 8.. are XORed
     with Salsa20/20 (counter 0). Needs at least 8 bytes."""
 
     def __init__(self, name: str, key: bytes) -> None:
@@ -362,7 +362,7 @@ class _Salsa20(BlockCrypt):
 
 
 class _SimpleXor(BlockCrypt):
-    """kcp-go's simple XOR (PROTOCOL.md §4.5): byte i ^= table[i] for i < 1500. Not secure."""
+    """kcp-go's simple XOR (docs/protocol.md §4.5): byte i ^= table[i] for i < 1500. Not secure."""
 
     def __init__(self, name: str, key: bytes) -> None:
         super().__init__(name, key)
@@ -409,7 +409,7 @@ class _NoneCrypt(BlockCrypt):
 
 
 class _AESGCM(BlockCrypt):
-    """[latest kcp-go] AES-GCM framing (PROTOCOL.md §4.6): nonce(12) | ciphertext | tag(16),
+    """[latest kcp-go] AES-GCM framing (docs/protocol.md §4.6): nonce(12) | ciphertext | tag(16),
     empty associated data, no CRC."""
 
     aead = True
@@ -455,7 +455,7 @@ class _AESGCM(BlockCrypt):
 # ---------------------------------------------------------------------------------------------
 # Cipher table: name -> (key rule, factory). Key rule: an int n = "kcptun passes key[:n]",
 # or a tuple of accepted lengths / None (any length) for ciphers given the key as is
-# (PROTOCOL.md §4.3 and §4.7).
+# (docs/protocol.md §4.3 and §4.7).
 
 def _openssl(algorithm_factory) -> Callable[[str, bytes], BlockCrypt]:
     # cryptography (OpenSSL) CFB beats PyCryptodome everywhere measured, per 1396-byte
@@ -503,7 +503,7 @@ assert tuple(_CIPHERS) == CIPHER_NAMES
 def new(name: str, key: Bytes) -> BlockCrypt:
     """Create the cipher kcptun selects with ``--crypt name`` from its derived key ``key``.
 
-    The key is sliced per name as kcptun does (PROTOCOL.md §4.7): aes -> key[:32] (AES-256),
+    The key is sliced per name as kcptun does (docs/protocol.md §4.7): aes -> key[:32] (AES-256),
     aes-128 -> key[:16], aes-192 -> key[:24], cast5/tea/xtea/sm4 -> key[:16], 3des -> key[:24],
     aes-N-gcm -> key[:N/8]; blowfish (1..56 bytes), twofish (16/24/32), salsa20 (any, zero-padded
     or truncated to 32), xor (any) get the key as given; none ignores it.

@@ -1,4 +1,4 @@
-"""kcp-go's FEC framing: encoder, 5.6.1 decoder and autotune (PROTOCOL.md §2.2(c), 2.4, 2.6.1, 2.7).
+"""kcp-go's FEC framing: encoder, 5.6.1 decoder and autotune (docs/protocol.md §2.2(c), 2.4, 2.6.1, 2.7).
 
 Sans-IO: packets in, packets out, the caller passes the ms clock. Packets here start at the FEC
 header (seqid); the crypto header (nonce + CRC) is the caller's business.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Optional, Tuple
 
-from .reedsolomon import ReedSolomon, shared_codec
-from .snmp import DEFAULT_SNMP, Snmp
+from ..codec.reedsolomon import ReedSolomon, shared_codec
+from ..snmp import DEFAULT_SNMP, Snmp
 
 __all__ = [
     "FEC_HEADER_SIZE", "FEC_HEADER_SIZE_PLUS2", "TYPE_DATA", "TYPE_PARITY",

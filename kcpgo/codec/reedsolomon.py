@@ -1,4 +1,4 @@
-"""Reed-Solomon erasure code, byte-identical to klauspost/reedsolomon ``New(k, m)`` (PROTOCOL.md §3).
+"""Reed-Solomon erasure code, byte-identical to klauspost/reedsolomon ``New(k, m)`` (docs/protocol.md §3).
 
 GF(2^8) with polynomial 0x11D and generator 2 (§3.1); systematic Vandermonde encoding matrix
 ``V * inverse(top k x k of V)`` with ``V[r][c] = r^c`` (§3.2). This is *not* the zfec / reedsolo

@@ -4,7 +4,7 @@ Each ``*_encryptor(key)`` returns a function mapping one block, given as an int,
 encrypted block as an int. The int is the block's bytes read in ``BYTEORDER[cipher]`` order
 (big-endian for TEA/XTEA, little-endian for Twofish), which is the order the cipher itself reads
 its words in, so the block function needs no byte shuffling. Only the encrypt direction exists:
-kcp-go's CFB never uses a block cipher's decrypt (PROTOCOL.md §4.2).
+kcp-go's CFB never uses a block cipher's decrypt (docs/protocol.md §4.2).
 
 ``cfb_encrypt`` / ``cfb_decrypt`` run full-block CFB over such a block function.
 
@@ -20,11 +20,11 @@ BlockFn = Callable[[int], int]
 
 _M32 = 0xFFFFFFFF
 
-# TEA and XTEA key schedule constant (PROTOCOL.md §4.3).
+# TEA and XTEA key schedule constant (docs/protocol.md §4.3).
 TEA_DELTA = 0x9E3779B9
-# kcp-go calls x/crypto tea.NewCipherWithRounds(key, 16): 16 rounds = 8 cycles (PROTOCOL.md §4.3).
+# kcp-go calls x/crypto tea.NewCipherWithRounds(key, 16): 16 rounds = 8 cycles (docs/protocol.md §4.3).
 TEA_CYCLES = 8
-# Standard XTEA: 64 rounds = 32 cycles (PROTOCOL.md §4.3).
+# Standard XTEA: 64 rounds = 32 cycles (docs/protocol.md §4.3).
 XTEA_CYCLES = 32
 
 
@@ -238,7 +238,7 @@ def _reduce_xor(values) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Full-block CFB over a block function (PROTOCOL.md §4.2)
+# Full-block CFB over a block function (docs/protocol.md §4.2)
 
 def cfb_encrypt(data: bytes, encrypt_block: BlockFn, block_size: int, byteorder: str,
                 iv: int) -> bytes:

@@ -1,4 +1,6 @@
-"""``Listener``: kcp-go's server side on one UDP socket (PROTOCOL.md §5.2).
+"""``Listener``: kcp-go's server side on one UDP socket (docs/protocol.md §5.2).
+
+The demultiplexing decisions are :mod:`kcpgo.sansio.demux`'s; this module applies them.
 
 One reader greenlet serves every session of the listener. Datagrams are demultiplexed by the
 remote address, as kcp-go 5.6.1 does, not by conv:
@@ -34,174 +36,137 @@ socket. Sessions still waiting in the backlog are closed.
 """
 from __future__ import annotations
 
-import errno
 import socket as _socket
-import struct
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from gevent.event import Event
-
-from .connection import Connection
-from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY
-from .kcp import OVERHEAD
-from .packet import PacketCodec
-from .runtime import UDPEndpoint
-from .session import KCPSocket, Timeouts, _ebadf, _ReadyFD, set_dscp
-from .snmp import Snmp
+from ..runtime.channel import Channel
+from ..runtime.udp import UDPEndpoint
+from ..sansio.connection import Connection
+from ..sansio.demux import ACCEPT_BACKLOG, Backlog, Demux, Route
+from ..snmp import Snmp
+from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, ebadf, set_dscp
+from .socket import KCPSocket
 
 __all__ = ["Listener", "ACCEPT_BACKLOG"]
-
-#: §2.1 acceptBacklog.
-ACCEPT_BACKLOG = 128
-#: §1.1 IKCP_SN_OFFSET: where sn sits inside a segment header.
-_SN_OFFSET = 12
-_unpack_u32 = struct.Struct("<I").unpack_from   # conv, read in place (no slice per datagram)
 
 Address = Tuple[Any, ...]
 
 
-class Listener(Timeouts):
+class Listener(Blocking):
     """Accepts KCP sessions on a UDP socket. Create with :func:`kcpgo.listen` or
-    :func:`kcpgo.serve_conn`. Its timeout (``settimeout`` etc.) applies to :meth:`accept`."""
+    :func:`kcpgo.serve_conn`. Its timeout (``settimeout`` etc.) applies to :meth:`accept`.
 
-    def __init__(self, sock: _socket.socket, *, crypt: Any, data_shards: int,
-                 parity_shards: int, backlog: int, owned: bool, snmp: Snmp,
-                 configure: Callable[[KCPSocket], None]) -> None:
-        if backlog < 1:
-            raise ValueError("backlog must be >= 1")
-        self._crypt = crypt
-        self._opener = PacketCodec(crypt, snmp=snmp)
-        self._data_shards = data_shards
-        self._parity_shards = parity_shards
-        self._backlog = backlog
+    ``new_connection(conv)`` builds the sans-IO connection of each new session (cipher, FEC,
+    MTU, window ... from the listen options); ``configure(channel)`` applies the rest before
+    the session's first datagram is processed.
+    """
+
+    def __init__(self, sock: _socket.socket, *, crypt: Any, backlog: int, owned: bool,
+                 snmp: Snmp, new_connection: Callable[[int], Connection],
+                 configure: Callable[[Channel], None]) -> None:
+        self._demux = Demux(crypt, snmp)
+        self._backlog: Backlog[_Entry] = Backlog(backlog)
+        self._new_connection = new_connection
         self._configure = configure
         self.snmp = snmp
-        self._sessions: Dict[Address, KCPSocket] = {}
-        self._queue: Deque[KCPSocket] = deque()
-        #: Waiting sessions closed to make room in a full backlog (see the module docstring).
-        self.evicted = 0
-        self._accept_ev = Event()
-        self._waiters = 0
+        self._sessions: Dict[Address, _Entry] = {}
+        self._accepting = Direction("accept")
         self._timeout: Optional[float] = None
         self._closed = False
         self._error: Optional[OSError] = None
-        self._fd: Optional[_ReadyFD] = None
-        self._endpoint = UDPEndpoint(sock, self._on_batch, owned=owned, snmp=snmp)
+        self._fd: Optional[ReadyFD] = None
+        self._endpoint = UDPEndpoint(sock, self._on_batch, owned=owned, snmp=snmp,
+                                     on_error=self._fail)
         self._runtime = self._endpoint.runtime
         self._address = sock.getsockname()
+
+    @property
+    def evicted(self) -> int:
+        """Waiting sessions closed to make room in a full backlog (see the module docstring)."""
+        return self._backlog.evicted
 
     # ------------------------------------------------------------------ demultiplexing
 
     def _on_batch(self, batch: list, now: int) -> None:
-        if now < 0:
-            self._fail(self._endpoint.error or _ebadf())
-            return
-        open_ = self._opener.open
+        route = self._demux.route
         sessions = self._sessions
-        touched: Dict[KCPSocket, None] = {}
+        touched: Dict[Channel, None] = {}
         for data, addr in batch:
-            payload = open_(data)
-            if payload is None:
+            entry = sessions.get(addr)
+            action, payload, conv = route(data, None if entry is None else entry[0].conn.conv,
+                                          not self._closed)
+            if action is Route.FEED:
+                chan = entry[0]                             # type: ignore[index]
+                chan.feed(payload, now)                     # type: ignore[arg-type]
+                touched[chan] = None
                 continue
-            flag = payload[4] | (payload[5] << 8)
-            if flag == TYPE_DATA:
-                has_conv = len(payload) >= FEC_HEADER_SIZE_PLUS2 + OVERHEAD
-                off = FEC_HEADER_SIZE_PLUS2
-            else:
-                has_conv = flag != TYPE_PARITY
-                off = 0
-            s = sessions.get(addr)
-            if s is not None:
-                if not has_conv or _unpack_u32(payload, off)[0] == s.conv:
-                    s._feed(payload, now)
-                    touched[s] = None
+            if action is Route.REPLACE:
+                touched.pop(entry[0], None)                 # type: ignore[index]
+                entry[1].close()             # type: ignore[index]  # the peer restarted
+                if self._closed:
                     continue
-                if payload[off + _SN_OFFSET:off + _SN_OFFSET + 4] != b"\0\0\0\0":
-                    continue
-                touched.pop(s, None)
-                s.close()                    # the peer restarted with a new conv
-            if not has_conv or self._closed:
+            elif action is not Route.CREATE:
                 continue
-            if len(self._queue) >= self._backlog and not self._evict_failed():
+            if not self._backlog.make_room(_failed, _close):
                 continue                     # backlog full: no session, datagram lost (§5.2)
-            s = self._create(_unpack_u32(payload, off)[0], addr)
-            s._feed(payload, now)
-            touched[s] = None
-        for s in touched:
-            s._after_batch(now)
-        if self._queue:
-            if self._waiters:
-                self._accept_ev.set()
+            chan = self._create(conv, addr)
+            chan.feed(payload, now)                         # type: ignore[arg-type]
+            touched[chan] = None
+        for chan in touched:
+            chan.after_batch(now)
+        if self._backlog:
+            self._accepting.wake()
             if self._fd is not None:
                 self._fd.set(True)
 
-    def _evict_failed(self) -> bool:
-        """Backlog full: close the waiting sessions that already failed (idle timeout, dead
-        link) to make room. Returns whether there is room now."""
-        queue = self._queue
-        if any(s._error is not None for s in queue):
-            keep = deque()
-            for s in queue:
-                if s._error is not None:
-                    self.evicted += 1
-                    s.close()
-                else:
-                    keep.append(s)
-            self._queue = keep
-        return len(self._queue) < self._backlog
+    def _create(self, conv: int, addr: Address) -> Channel:
+        conn = self._new_connection(conv)
+        chan = Channel(conn, self._endpoint, addr, on_release=self._forget, passive=True)
+        entry = (chan, KCPSocket(chan))
+        self._configure(chan)
+        self._sessions[addr] = entry
+        self._backlog.push(entry)
+        return chan
 
-    def _create(self, conv: int, addr: Address) -> KCPSocket:
-        conn = Connection(conv, crypt=self._crypt, data_shards=self._data_shards,
-                          parity_shards=self._parity_shards, snmp=self.snmp)
-        s = KCPSocket(conn, self._endpoint, addr, listener=self)
-        self._configure(s)
-        self._sessions[addr] = s
-        self._queue.append(s)
-        return s
-
-    def _session_closed(self, s: KCPSocket) -> None:
-        if self._sessions.get(s._peer) is s:
-            del self._sessions[s._peer]
+    def _forget(self, chan: Channel) -> None:
+        entry = self._sessions.get(chan.peer)
+        if entry is not None and entry[0] is chan:
+            del self._sessions[chan.peer]
         if self._closed and not self._sessions:
             self._endpoint.close()
 
     def _fail(self, err: OSError) -> None:
         self._error = err
-        self._accept_ev.set()
-        for s in list(self._sessions.values()):
-            s._fail(err)
+        self._accepting.event.set()
+        for chan, _ in list(self._sessions.values()):
+            chan.fail(err)
         if self._fd is not None:
             self._fd.set(True)
 
     # ------------------------------------------------------------------ public API
+
+    def _try_accept(self) -> object:
+        if self._closed:
+            raise ebadf()
+        backlog = self._backlog
+        if backlog:
+            _, s = backlog.pop()
+            if self._fd is not None:
+                self._fd.set(bool(backlog))
+            return s, s.getpeername()
+        if self._error is not None:
+            raise OSError(self._error.errno, self._error.strerror)
+        return WOULD_BLOCK
 
     def accept(self) -> Tuple[KCPSocket, Address]:
         """Wait for the next session; returns ``(session, peer_address)``.
 
         Honours :meth:`settimeout` (``TimeoutError``; ``BlockingIOError`` when non-blocking).
         Raises ``OSError(EBADF)`` once the listener is closed, also if closed while waiting.
+        Any number of greenlets may wait in ``accept`` at once; each session goes to one.
         """
-        deadline = self._deadline()
-        while True:
-            if self._closed:
-                raise _ebadf()
-            if self._queue:
-                s = self._queue.popleft()
-                if self._fd is not None:
-                    self._fd.set(bool(self._queue))
-                return s, s.getpeername()
-            if self._error is not None:
-                raise OSError(self._error.errno, self._error.strerror)
-            if self._timeout == 0.0:
-                raise BlockingIOError(errno.EAGAIN, "no session to accept")
-            self._runtime.check_thread()
-            self._accept_ev.clear()
-            self._waiters += 1
-            try:
-                self._block(self._accept_ev, deadline)
-            finally:
-                self._waiters -= 1
+        return self._blocking_call(self._try_accept, self._accepting,
+                                   self._deadline())  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop accepting (idempotent). Waiting ``accept`` calls raise ``OSError(EBADF)``.
@@ -212,9 +177,10 @@ class Listener(Timeouts):
         if self._closed:
             return
         self._closed = True
-        self._accept_ev.set()
-        while self._queue:
-            self._queue.popleft().close()
+        self._accepting.event.set()
+        backlog = self._backlog
+        while backlog:
+            backlog.pop()[1].close()
         if self._fd is not None:
             self._fd.close()
             self._fd = None
@@ -235,10 +201,10 @@ class Listener(Timeouts):
         """A descriptor that ``select``/``poll`` report readable exactly when ``accept`` would
         not block."""
         if self._closed:
-            raise _ebadf()
+            raise ebadf()
         if self._fd is None:
-            self._fd = _ReadyFD()
-            self._fd.set(bool(self._queue) or self._error is not None)
+            self._fd = ReadyFD()
+            self._fd.set(bool(self._backlog) or self._error is not None)
         return self._fd.rfd
 
     def getsockname(self) -> Address:
@@ -262,7 +228,18 @@ class Listener(Timeouts):
     @property
     def pending_count(self) -> int:
         """Sessions created but not yet accepted (at most ``backlog``)."""
-        return len(self._queue)
+        return len(self._backlog)
 
     def __repr__(self) -> str:
         return f"<kcpgo.Listener {self._address} sessions={len(self._sessions)}>"
+
+
+_Entry = Tuple[Channel, KCPSocket]
+
+
+def _failed(entry: _Entry) -> bool:
+    return entry[0].error is not None
+
+
+def _close(entry: _Entry) -> None:
+    entry[1].close()

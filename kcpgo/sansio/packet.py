@@ -1,4 +1,4 @@
-"""The datagram pipeline between KCP and the wire (PROTOCOL.md §2.2, §2.3, §2.6.3, §4.1, §9).
+"""The datagram pipeline between KCP and the wire (docs/protocol.md §2.2, §2.3, §2.6.3, §4.1, §9).
 
 Send:    KCP datagram -> FEC framing (+ parity) -> nonce + CRC32 + encrypt -> wire datagrams.
 Receive: wire datagram -> decrypt + CRC check -> FEC demux/recovery -> KCP ``input``.
@@ -12,18 +12,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, List, Optional
 
 from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder
-from .snmp import DEFAULT_SNMP, Snmp
+from ..snmp import DEFAULT_SNMP, Snmp
+from .wire import MTU_LIMIT, OVERHEAD
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .crypt import BlockCrypt
+    from ..codec.crypt import BlockCrypt
     from .kcp import KCP
 
 __all__ = ["PacketCodec", "MTU_LIMIT", "MIN_PAYLOAD"]
 
-#: §2.1: kcp-go's receive buffers are 1500 bytes; never send a larger datagram.
-MTU_LIMIT = 1500
 #: §4.1 [5.6.1]: after the crypto header, a datagram must hold at least one KCP header.
-MIN_PAYLOAD = 24
+MIN_PAYLOAD = OVERHEAD
 #: §2.2: the u16 at offset 4 of a decrypted payload that marks FEC data / parity.
 _FEC_DATA_FLAG = TYPE_DATA
 _FEC_PARITY_FLAG = TYPE_PARITY
@@ -65,18 +64,9 @@ class PacketCodec:
 
     # ------------------------------------------------------------------ send
 
-    def encode(self, kcp_datagram: bytes) -> List[bytes]:
-        """Wire datagrams for one KCP datagram: the data datagram, then any parity ones."""
-        enc = self.fec_encoder
-        packets = enc.encode(kcp_datagram) if enc is not None else [kcp_datagram]
-        crypt = self.crypt
-        if crypt is None:
-            return packets
-        seal = crypt.seal
-        return [seal(p) for p in packets]
-
     def encode_many(self, kcp_datagrams: List[bytes]) -> List[bytes]:
-        """:meth:`encode` for a whole flush."""
+        """Wire datagrams for a whole flush's KCP datagrams: each framed for FEC (with parity
+        after every k) and sealed, in order."""
         enc = self.fec_encoder
         crypt = self.crypt
         if enc is None:

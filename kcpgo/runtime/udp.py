@@ -1,55 +1,39 @@
-"""The gevent runtime: the only place kcpgo does I/O or reads the clock.
+"""``UDPEndpoint``: one UDP socket and its reader greenlet (the only place kcpgo reads UDP).
 
-A fixed set of greenlets drives every session of a hub (thread):
-
-* one **scheduler** greenlet per hub (:class:`Runtime`) keeps a heap of session deadlines and
-  runs each session's timer work when it falls due; a session with nothing in flight, nothing
-  to acknowledge and no probe pending has no deadline and costs nothing;
-* one **reader** greenlet per UDP socket (:class:`UDPEndpoint`) drains the socket until it
-  would block, hands every datagram to its session (a listener's socket serves all of its
-  sessions), then lets each touched session flush once for the whole batch (ACKs included).
-
-Sessions implement the small :class:`Driven` protocol; their blocking facade lives in
-``session.py``, the demultiplexing in ``listener.py``.
+The reader drains the socket until it would block and hands the whole batch to its owner
+(``on_batch(batch, now_ms)``): a client channel, or a listener that demultiplexes it. Batches
+are sized to about :data:`BATCH_BUDGET` of processing. A fatal socket error ends the reader and
+is reported once through ``on_error(exc)``. Sends go out in order; on Linux, runs of
+equal-sized datagrams leave in one ``sendmsg`` with UDP GSO, and the reader accepts GRO bursts.
+Neither changes what is on the wire.
 """
 from __future__ import annotations
 
 import errno
-import heapq
-import itertools
 import logging
 import socket as _stdlib_socket
 import sys as _sys
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
-from gevent.event import Event
-from gevent.monkey import get_original
+
+from ..sansio.wire import MTU_LIMIT
+from ._originals import RealSocket
+from .clock import monotonic as _monotonic
+from .scheduler import Runtime
+
+__all__ = ["UDPEndpoint", "spawn_count", "DEFAULT_SOCKBUF", "RECV_SIZE"]
 
 log = logging.getLogger("kcpgo.runtime")
 
-# The real (unpatched) socket class: the reader does its own readiness waiting with a gevent io
-# watcher, and must not go through gevent's cooperative socket wrapper for every datagram.
-_RealSocket = get_original("socket", "socket")
-_real_get_ident = get_original("threading", "get_ident")
-# One runtime per OS thread, even when gevent.monkey.patch_all() ran before this import (a
-# patched threading.local would be per greenlet, giving every greenlet its own scheduler).
-_RealThreadLocal = get_original("threading", "local")
-
 #: §2.1 mtuLimit: kcp-go never sends more; one byte more lets us see an oversized datagram.
-RECV_SIZE = 1501
+RECV_SIZE = MTU_LIMIT + 1
 #: Datagrams read per batch before the reader yields to other greenlets.
 MAX_BATCH = 256
 #: Target processing time of one batch, seconds (see UDPEndpoint._read_loop).
 BATCH_BUDGET = 0.005
-#: New segments a session puts on the wire per flush (see KCP.admit_limit): about one GSO
-#: burst, so a flush costs well under a millisecond even with a cipher and FEC.
-ADMIT_PER_FLUSH = 64
 #: Default socket buffers (kcptun's sockbuf): loopback bursts overflow the kernel default.
 DEFAULT_SOCKBUF = 4 * 1024 * 1024
-
-_monotonic = time.monotonic
 
 # Linux UDP segmentation offload (include/uapi/linux/udp.h). GSO sends many equal-sized
 # datagrams in one sendmsg; GRO hands a socket such a burst in one recvmsg with the segment
@@ -70,149 +54,19 @@ def _sys_platform_linux() -> bool:
     return _sys.platform.startswith("linux")
 
 
-def now_ms() -> int:
-    """The millisecond clock every session of this process uses (monotonic)."""
-    return int(_monotonic() * 1000)
-
-
-class Driven:
-    """What the runtime needs from a session (implemented by ``session.KCPSocket``)."""
-
-    _timer_at: Optional[int] = None
-
-    def _on_timer(self, now: int) -> None:  # pragma: no cover - protocol
-        """Timer work (retransmissions, periodic flush); reschedule afterwards."""
-        raise NotImplementedError
-
-    def _on_datagram(self, data: bytes, now: int) -> None:  # pragma: no cover - protocol
-        raise NotImplementedError
-
-    def _after_batch(self, now: int) -> None:  # pragma: no cover - protocol
-        """Called once per reader batch that fed this session."""
-        raise NotImplementedError
-
-
-class Runtime:
-    """Per-hub scheduler: one greenlet and one heap of (deadline_ms, seq, session)."""
-
-    _local = _RealThreadLocal()
-
-    @classmethod
-    def current(cls) -> "Runtime":
-        """The runtime of the calling thread's gevent hub (created on first use)."""
-        rt = getattr(cls._local, "runtime", None)
-        if rt is None:
-            rt = cls._local.runtime = cls()
-        return rt
-
-    def __init__(self) -> None:
-        self.hub = gevent.get_hub()
-        self.thread_ident = _real_get_ident()
-        self._heap: List[Tuple[int, int, Driven]] = []
-        self._seq = itertools.count()
-        self._wake = Event()
-        self._sleep_until: Optional[int] = None
-        self._greenlet: Optional[gevent.Greenlet] = None
-
-    def check_thread(self) -> None:
-        """Raise if called from a thread other than the one this runtime's hub belongs to."""
-        if _real_get_ident() != self.thread_ident:
-            raise RuntimeError(
-                "this kcpgo object belongs to another thread's gevent hub; use it only from "
-                "the thread that created it (or run your threads as greenlets with "
-                "gevent.monkey.patch_all())")
-
-    def owner_runs_elsewhere(self) -> bool:
-        """True when called from another OS thread while this runtime's thread is alive.
-
-        Only then must work be handed to :meth:`call_threadsafe`; once the owning thread has
-        ended nothing else can touch its objects, and the caller may clean them up directly.
-        """
-        ident = self.thread_ident
-        return _real_get_ident() != ident and ident in _sys._current_frames()
-
-    def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` in this runtime's thread: now when called from it (or when that
-        thread has ended), else on its hub's next loop iteration. Never waits."""
-        if self.owner_runs_elsewhere():
-            self.hub.loop.run_callback_threadsafe(fn, *args)
-        else:
-            fn(*args)
-
-    def schedule(self, session: Driven, deadline: Optional[int]) -> None:
-        """Make sure ``session._on_timer`` runs by ``deadline`` (ms).
-
-        ``None`` (nothing to do) leaves a pending timer alone: it fires, finds nothing and
-        reschedules. Cancelling and re-arming on every message (an echo or ping session goes
-        idle between round trips) would push a heap entry and wake this greenlet per message.
-        Only an earlier deadline pushes an entry; entries that no longer match the session's
-        ``_timer_at`` are skipped when they surface, so rescheduling is O(log n) at most.
-        """
-        if deadline is None:
-            return
-        cur = session._timer_at
-        if cur is not None and cur <= deadline:
-            return
-        session._timer_at = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), session))
-        if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run)
-            self._greenlet.name = "kcpgo-scheduler"
-        elif self._sleep_until is None or deadline < self._sleep_until:
-            self._wake.set()
-
-    @staticmethod
-    def cancel(session: Driven) -> None:
-        """Drop ``session``'s pending timer (a closed or failed session)."""
-        session._timer_at = None
-
-    def _run(self) -> None:
-        heap = self._heap
-        wake = self._wake
-        while True:
-            if not heap:
-                self._sleep_until = None
-                wake.clear()
-                wake.wait()
-                continue
-            now = now_ms()
-            due = heap[0][0]
-            if due > now:
-                self._sleep_until = due
-                wake.clear()
-                wake.wait((due - now) / 1000.0)
-                self._sleep_until = None
-                continue
-            due = []
-            while heap and heap[0][0] <= now:
-                deadline, _, session = heapq.heappop(heap)
-                if session._timer_at == deadline:    # else superseded, or cancelled
-                    session._timer_at = None
-                    due.append(session)
-            for session in due:
-                try:
-                    session._on_timer(now)
-                except Exception:       # a bug in one session must not stop the others
-                    log.exception("kcpgo: session timer failed")
-            if due:
-                gevent.sleep(0)         # readers first: a session may want to run again now
-
-    @property
-    def pending_timers(self) -> int:
-        """Heap entries (live and stale), for tests and diagnostics."""
-        return len(self._heap)
-
-
 class UDPEndpoint:
     """A UDP socket with its reader greenlet.
 
     ``on_batch(batch, now)`` receives a list of ``(data, address)`` read in one go; it is the
-    session (client) or the listener (server) that decides where each datagram goes.
+    client channel or the listener that decides where each datagram goes. ``on_error(exc)`` is
+    called once if the socket fails (the reader has stopped; :attr:`error` holds ``exc``).
+    Both may be set right after construction: the reader starts on the next loop turn.
     """
 
     def __init__(self, sock: _stdlib_socket.socket,
                  on_batch: Optional[Callable[[list, int], None]] = None,
-                 owned: bool = True, snmp: Any = None) -> None:
+                 owned: bool = True, snmp: Any = None,
+                 on_error: Optional[Callable[[OSError], None]] = None) -> None:
         self.runtime = Runtime.current()
         self.sock = sock
         self.owned = owned
@@ -230,8 +84,8 @@ class UDPEndpoint:
                 self.gro = True
             except OSError:
                 pass
-        #: Where batches go; may be set right after construction (the reader starts later).
         self.on_batch = on_batch
+        self.on_error = on_error
         self.closed = False
         self.send_drops = 0
         #: The first socket error the reader hit; sessions report it to their callers.
@@ -246,7 +100,7 @@ class UDPEndpoint:
     def open(address: Tuple[Any, ...], family: int = _stdlib_socket.AF_INET,
              sockbuf: int = DEFAULT_SOCKBUF) -> _stdlib_socket.socket:
         """A new non-blocking UDP socket bound to ``address`` with large buffers."""
-        sock = _RealSocket(family, _stdlib_socket.SOCK_DGRAM)
+        sock = RealSocket(family, _stdlib_socket.SOCK_DGRAM)
         try:
             for opt in (_stdlib_socket.SO_RCVBUF, _stdlib_socket.SO_SNDBUF):
                 try:
@@ -356,7 +210,7 @@ class UDPEndpoint:
         """Read up to about ``limit`` datagrams without blocking, GRO bursts split.
 
         A fatal socket error is latched in :attr:`error`, reported to the owner
-        (``on_batch([], -1)``) and ends the endpoint; what was read before it is returned.
+        (``on_error``) and ends the reader; what was read before it is returned.
         """
         batch: list = []
         append = batch.append
@@ -383,7 +237,7 @@ class UDPEndpoint:
                                           errno.ENETUNREACH):
                 return batch    # ICMP errors reported on the socket: not fatal for UDP
             self.error = e
-            log.debug("kcpgo: reader stopped: %s", e)
+            log.debug("reader stopped: %s", e)
         return batch
 
     def _dispatch(self, batch: list) -> float:
@@ -392,14 +246,17 @@ class UDPEndpoint:
         try:
             self.on_batch(batch, int(t0 * 1000))
         except Exception:
-            log.exception("kcpgo: datagram handling failed")
+            log.exception("datagram handling failed")
         return _monotonic() - t0
 
     def _fail(self) -> None:
+        on_error = self.on_error
+        if on_error is None or self.error is None:
+            return
         try:
-            self.on_batch([], -1)       # -1: tell the owner the socket failed
+            on_error(self.error)
         except Exception:
-            log.exception("kcpgo: socket failure handling failed")
+            log.exception("socket failure handling failed")
 
     def poll(self) -> None:
         """Process what is already waiting on the socket, from the calling greenlet.

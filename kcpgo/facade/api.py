@@ -1,0 +1,78 @@
+"""How sessions are opened on the gevent runtime: the bodies of :func:`kcpgo.dial`,
+:func:`kcpgo.listen` and :func:`kcpgo.serve_conn`, from validated :class:`~kcpgo.Options`."""
+from __future__ import annotations
+
+import os
+import socket as _socket
+from typing import Any, Optional, Tuple
+
+from ..options import Options
+from ..runtime._originals import RealSocket
+from ..runtime.channel import ADMIT_PER_FLUSH, Channel
+from ..runtime.udp import UDPEndpoint
+from ..sansio.connection import Connection
+from ..sansio.demux import ACCEPT_BACKLOG
+from ..sansio.kcpdefs import PROBE_INIT_LATEST
+from .listener import Listener
+from .socket import KCPSocket
+
+__all__ = ["open_client", "open_listener", "wrap_listener"]
+
+Address = Tuple[Any, ...]
+
+
+def _connection(opts: Options, conv: int) -> Connection:
+    # kcp-go latest's 500 ms before probing a zero window, not 5.6.1's 7 s: a kcp-go listener
+    # runs a new session with 32-segment windows until its application accepts and configures
+    # it, and then announces nothing, so a writer that filled those 32 slots would otherwise
+    # wait 7 s (WASK is understood by every version; docs/deviations.md).
+    return opts.connection(conv, admit_limit=ADMIT_PER_FLUSH, probe_init=PROBE_INIT_LATEST)
+
+
+def open_client(address: Address, opts: Options, conv: Optional[int],
+                timeout: Optional[float]) -> KCPSocket:
+    """A client session to ``address`` on a new UDP socket of its own."""
+    host, port = address[0], address[1]
+    infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_DGRAM)
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    family, _, _, _, peer = infos[0]
+    if conv is None:
+        conv = int.from_bytes(os.urandom(4), "little")
+    elif not 0 <= conv <= 0xFFFFFFFF:
+        raise ValueError(f"conv must be a u32, got {conv!r}")
+    conn = _connection(opts, conv)
+    bind = ("0.0.0.0", 0) if family == _socket.AF_INET else ("::", 0)
+    endpoint = UDPEndpoint(UDPEndpoint.open(bind, family), snmp=conn.snmp)
+    chan = Channel(conn, endpoint, peer, on_release=lambda _: endpoint.close(),
+                   idle_timeout=opts.idle_timeout)
+    endpoint.on_batch = chan.on_batch
+    endpoint.on_error = chan.fail
+    return KCPSocket(chan, timeout=timeout)
+
+
+def open_listener(address: Address, opts: Options, backlog: int = ACCEPT_BACKLOG) -> Listener:
+    """A listener on a new UDP socket bound to ``address``."""
+    host = address[0] or "0.0.0.0"
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+    sock = UDPEndpoint.open((host, address[1]) + tuple(address[2:]), family)
+    return _listener(sock, opts, backlog)
+
+
+def wrap_listener(udp_socket: _socket.socket, opts: Options,
+                  backlog: int = ACCEPT_BACKLOG) -> Listener:
+    """A listener on a duplicate of an existing bound UDP socket (never closes the original)."""
+    if udp_socket.type != _socket.SOCK_DGRAM:
+        raise ValueError("serve_conn needs a UDP (SOCK_DGRAM) socket")
+    sock = RealSocket(udp_socket.family, _socket.SOCK_DGRAM, 0, os.dup(udp_socket.fileno()))
+    return _listener(sock, opts, backlog)
+
+
+def _listener(sock: _socket.socket, opts: Options, backlog: int) -> Listener:
+    try:
+        return Listener(sock, crypt=opts.block, backlog=backlog, owned=True,
+                        snmp=opts.counters, new_connection=lambda conv: _connection(opts, conv),
+                        configure=lambda chan: chan.set_idle_timeout(opts.idle_timeout))
+    except BaseException:
+        sock.close()
+        raise

@@ -1,0 +1,467 @@
+"""``KCPSocket``: a KCP session that behaves like a connected ``SOCK_STREAM`` socket.
+
+Every blocking call follows gevent's socket pattern: try the operation; if it would block, wait
+on the session's readiness event with the socket timeout; ``close()`` wakes every greenlet
+blocked on the session with ``OSError(EBADF)``. Timeouts raise ``TimeoutError`` (which is
+``socket.timeout``); non-blocking mode raises ``BlockingIOError``.
+
+There is no FIN in KCP: ``recv`` never returns ``b""`` because of the peer (only after
+``shutdown(SHUT_RD)``). A peer that stops acknowledging is detected after the dead-link
+threshold (``ConnectionResetError``) or the optional ``idle_timeout`` (``TimeoutError``).
+"""
+from __future__ import annotations
+
+import errno
+import io
+import socket as _socket
+from typing import Any, Optional, Tuple
+
+from ..runtime.channel import Channel
+from ..snmp import Snmp
+from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, ebadf, set_dscp
+
+__all__ = ["KCPSocket"]
+
+Address = Tuple[Any, ...]
+
+
+class KCPSocket(Blocking):
+    """A KCP session (kcp-go ``UDPSession``) with the blocking API of a connected TCP socket.
+
+    Created by :func:`kcpgo.dial` or returned by :meth:`kcpgo.Listener.accept`; not meant to be
+    constructed directly. Use it only from the thread (gevent hub) that created it, and from
+    one greenlet per direction at a time (else :class:`~kcpgo.ConcurrentUseError`).
+    """
+
+    family: int
+    type = _socket.SOCK_STREAM
+    proto = 0
+
+    def __init__(self, channel: Channel, *, timeout: Optional[float] = None) -> None:
+        self._chan = channel
+        self._conn = channel.conn
+        self._runtime = channel.runtime
+        self.family = channel.endpoint.family
+        self._timeout: Optional[float] = None
+        self.settimeout(timeout)
+        self._closed = False        # close() was called
+        self._io_refs = 0
+        self._shut_rd = False
+        self._shut_wr = False
+        self._leftover = b""
+        self._rd = Direction("receive")
+        self._wr = Direction("send")
+        self._fd: Optional[ReadyFD] = None
+        channel.on_update = self._on_update
+
+    # ------------------------------------------------------------------ channel events
+
+    def _on_update(self) -> None:
+        """The channel changed something (data, window, error): wake whoever can proceed."""
+        chan = self._chan
+        conn = self._conn
+        failed = chan.error is not None
+        if failed or self._leftover or conn.readable():
+            self._rd.wake()
+        if failed or conn.writable() or not conn.waitsnd:
+            self._wr.wake()
+        if self._fd is not None:
+            self._fd.set(self._would_not_block())
+
+    # ------------------------------------------------------------------ state checks
+
+    def _check_usable(self) -> None:
+        # As with socket.socket, a closed session whose makefile() objects are still open
+        # keeps working through them (http.client reads a response after closing).
+        if self._closed and (self._chan.released or self._io_refs <= 0):
+            raise ebadf()
+
+    def _raise_error(self) -> None:
+        err = self._chan.error
+        if isinstance(err, OSError):
+            raise type(err)(err.errno, err.strerror)
+        raise err  # type: ignore[misc]
+
+    def _would_not_block(self) -> bool:
+        return bool(self._closed or self._chan.error is not None or self._shut_rd
+                    or self._leftover or self._conn.readable())
+
+    # ------------------------------------------------------------------ receiving
+
+    def _take(self, n: int) -> Optional[bytes]:
+        left = self._leftover
+        if left:
+            if len(left) <= n:
+                self._leftover = b""
+                return left
+            self._leftover = left[n:]
+            return left[:n]
+        conn = self._conn
+        if conn.stream:
+            data = conn.recv_stream(n)
+            if not data:
+                return None
+        else:
+            data = conn.recv()
+            if data is None:
+                return None
+        if conn.wants_flush:
+            self._chan.kick()               # the window reopened: tell the peer
+        if self._fd is not None:
+            self._fd.set(self._would_not_block() or len(data) > n)
+        if len(data) > n:
+            self._leftover = data[n:]
+            return data[:n]
+        return data
+
+    def _try_recv(self, bufsize: int) -> object:
+        self._check_usable()
+        if bufsize == 0:
+            return b""
+        data = self._take(bufsize)
+        if data is not None:
+            return data
+        if self._shut_rd:
+            return b""
+        if self._chan.error is not None:
+            self._raise_error()
+        return WOULD_BLOCK
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Receive up to ``bufsize`` bytes; block until at least one is available.
+
+        In message mode at most one KCP message is returned (the rest of a longer message is
+        kept for the next call); in stream mode available segments are joined. Returns ``b""``
+        only after ``shutdown(SHUT_RD)`` or for ``bufsize == 0``. Raises ``TimeoutError`` after
+        the timeout, ``BlockingIOError`` in non-blocking mode, ``OSError(EBADF)`` if closed
+        (also when closed while blocked), ``ConnectionResetError``/``TimeoutError`` once the
+        peer was declared dead, ``ConcurrentUseError`` while another greenlet is receiving.
+        """
+        if flags:
+            raise ValueError("recv flags are not supported on a KCP session")
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        self._runtime.check_thread()
+        deadline = self._deadline()
+        side = self._rd
+        claimed = side.enter()
+        try:
+            return self._blocking_call(lambda: self._try_recv(bufsize), side,
+                                       deadline)  # type: ignore[return-value]
+        finally:
+            side.leave(claimed)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Like :meth:`recv`, into a writable buffer; returns the number of bytes stored."""
+        view = memoryview(buffer).cast("B")
+        if nbytes <= 0 or nbytes > len(view):
+            nbytes = len(view)
+        data = self.recv(nbytes, flags)
+        n = len(data)
+        view[:n] = data
+        return n
+
+    # ------------------------------------------------------------------ sending
+
+    def _check_writable(self) -> None:
+        self._check_usable()
+        if self._shut_wr:
+            raise BrokenPipeError(errno.EPIPE, "session was shut down for writing")
+        if self._chan.error is not None:
+            self._raise_error()
+
+    def _try_send(self, view: memoryview) -> object:
+        self._check_writable()
+        if not view:
+            return 0
+        room = self._conn.send_room()
+        if not room:
+            return WOULD_BLOCK
+        return self._chan.send(view[:room] if room < len(view) else view)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Queue some of ``data``; block while the send window is full (kcp-go Write).
+
+        Returns how many bytes were queued: everything that fits in the free window, at least
+        one segment. Raises like :meth:`recv`, and ``BrokenPipeError`` after
+        ``shutdown(SHUT_WR)``.
+        """
+        if flags:
+            raise ValueError("send flags are not supported on a KCP session")
+        return self._send(memoryview(data).cast("B"), self._deadline())
+
+    def _send(self, view: memoryview, deadline: Optional[float]) -> int:
+        self._runtime.check_thread()
+        side = self._wr
+        claimed = side.enter()
+        try:
+            return self._blocking_call(lambda: self._try_send(view), side,
+                                       deadline)  # type: ignore[return-value]
+        finally:
+            side.leave(claimed)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Queue all of ``data``, blocking as needed. The timeout bounds the whole call.
+
+        The send direction is held for the whole call: another greenlet's ``send`` meanwhile
+        raises ``ConcurrentUseError`` instead of splicing its bytes into these.
+        """
+        if flags:
+            raise ValueError("send flags are not supported on a KCP session")
+        view = memoryview(data).cast("B")
+        deadline = self._deadline()
+        self._runtime.check_thread()
+        side = self._wr
+        claimed = side.enter()
+        try:
+            while view:
+                n = self._send(view, deadline)
+                view = view[n:]
+        finally:
+            side.leave(claimed)
+
+    def _try_drain(self) -> object:
+        self._check_usable()
+        if self._conn.waitsnd == 0:
+            return None
+        if self._chan.error is not None:
+            self._raise_error()
+        return WOULD_BLOCK
+
+    def drain(self, timeout: Optional[float] = None) -> None:
+        """Block until everything sent so far has been acknowledged by the peer.
+
+        kcp-go's Close drops unacknowledged data; call this first to make sure the peer has it.
+        ``timeout`` (seconds, default: the socket timeout) raises ``TimeoutError``.
+        """
+        self._runtime.check_thread()
+        deadline = self._deadline(timeout, use_default=timeout is None)
+        self._blocking_call(self._try_drain, self._wr, deadline,
+                            nonblocking=timeout is None and self._timeout == 0.0)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def shutdown(self, how: int) -> None:
+        """Stop reading (``recv`` returns ``b""``) and/or writing (``send`` raises EPIPE).
+
+        KCP has no FIN, so nothing is sent to the peer.
+        """
+        self._check_usable()
+        self._runtime.check_thread()
+        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
+            raise ValueError(f"invalid shutdown how: {how!r}")
+        if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
+            self._shut_rd = True
+            self._rd.wake()
+            if self._fd is not None:
+                self._fd.set(True)
+        if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
+            self._shut_wr = True
+            self._wr.wake()
+
+    def close(self) -> None:
+        """Close the session (idempotent). Blocked calls raise ``OSError(EBADF)``.
+
+        Like kcp-go, one final flush sends what the window allows; unacknowledged data is then
+        dropped (use :meth:`drain` first to wait for it). Nothing tells the peer. As with
+        ``socket.socket``, resources are released once every :meth:`makefile` object is closed.
+        Called from another OS thread, the close is handed to the owning thread's hub and
+        happens when that thread next waits in kcpgo (or gevent); this call does not wait.
+        """
+        if self._closed:
+            return
+        if self._runtime.owner_runs_elsewhere():
+            self._runtime.call_threadsafe(self.close)
+            return
+        self._closed = True
+        self._rd.wake()
+        self._wr.wake()
+        if self._io_refs <= 0:
+            self._release()
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs <= 0:
+            self._release()
+
+    def _release(self) -> None:
+        if self._chan.released:
+            return
+        self._closed = True
+        if self._fd is not None:
+            self._fd.close()
+            self._fd = None
+        self._chan.release()
+
+    def __enter__(self) -> "KCPSocket":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort, like socket.socket
+        try:
+            if not self._chan.released:
+                self._closed = True
+                self._release()
+        except Exception:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ socket-like extras
+
+    def makefile(self, mode: str = "r", buffering: Optional[int] = None, *,
+                 encoding: Optional[str] = None, errors: Optional[str] = None,
+                 newline: Optional[str] = None) -> Any:
+        """A file object on the session, as ``socket.socket.makefile`` returns."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        binary = "b" in mode
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = _socket.SocketIO(self, rawmode)  # type: ignore[arg-type]
+        self._io_refs += 1
+        if buffering is None or buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        if reading and writing:
+            buffer: Any = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    def set_idle_timeout(self, seconds: Optional[float]) -> None:
+        """Declare the peer dead (``TimeoutError``) after ``seconds`` without any datagram.
+
+        ``None`` (default) disables it; kcp-go itself never times out.
+        """
+        self._chan.set_idle_timeout(seconds)
+
+    def fileno(self) -> int:
+        """A descriptor that ``select``/``poll`` report readable exactly when ``recv`` would
+        not block (an eventfd kept in step with the session; created on first call)."""
+        self._check_usable()
+        if self._fd is None:
+            self._fd = ReadyFD()
+            self._fd.set(self._would_not_block())
+        return self._fd.rfd
+
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
+        """For code written against TCP: ``TCP_NODELAY`` turns write delay off/on (writes are
+        flushed at once by default), ``SO_KEEPALIVE`` is accepted and ignored (KCP has none).
+        Anything else raises ``OSError(ENOPROTOOPT)``; see the ``set_*`` methods."""
+        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
+            self.set_write_delay(not value)
+        elif not (level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE):
+            raise OSError(errno.ENOPROTOOPT, "socket option not supported by a KCP session")
+
+    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> int:
+        """``TCP_NODELAY`` (1 unless write delay is on) and ``SO_KEEPALIVE`` (0) only."""
+        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
+            return int(not self._conn.write_delay)
+        if level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE:
+            return 0
+        raise OSError(errno.ENOPROTOOPT, "socket option not supported by a KCP session")
+
+    def getpeername(self) -> Address:
+        return self._chan.peer
+
+    def getsockname(self) -> Address:
+        return self._chan.endpoint.sock.getsockname()
+
+    # ------------------------------------------------------------------ KCP knobs
+
+    @property
+    def conv(self) -> int:
+        """The conversation id."""
+        return self._conn.conv
+
+    @property
+    def rto(self) -> int:
+        """Current retransmission timeout, ms."""
+        return self._conn.rto
+
+    @property
+    def srtt(self) -> int:
+        """Smoothed round-trip time, ms."""
+        return self._conn.srtt
+
+    @property
+    def srttvar(self) -> int:
+        """Round-trip time variation, ms."""
+        return self._conn.rttvar
+
+    @property
+    def snmp(self) -> Snmp:
+        """The counters this session adds to."""
+        return self._conn.snmp
+
+    def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
+        """kcp-go ``SetNoDelay``: see kcptun's modes (``mode=`` on dial/listen)."""
+        self._conn.set_nodelay(nodelay, interval, resend, nc)
+        self._chan.flush()
+
+    def set_mode(self, mode: str) -> None:
+        """Apply a kcptun preset: normal, fast, fast2 or fast3."""
+        self._conn.set_mode(mode)
+
+    def set_dead_link(self, transmissions: int) -> None:
+        """Declare the peer dead (``ConnectionResetError``) once a segment has been sent this
+        many times (kcp-go's dead_link, default 20; kcp-go only records it)."""
+        self._conn.dead_link = transmissions
+
+    def set_window_size(self, sndwnd: int, rcvwnd: int) -> None:
+        """Send/receive windows in segments (values <= 0 leave one unchanged)."""
+        self._conn.set_window_size(sndwnd, rcvwnd)
+
+    def set_mtu(self, mtu: int) -> None:
+        """Largest datagram on the wire, headers included (50..1500). ``ValueError`` otherwise."""
+        self._conn.set_mtu(mtu)
+
+    def set_stream_mode(self, enable: bool) -> None:
+        """Stream mode (kcptun) packs writes into full segments; message mode keeps chunks."""
+        self._conn.stream = bool(enable)
+
+    def set_write_delay(self, enable: bool) -> None:
+        """When true, small writes wait for the next tick instead of being flushed at once."""
+        self._conn.write_delay = bool(enable)
+
+    def set_ack_nodelay(self, enable: bool) -> None:
+        """Flush ACKs as soon as input queues them (they are flushed per read batch anyway)."""
+        self._conn.ack_nodelay = bool(enable)
+
+    def _own_socket(self) -> _socket.socket:
+        if self._chan.passive:
+            raise OSError(errno.EOPNOTSUPP, "not supported on an accepted session (it shares "
+                                            "the listener's socket; set it on the Listener)")
+        return self._chan.endpoint.sock
+
+    def set_dscp(self, dscp: int) -> None:
+        """Set the DSCP field of outgoing datagrams (client sessions only)."""
+        set_dscp(self._own_socket(), dscp)
+
+    def set_read_buffer(self, nbytes: int) -> None:
+        """SO_RCVBUF of the session's own UDP socket (client sessions only)."""
+        self._own_socket().setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, nbytes)
+
+    def set_write_buffer(self, nbytes: int) -> None:
+        """SO_SNDBUF of the session's own UDP socket (client sessions only)."""
+        self._own_socket().setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, nbytes)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<KCPSocket conv={self.conv:#010x} peer={self._chan.peer} {state}>"

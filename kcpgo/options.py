@@ -1,0 +1,222 @@
+"""Session options: one schema for ``dial``, ``listen``, ``serve_conn``, the servers, ``monkey``
+and command lines, validated once.
+
+:class:`Options` is a frozen dataclass. Every public entry point takes its fields as keywords
+(``kcpgo.dial(addr, crypt="aes", key="pw", mode="fast3")``) or a ready ``options=Options(...)``
+(keywords then override its fields). A bad name raises ``TypeError`` listing the valid ones; a
+bad value raises ``ValueError`` with the valid range, at construction, not at first use.
+
+:data:`KCPTUN_CLIENT` and :data:`KCPTUN_SERVER` are kcptun's defaults (docs/protocol.md §7);
+:data:`kcpgo.sansio.MODES` holds its nodelay presets (``mode=``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple, Union
+
+from .codec import crypt as _crypt
+from .codec.crypt import BlockCrypt, derive_key
+from .codec.reedsolomon import MAX_TOTAL_SHARDS
+from .sansio.connection import MODES, MTU_DEFAULT, MTU_MIN, Connection
+from .sansio.kcpdefs import MAX_WINDOW
+from .sansio.wire import MTU_LIMIT
+from .snmp import DEFAULT_SNMP, Snmp
+
+__all__ = ["Options", "KCPTUN_CLIENT", "KCPTUN_SERVER", "add_arguments", "from_arguments",
+           "CryptSpec", "KeySpec"]
+
+CryptSpec = Union[str, BlockCrypt, None]
+KeySpec = Union[str, bytes, None]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options of a KCP session (kcp-go's ``DialWithOptions`` / ``Set*`` calls).
+
+    Fields (all optional):
+
+    * ``crypt``: cipher name (``"aes"``, ``"salsa20"``, ``"none"``, ..., docs/protocol.md
+      §4.3) or a ready :class:`~kcpgo.codec.crypt.BlockCrypt`; ``None`` sends no crypto header;
+    * ``key``: with a cipher name, a kcptun passphrase (``str``, derived with PBKDF2 as kcptun
+      does, §4.7) or the derived key bytes;
+    * ``data_shards``, ``parity_shards``: Reed-Solomon FEC, sent when both are > 0 (§2);
+      ``data_shards + parity_shards <= 256``;
+    * ``mode``: a kcptun preset (``normal``, ``fast``, ``fast2``, ``fast3``; §7);
+    * ``stream``: stream mode (writes packed into full segments, as kcptun);
+    * ``mtu``: largest wire datagram in bytes, headers included (50..1500; default 1400);
+    * ``window``: ``(sndwnd, rcvwnd)`` in segments (1..65535 each; default 32/32);
+    * ``ack_nodelay``, ``write_delay``: kcp-go's ``SetACKNoDelay`` / ``SetWriteDelay``;
+    * ``idle_timeout``: seconds without any datagram after which the peer is declared dead
+      (``TimeoutError``; ``None``: never, as kcp-go);
+    * ``snmp``: the :class:`~kcpgo.snmp.Snmp` counters to add to (default: the global one).
+    """
+
+    crypt: CryptSpec = None
+    key: KeySpec = field(default=None, repr=False)
+    data_shards: int = 0
+    parity_shards: int = 0
+    mode: Optional[str] = None
+    stream: bool = False
+    mtu: Optional[int] = None
+    window: Optional[Tuple[int, int]] = None
+    ack_nodelay: bool = False
+    write_delay: bool = False
+    idle_timeout: Optional[float] = None
+    snmp: Optional[Snmp] = field(default=None, compare=False)
+    #: The cipher built from ``crypt``/``key`` (derived once, here).
+    block: Optional[BlockCrypt] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block", _make_crypt(self.crypt, self.key))
+        ds, ps = self.data_shards, self.parity_shards
+        if not (isinstance(ds, int) and isinstance(ps, int)) or ds < 0 or ps < 0:
+            raise ValueError(f"data_shards and parity_shards must be ints >= 0, got {ds!r}/{ps!r}")
+        if ds > 0 and ps > 0 and ds + ps > MAX_TOTAL_SHARDS:
+            raise ValueError(f"data_shards + parity_shards must be <= {MAX_TOTAL_SHARDS}, "
+                             f"got {ds} + {ps}")
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.mtu is not None and not (isinstance(self.mtu, int)
+                                         and MTU_MIN <= self.mtu <= MTU_LIMIT):
+            raise ValueError(f"mtu must be an int in {MTU_MIN}..{MTU_LIMIT}, got {self.mtu!r}")
+        if self.window is not None:
+            w = self.window
+            if not (isinstance(w, tuple) and len(w) == 2
+                    and all(isinstance(x, int) and 1 <= x <= MAX_WINDOW for x in w)):
+                raise ValueError(f"window must be (sndwnd, rcvwnd) with each in 1..{MAX_WINDOW} "
+                                 f"segments, got {w!r}")
+        t = self.idle_timeout
+        if t is not None and not (isinstance(t, (int, float)) and t > 0):
+            raise ValueError(f"idle_timeout must be > 0 seconds or None, got {t!r}")
+        self.connection(0)       # the MTU must leave room after the cipher and FEC headers
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def build(cls, where: str, options: Optional["Options"] = None,
+              **changes: Any) -> "Options":
+        """``options`` (or the defaults) with ``changes`` applied. ``TypeError`` names
+        ``where`` and the valid fields when a change has an unknown name."""
+        unknown = set(changes) - FIELDS
+        if unknown:
+            raise TypeError(f"{where} got unexpected option(s) {', '.join(sorted(unknown))}; "
+                            f"valid: {', '.join(sorted(FIELDS))}")
+        if options is None:
+            return cls(**changes)
+        if not isinstance(options, Options):
+            raise TypeError(f"{where}: options must be a kcpgo.Options, not "
+                            f"{type(options).__name__}")
+        if not changes:
+            return options
+        if "crypt" in changes and "key" not in changes:
+            # a new cipher name keeps the passphrase; a ready BlockCrypt needs none
+            changes["key"] = options.key if isinstance(changes["crypt"], str) else None
+        return dataclasses.replace(options, **changes)
+
+    def replace(self, **changes: Any) -> "Options":
+        """A copy with ``changes`` (validated like the constructor)."""
+        return Options.build("Options.replace()", self, **changes)
+
+    @property
+    def counters(self) -> Snmp:
+        """The counters sessions with these options add to."""
+        return self.snmp if self.snmp is not None else DEFAULT_SNMP
+
+    def connection(self, conv: int, **policy: Any) -> Connection:
+        """The sans-IO :class:`~kcpgo.sansio.Connection` for conversation ``conv``; ``policy``
+        is passed on (``admit_limit``, ``probe_init``). Stream mode, window, ACK and write
+        delay are applied too; ``idle_timeout`` is the driver's business."""
+        conn = Connection(conv, crypt=self.block, data_shards=self.data_shards,
+                          parity_shards=self.parity_shards, mtu=self.mtu or MTU_DEFAULT,
+                          mode=self.mode, snmp=self.counters, **policy)
+        conn.stream = self.stream
+        if self.window is not None:
+            conn.set_window_size(*self.window)
+        conn.ack_nodelay = self.ack_nodelay
+        conn.write_delay = self.write_delay
+        return conn
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The settable fields and their values."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+#: The field names accepted as keywords.
+FIELDS = frozenset(f.name for f in dataclasses.fields(Options) if f.init)
+
+def _make_crypt(spec: CryptSpec, key: KeySpec) -> Optional[BlockCrypt]:
+    """``crypt`` is a cipher name (with ``key``: a kcptun passphrase str, or the derived key
+    bytes) or a ready :class:`BlockCrypt`; ``None`` means no crypto header at all."""
+    if spec is None:
+        if key is not None:
+            raise ValueError("key given without crypt; name a cipher, e.g. crypt='aes'")
+        return None
+    if isinstance(spec, str):
+        if key is None:
+            raise ValueError(f"crypt={spec!r} needs a key (a passphrase str or key bytes)")
+        if isinstance(key, str):
+            key = derive_key(key)
+        return _crypt.new(spec, key)
+    if not isinstance(spec, BlockCrypt):
+        raise TypeError(f"crypt must be a cipher name or a BlockCrypt, not {type(spec).__name__}")
+    if key is not None:
+        raise ValueError("key is only used with a cipher name, not with a BlockCrypt object")
+    return spec
+
+
+#: kcptun's client defaults (§7) except the cipher, which kcptun also sets (aes) but which
+#: needs your key: ``KCPTUN_CLIENT.replace(crypt="aes", key="passphrase")``.
+KCPTUN_CLIENT = Options(data_shards=10, parity_shards=3, mode="fast", stream=True, mtu=1350,
+                        window=(128, 512))
+#: kcptun's server defaults (§7), likewise without the cipher.
+KCPTUN_SERVER = KCPTUN_CLIENT.replace(window=(1024, 1024))
+
+
+# ---------------------------------------------------------------------- command lines
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shared session flags: ``--crypt``, ``--key``, ``--fec D/P``, ``--mode``, ``--mtu``,
+    ``--window S/R``, ``--stream``, ``--idle-timeout``."""
+    g = parser.add_argument_group("KCP session")
+    g.add_argument("--crypt", help="cipher: " + ", ".join(_crypt.CIPHER_NAMES) +
+                   " (needs --key)")
+    g.add_argument("--key", help="kcptun-style passphrase")
+    g.add_argument("--fec", metavar="DATA/PARITY", help="Reed-Solomon shards, e.g. 10/3")
+    g.add_argument("--mode", choices=sorted(MODES), help="kcptun timing preset")
+    g.add_argument("--mtu", type=int, help=f"wire MTU in bytes ({MTU_MIN}..{MTU_LIMIT})")
+    g.add_argument("--window", metavar="SND/RCV", help="windows in segments, e.g. 1024/1024")
+    g.add_argument("--stream", action="store_true", default=None, help="stream mode")
+    g.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                   help="declare the peer dead after this long without a datagram")
+
+
+def _pair(text: str, flag: str) -> Tuple[int, int]:
+    a, sep, b = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return int(a), int(b)
+    except ValueError:
+        raise ValueError(f"{flag} takes two numbers as A/B (e.g. 10/3), got {text!r}") from None
+
+
+def from_arguments(ns: argparse.Namespace) -> Dict[str, Any]:
+    """The :class:`Options` keywords given by :func:`add_arguments` flags (only those set).
+    Raises ``ValueError`` with a usage message for a malformed value."""
+    opts: Dict[str, Any] = {}
+    if ns.crypt is not None or ns.key is not None:
+        opts.update(crypt=ns.crypt, key=ns.key)
+    if ns.fec:
+        opts["data_shards"], opts["parity_shards"] = _pair(ns.fec, "--fec")
+    if ns.window:
+        opts["window"] = _pair(ns.window, "--window")
+    for name in ("mode", "mtu", "stream", "idle_timeout"):
+        value = getattr(ns, name, None)
+        if value is not None:
+            opts[name] = value
+    Options(**opts)                          # validate now: ValueError with the valid range
+    return opts
+

@@ -1,0 +1,210 @@
+"""``Channel``: drives one sans-IO :class:`~kcpgo.sansio.Connection` on a UDP endpoint.
+
+The counterpart of aioquic's ``QuicConnectionProtocol``: it moves datagrams between the
+endpoint and the connection, arms the connection's one timer, and tells whoever sits on top
+(the blocking socket today; an smux session or an asyncio adapter later) that something
+changed, through one callback, ``on_update()``. No greenlet of its own: the endpoint's reader
+and the runtime's scheduler run it.
+
+Per received batch: feed every datagram, flush once (data and window updates), notify, then
+send the batch's ACKs one loop turn later so that a reply written by a woken greenlet carries
+them (docs/deviations.md). Per timer: the periodic flush and retransmissions, the optional
+idle timeout. A dead link (a segment sent ``dead_link`` times) or a socket error is latched in
+:attr:`Channel.error`; the channel then sends no more and stops its timer.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any, Callable, Optional, Tuple
+
+from ..sansio.connection import Connection
+from .clock import now_ms
+from .udp import UDPEndpoint
+
+__all__ = ["Channel", "ADMIT_PER_FLUSH"]
+
+#: New segments a session puts on the wire per flush (``Connection(admit_limit=...)``): about
+#: one GSO burst, so a flush costs well under a millisecond even with a cipher and FEC.
+ADMIT_PER_FLUSH = 64
+
+Address = Tuple[Any, ...]
+
+
+class Channel:
+    """One KCP session on a :class:`UDPEndpoint`, driven by the endpoint's reader and a timer.
+
+    ``peer`` is the remote address; datagrams from elsewhere are counted (``InErrs``) and
+    dropped on a client channel. ``on_release(channel)`` runs once when :meth:`release` has
+    sent the final flush (a client closes its endpoint there, a listener forgets the session).
+    ``passive`` marks a listener's session (``PassiveOpens``; it shares the listener's socket).
+    """
+
+    def __init__(self, conn: Connection, endpoint: UDPEndpoint, peer: Address, *,
+                 on_release: Callable[["Channel"], None], passive: bool = False,
+                 idle_timeout: Optional[float] = None) -> None:
+        self.conn = conn
+        self.endpoint = endpoint
+        self.peer = peer
+        self.passive = passive
+        self.runtime = endpoint.runtime
+        self.timer = self.runtime.timer(self._on_timer)
+        #: Called after every change a facade may care about (data, window, error).
+        self.on_update: Callable[[], None] = _nothing
+        #: The latched failure (``ConnectionResetError``, ``TimeoutError``, ``OSError``).
+        self.error: Optional[BaseException] = None
+        self.released = False
+        self._on_release = on_release
+        self._acks_scheduled = False
+        self._idle_ms: Optional[int] = None
+        self.last_rx = now_ms()
+        self.set_idle_timeout(idle_timeout)
+        snmp = conn.snmp
+        snmp.CurrEstab += 1
+        if snmp.CurrEstab > snmp.MaxConn:
+            snmp.MaxConn = snmp.CurrEstab
+        if passive:
+            snmp.PassiveOpens += 1
+        else:
+            snmp.ActiveOpens += 1
+
+    # ------------------------------------------------------------------ driven by the reader
+
+    def on_batch(self, batch: list, now: int) -> None:
+        """A client endpoint's batch: only datagrams from :attr:`peer` are accepted."""
+        conn = self.conn
+        peer = self.peer
+        fed = False
+        for data, addr in batch:
+            if addr != peer:
+                conn.snmp.InErrs += 1
+                continue
+            conn.receive_datagram(data, now)
+            fed = True
+        if fed:
+            self.last_rx = now
+            self.after_batch(now)
+
+    def feed(self, payload: bytes, now: int) -> None:
+        """A listener's datagram, already opened (decrypted, CRC-checked) by its demux."""
+        self.conn.receive_payload(payload, now)
+        self.last_rx = now
+
+    def after_batch(self, now: int) -> None:
+        """Flush once for the whole batch, notify, then send the ACKs on the next loop turn."""
+        if self.released:
+            return
+        conn = self.conn
+        out = conn.datagrams_to_send(now, acks=False)
+        if out:
+            self.endpoint.send_many(out, self.peer)
+        self._post_io(now)
+        if conn.pending_acks and not self._acks_scheduled:
+            self._acks_scheduled = True
+            self.runtime.call_soon(self._send_acks)
+
+    def fail(self, exc: BaseException) -> None:
+        """Latch ``exc`` (the first one wins), stop the timer and notify."""
+        if self.error is None:
+            self.error = exc
+        self.timer.cancel()
+        self.on_update()
+
+    # ------------------------------------------------------------------ driven by the facade
+
+    def send(self, data: Any) -> int:
+        """Queue ``data`` (at most what the window takes, see ``Connection.send_room``) and
+        flush. ACKs already waiting on the socket are taken in first: a fresher window and no
+        spurious RTO for a sender that keeps the hub busy."""
+        conn = self.conn
+        if conn.waitsnd:
+            self.endpoint.poll()
+        n = conn.send(data)
+        self.flush()
+        return n
+
+    def flush(self) -> None:
+        """Send what is due now (after an API call changed the state) and re-arm the timer."""
+        now = now_ms()
+        out = self.conn.datagrams_to_send(now)
+        if out:
+            self.endpoint.send_many(out, self.peer)
+        self._post_io(now)
+
+    def kick(self) -> None:
+        """Flush on the scheduler's next turn (the receive window reopened, say)."""
+        if self.error is None and not self.released:
+            self.timer.schedule(now_ms())
+
+    def set_idle_timeout(self, seconds: Optional[float]) -> None:
+        """Fail with ``TimeoutError(ETIMEDOUT)`` after ``seconds`` without any datagram from the
+        peer (``None``: never, as kcp-go)."""
+        self._idle_ms = None if seconds is None else max(1, int(seconds * 1000))
+        if self._idle_ms is not None and not self.released and self.error is None:
+            self.timer.schedule(self.last_rx + self._idle_ms)
+
+    def release(self) -> None:
+        """Final flush (kcp-go's Close: what the window allows), stop, then ``on_release``."""
+        if self.released:
+            return
+        self.released = True
+        endpoint = self.endpoint
+        if not endpoint.closed and self.error is None:
+            try:
+                out = self.conn.flush(now_ms())
+                if out:
+                    endpoint.send_many(out, self.peer)
+            except OSError:
+                pass
+        self.conn.snmp.CurrEstab -= 1
+        self.timer.cancel()
+        self._on_release(self)
+
+    # ------------------------------------------------------------------ internals
+
+    def _send_acks(self) -> None:
+        self._acks_scheduled = False
+        conn = self.conn
+        if self.released or not conn.pending_acks:
+            return
+        now = now_ms()
+        out = conn.flush_acks(now)
+        if out:
+            self.endpoint.send_many(out, self.peer)
+        self._post_io(now)
+
+    def _on_timer(self, now: int) -> None:
+        if self.released:
+            return
+        idle = self._idle_ms
+        if idle is not None and now - self.last_rx >= idle and self.error is None:
+            self.fail(TimeoutError(errno.ETIMEDOUT,
+                                   f"no datagram from the peer for {idle / 1000:g} s"))
+        out = self.conn.datagrams_to_send(now)
+        if out:
+            self.endpoint.send_many(out, self.peer)
+        self._post_io(now)
+
+    def _post_io(self, now: int) -> None:
+        conn = self.conn
+        if conn.dead and self.error is None:
+            self.error = ConnectionResetError(
+                errno.ECONNRESET, f"peer stopped acknowledging (a segment was sent "
+                                  f"{conn.dead_link} times)")
+        self.on_update()
+        if self.error is not None:
+            self.timer.cancel()              # a dead session retransmits no more
+            return
+        deadline = conn.next_deadline(now)
+        idle = self._idle_ms
+        if idle is not None:
+            limit = self.last_rx + idle
+            if deadline is None or limit < deadline:
+                deadline = limit
+        self.timer.schedule(deadline)
+
+    def __repr__(self) -> str:
+        return f"<kcpgo Channel conv={self.conn.conv:#010x} peer={self.peer}>"
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,254 @@
+"""``Connection``: one kcp-go session, sans-IO. The only object a driver touches.
+
+A driver (the gevent runtime's :class:`~kcpgo.runtime.channel.Channel`, the in-memory
+:class:`~kcpgo.sansio.memnet.Network`, your own event loop) talks to it in four ways, as to
+aioquic's ``QuicConnection``:
+
+* application calls: :meth:`send` / :meth:`recv` / :meth:`recv_stream` (kcp-go ``Write`` /
+  ``Read`` semantics), with :meth:`writable`, :meth:`send_room`, :meth:`readable`;
+* network input: :meth:`receive_datagram` (a wire datagram) or :meth:`receive_payload` (one a
+  demultiplexer already opened with :meth:`PacketCodec.open <kcpgo.sansio.packet.PacketCodec.open>`);
+* output: :meth:`datagrams_to_send`, :meth:`flush_acks`, :meth:`flush` return wire datagrams;
+* time: every call that needs it takes ``now`` (integer ms); :meth:`next_deadline` says when
+  to call :meth:`datagrams_to_send` again, or ``None`` when idle.
+
+State a driver reads: :attr:`dead` (the dead-link event: a segment was sent ``dead_link``
+times), :attr:`pending_acks`, :attr:`waitsnd`, :attr:`wants_flush`, and the RTT estimates.
+Nothing here reads a clock or touches a socket (docs/protocol.md §1, §2.3, §5).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+
+from ..snmp import DEFAULT_SNMP, Snmp
+from .kcp import KCP
+from .kcpdefs import FLUSH_FULL, MTU_DEF, PROBE_INIT
+from .packet import PacketCodec
+from .wire import MTU_LIMIT, OVERHEAD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..codec.crypt import BlockCrypt
+
+__all__ = ["Connection", "MODES", "MTU_DEFAULT", "MTU_MIN"]
+
+#: §7: kcptun's presets, as (nodelay, interval, resend, nc).
+MODES = {
+    "normal": (0, 40, 2, 1),
+    "fast": (0, 30, 2, 1),
+    "fast2": (1, 20, 2, 1),
+    "fast3": (1, 10, 2, 1),
+}
+#: §1.4: kcp-go's default session MTU (the KCP default, before cipher and FEC headers).
+MTU_DEFAULT = MTU_DEF
+#: §1.4 [5.6.1]: KCP refuses an MTU below 50.
+MTU_MIN = 50
+
+
+class Connection:
+    """One KCP conversation with its FEC/crypto pipeline, driven by explicit calls and ``now``.
+
+    ``conv``: u32 conversation id. ``crypt``: a :class:`~kcpgo.codec.crypt.BlockCrypt` or
+    ``None`` (no crypto header). FEC framing is sent when both shard counts are > 0. ``mtu``:
+    the largest wire datagram, headers included (§1.4; ``ValueError`` outside 50..1500).
+    ``mode``: a kcptun preset (§7). ``admit_limit``: at most this many new segments per flush
+    (``None``: all the window allows, as kcp-go). ``probe_init``: ms before the first probe of
+    a closed peer window (7000 in 5.6.1, 500 in the latest kcp-go).
+    """
+
+    def __init__(self, conv: int, *, crypt: Optional["BlockCrypt"] = None, data_shards: int = 0,
+                 parity_shards: int = 0, mtu: int = MTU_DEFAULT, mode: Optional[str] = None,
+                 snmp: Optional[Snmp] = None, admit_limit: Optional[int] = None,
+                 probe_init: int = PROBE_INIT) -> None:
+        self.snmp = snmp if snmp is not None else DEFAULT_SNMP
+        self.codec = PacketCodec(crypt, data_shards, parity_shards, self.snmp)
+        #: The state machine. Public for sans-IO users; drivers use this class's API only.
+        self.kcp = KCP(conv, mtu=MTU_DEFAULT - self.codec.overhead, snmp=self.snmp)
+        self.kcp.admit_limit = admit_limit
+        self.kcp.probe_init = probe_init
+        self.mtu = MTU_DEFAULT
+        self.set_mtu(mtu)
+        if mode is not None:
+            self.set_mode(mode)
+        #: kcp-go ``SetWriteDelay``: when False (the default) every send is flushed at once.
+        self.write_delay = False
+
+    @property
+    def conv(self) -> int:
+        return self.kcp.conv
+
+    # ------------------------------------------------------------------ configuration
+
+    def set_mtu(self, mtu: int) -> None:
+        """Set the session MTU (wire datagram size). ``ValueError`` outside 50..1500."""
+        if not MTU_MIN <= mtu <= MTU_LIMIT:
+            raise ValueError(f"mtu must be in {MTU_MIN}..{MTU_LIMIT}, got {mtu!r}")
+        kcp_mtu = self.codec.kcp_mtu(mtu)
+        if kcp_mtu <= OVERHEAD:
+            raise ValueError(f"mtu {mtu} leaves no room for data after "
+                             f"{self.codec.overhead} header bytes")
+        self.kcp.set_mtu(kcp_mtu)
+        self.mtu = mtu
+
+    def set_mode(self, mode: str) -> None:
+        """Apply one of kcptun's presets: normal, fast, fast2, fast3 (§7)."""
+        try:
+            params: Tuple[int, int, int, int] = MODES[mode]
+        except KeyError:
+            raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}") from None
+        self.kcp.set_nodelay(*params)
+
+    def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
+        """kcp-go ``SetNoDelay`` (§1.11): each value applies if >= 0; interval in ms."""
+        self.kcp.set_nodelay(nodelay, interval, resend, nc)
+
+    def set_window_size(self, sndwnd: int, rcvwnd: int) -> None:
+        """Send/receive windows in segments (values <= 0 leave one unchanged; max 65535)."""
+        self.kcp.set_wndsize(sndwnd, rcvwnd)
+
+    @property
+    def stream(self) -> bool:
+        """Stream mode (kcptun): writes are packed into full segments."""
+        return self.kcp.stream
+
+    @stream.setter
+    def stream(self, enable: bool) -> None:
+        self.kcp.stream = bool(enable)
+
+    @property
+    def ack_nodelay(self) -> bool:
+        """Flush ACKs as soon as input queues them."""
+        return self.kcp.ack_nodelay
+
+    @ack_nodelay.setter
+    def ack_nodelay(self, enable: bool) -> None:
+        self.kcp.ack_nodelay = bool(enable)
+
+    @property
+    def dead_link(self) -> int:
+        """Transmissions of one segment after which :attr:`dead` is set (kcp-go default 20)."""
+        return self.kcp.dead_link
+
+    @dead_link.setter
+    def dead_link(self, transmissions: int) -> None:
+        if transmissions < 1:
+            raise ValueError("dead link threshold must be >= 1")
+        self.kcp.dead_link = transmissions
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def dead(self) -> bool:
+        """The dead-link event: some segment was transmitted :attr:`dead_link` times."""
+        return self.kcp.dead
+
+    @property
+    def waitsnd(self) -> int:
+        """Segments queued or in flight (kcp-go ``WaitSnd``)."""
+        return self.kcp.waitsnd
+
+    @property
+    def pending_acks(self) -> int:
+        """ACK segments waiting for the next flush."""
+        return self.kcp.pending_acks
+
+    @property
+    def wants_flush(self) -> bool:
+        """Whether a flush would send something now (a window update after a read, say)."""
+        kcp = self.kcp
+        return bool(kcp.probe or kcp.flush_requested)
+
+    @property
+    def rto(self) -> int:
+        """Current retransmission timeout, ms."""
+        return self.kcp.rx_rto
+
+    @property
+    def srtt(self) -> int:
+        """Smoothed round-trip time, ms."""
+        return self.kcp.rx_srtt
+
+    @property
+    def rttvar(self) -> int:
+        """Round-trip time variation, ms."""
+        return self.kcp.rx_rttvar
+
+    # ------------------------------------------------------------------ application side
+
+    def send(self, data: Any) -> int:
+        """Queue ``data`` (kcp-go ``Write``: chunks of <= mss, never partial). Returns its length."""
+        kcp = self.kcp
+        n = kcp.write(data)
+        if n and (not self.write_delay or kcp.waitsnd >= kcp.snd_wnd):
+            kcp.flush_requested = FLUSH_FULL
+        self.snmp.BytesSent += n
+        return n
+
+    def writable(self) -> bool:
+        """Whether kcp-go's Write would accept data now (5.6.1: below both windows)."""
+        kcp = self.kcp
+        waiting = kcp.waitsnd
+        return waiting < kcp.snd_wnd and waiting < kcp.rmt_wnd
+
+    def send_room(self) -> int:
+        """Bytes that fit in the free window now (0 when not :meth:`writable`)."""
+        kcp = self.kcp
+        room = min(kcp.snd_wnd, kcp.rmt_wnd) - kcp.waitsnd
+        return room * kcp.mss if room > 0 else 0
+
+    def readable(self) -> bool:
+        """Whether :meth:`recv` would return data (or skip an empty message) now."""
+        return self.kcp.peek_size() >= 0
+
+    def recv(self) -> Optional[bytes]:
+        """The next message (stream mode: the next segment), or ``None`` if none is ready.
+
+        Zero-length messages (kcp-go never sends one) are skipped rather than returned, because
+        ``b""`` means end-of-stream to socket code.
+        """
+        kcp = self.kcp
+        while True:
+            msg = kcp.recv()
+            if msg is None:
+                return None
+            if msg:
+                self.snmp.BytesReceived += len(msg)
+                return msg
+
+    def recv_stream(self, limit: int) -> bytes:
+        """Stream mode: up to ``limit`` bytes of whole segments joined (at least one segment)."""
+        data = self.kcp.recv_stream(limit)
+        self.snmp.BytesReceived += len(data)
+        return data
+
+    # ------------------------------------------------------------------ network side
+
+    def receive_datagram(self, wire: bytes, now: int) -> bool:
+        """Feed one datagram from the peer. Returns whether it reached KCP (else dropped)."""
+        return self.codec.receive(wire, self.kcp, now)
+
+    def receive_payload(self, payload: bytes, now: int) -> None:
+        """Feed one datagram already opened by ``PacketCodec.open`` (a listener's demux)."""
+        self.codec.feed(payload, self.kcp, now)
+
+    def datagrams_to_send(self, now: int, acks: bool = True) -> List[bytes]:
+        """Wire datagrams due at ``now``: requested flushes, the periodic tick, and (with
+        ``acks``) the pending ACKs. A driver that sends a batch's ACKs a little later, see
+        :meth:`flush_acks`, passes ``acks=False``."""
+        out = self.kcp.update(now, acks)
+        if not out:
+            return out
+        return self.codec.encode_many(out)
+
+    def flush_acks(self, now: int) -> List[bytes]:
+        """Wire datagrams carrying the pending ACKs only (none if there are none)."""
+        if not self.kcp.pending_acks:
+            return []
+        return self.codec.encode_many(self.kcp.flush(now, ack_only=True))
+
+    def flush(self, now: int) -> List[bytes]:
+        """A full flush now regardless of timers (kcp-go's final flush on Close)."""
+        return self.codec.encode_many(self.kcp.flush(now))
+
+    def next_deadline(self, now: int) -> Optional[int]:
+        """Absolute ms of the next needed :meth:`datagrams_to_send`, or ``None`` when idle."""
+        return self.kcp.check(now)

@@ -1,0 +1,199 @@
+"""KCP input: one received KCP datagram into the state machine (docs/protocol.md §1.6, §1.8,
+§1.10). Sans-IO; mixed into :class:`kcpgo.sansio.kcp.KCP`, whose ``__init__`` defines the state.
+
+Per segment: the peer's window and ``una`` (which slides the send window), PUSH into the receive
+buffer and queue with an ACK queued for the next flush, ACK into the duplicate-ACK bookkeeping
+of the "holes" list; once per datagram: the RTT sample (kcp-go's estimator) and cwnd growth.
+"""
+from __future__ import annotations
+
+
+from .kcpdefs import (ASK_TELL, FASTACK, FLUSH_ACK_ONLY, FLUSH_FULL, HALF, MASK, RTO_MAX, TS,
+                      unpack_header)
+from .wire import CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD
+
+__all__ = ["InputMixin"]
+
+
+class InputMixin:
+    """``KCP.input`` and what it drives: ACK bookkeeping, the RTT estimator, cwnd growth."""
+
+    def input(self, data: bytes, now: int, regular: bool = True) -> int:
+        """Process one KCP datagram (kcp-go ``Input``, §1.6). Returns 0 or kcp-go's error code.
+
+        -1: shorter than a header, or a segment with another conv; -2: a length field beyond the
+        datagram; -3: unknown cmd. Segments before the bad one stay processed (as in kcp-go).
+        ``regular`` is False for FEC-recovered datagrams: they update neither the remote window
+        nor RTT nor RepeatSegs. Instead of flushing, sets :attr:`flush_requested`.
+        """
+        end = len(data)
+        if end < OVERHEAD:
+            return -1
+        conv = self.conv
+        snd_una = prev_una = self.snd_una
+        buf = self.snd_buf
+        rcv_nxt = self.rcv_nxt
+        rcv_wnd = self.rcv_wnd
+        rcv_buf = self.rcv_buf
+        rq = self.rcv_queue
+        acks = self._acks
+        rmt_wnd = self.rmt_wnd
+        latest_ts = -1
+        window_slid = False
+        repeats = 0
+        nsegs = 0
+        ret = 0
+        off = 0
+        while end - off >= OVERHEAD:
+            sconv, cmd, frg, wnd, ts, sn, una, ln = unpack_header(data, off)
+            if sconv != conv:
+                ret = -1
+                break
+            off += OVERHEAD
+            if end - off < ln:
+                ret = -2
+                break
+            if cmd < CMD_PUSH or cmd > CMD_WINS:
+                ret = -3
+                break
+            if regular:
+                rmt_wnd = wnd
+            # una: everything below it was received by the peer.
+            d = ((una - snd_una + HALF) & MASK) - HALF
+            if d > 0:
+                if d > len(buf):
+                    d = len(buf)
+                if d:
+                    for _ in range(d):
+                        buf.popleft()
+                    snd_una += d
+                    window_slid = True
+                    self._trim_holes(snd_una)
+            if cmd == CMD_PUSH:
+                ds = ((sn - rcv_nxt + HALF) & MASK) - HALF
+                # diff(sn, rcv_nxt + rcv_wnd) < 0, including kcp-go's u32 wrap of that sum.
+                if ds < rcv_wnd and ds - rcv_wnd >= -HALF:
+                    acks.append(rcv_nxt + ds)
+                    acks.append(ts)
+                    if ds == 0 and not rcv_buf and len(rq) < rcv_wnd:
+                        rq.append((frg, data[off:off + ln]))   # in-order fast path
+                        rcv_nxt += 1
+                    elif ds >= 0:
+                        s = rcv_nxt + ds
+                        if s in rcv_buf:
+                            repeats += 1
+                        else:
+                            rcv_buf[s] = (frg, data[off:off + ln])
+                            while rcv_nxt in rcv_buf and len(rq) < rcv_wnd:
+                                rq.append(rcv_buf.pop(rcv_nxt))
+                                rcv_nxt += 1
+                    else:
+                        repeats += 1
+                else:
+                    repeats += 1
+            elif cmd == CMD_ACK:
+                self._on_ack(((sn - snd_una + HALF) & MASK) - HALF + snd_una, ts, snd_una)
+                latest_ts = ts
+            elif cmd == CMD_WASK:
+                self.probe |= ASK_TELL
+            off += ln
+            nsegs += 1
+        self.snd_una = snd_una
+        self.rcv_nxt = rcv_nxt
+        self.rmt_wnd = rmt_wnd
+        snmp = self.snmp
+        if regular and repeats:
+            snmp.RepeatSegs += repeats
+        if len(acks) >= 4 * (self.mtu // OVERHEAD) and self.flush_requested < FLUSH_ACK_ONLY:
+            # Bound the ACK list between flushes (latest kcp-go's "ACK clocking").
+            self.flush_requested = FLUSH_ACK_ONLY
+        if ret:
+            return ret
+        snmp.InSegs += nsegs
+        if latest_ts >= 0 and regular:
+            rtt = ((now - latest_ts + HALF) & MASK) - HALF
+            if rtt >= 0:
+                self._update_rtt(rtt)
+        if not self.nocwnd and snd_una > prev_una:
+            self._grow_cwnd()
+        if window_slid:
+            self.flush_requested = FLUSH_FULL
+        elif self.ack_nodelay and acks and self.flush_requested < FLUSH_ACK_ONLY:
+            self.flush_requested = FLUSH_ACK_ONLY
+        return 0
+
+    def _trim_holes(self, snd_una: int) -> None:
+        holes = self._holes
+        if holes and holes[0] < snd_una:
+            i = 1
+            n = len(holes)
+            while i < n and holes[i] < snd_una:
+                i += 1
+            del holes[:i]
+        if self._ack_hi < snd_una - 1:
+            self._ack_hi = snd_una - 1
+
+    def _on_ack(self, sn: int, ts: int, snd_una: int) -> None:
+        """parse_ack + parse_fastack for one ACK segment (sn already mapped to our numbering)."""
+        if sn < snd_una or sn >= self.snd_nxt:
+            return
+        buf = self.snd_buf
+        holes = self._holes
+        ack_hi = self._ack_hi
+        if buf[sn - snd_una] is not None:
+            buf[sn - snd_una] = None
+            if sn < ack_hi:
+                # A hole got filled; it is somewhere in the (short) sorted list.
+                try:
+                    holes.remove(sn)
+                except ValueError:
+                    pass
+        if sn > ack_hi:
+            start = ack_hi + 1
+            if start < snd_una:
+                start = snd_una
+            if start < sn:
+                holes.extend(range(start, sn))
+            self._ack_hi = sn
+        # Every unacked segment below sn that was sent no later than the acked one saw a
+        # duplicate ACK (kcp-go's ts test).
+        for h in holes:
+            if h >= sn:
+                break
+            rec = buf[h - snd_una]
+            if ((rec[TS] - ts + HALF) & MASK) - HALF <= 0:
+                rec[FASTACK] += 1
+
+    def _update_rtt(self, rtt: int) -> None:
+        """kcp-go's RTT estimator (§1.8): shift-based, 1/32 weight for low samples."""
+        if self.rx_srtt == 0:
+            self.rx_srtt = rtt
+            self.rx_rttvar = rtt >> 1
+        else:
+            delta = rtt - self.rx_srtt
+            self.rx_srtt += delta >> 3
+            delta = -delta if delta < 0 else delta
+            if rtt < self.rx_srtt - self.rx_rttvar:
+                self.rx_rttvar += (delta - self.rx_rttvar) >> 5
+            else:
+                self.rx_rttvar += (delta - self.rx_rttvar) >> 2
+        rto = (self.rx_srtt + max(self.interval, self.rx_rttvar << 2)) & MASK
+        self.rx_rto = min(max(self.rx_minrto, rto), RTO_MAX)
+
+    def _grow_cwnd(self) -> None:
+        """Congestion window growth after una advanced (§1.10)."""
+        mss = self.mss
+        rmt_wnd = self.rmt_wnd
+        if self.cwnd < rmt_wnd:
+            if self.cwnd < self.ssthresh:
+                self.cwnd += 1
+                self.incr += mss
+            else:
+                if self.incr < mss:
+                    self.incr = mss
+                self.incr = (self.incr + (mss * mss) // self.incr + mss // 16) & MASK
+                if (self.cwnd + 1) * mss <= self.incr:
+                    self.cwnd = (self.incr + mss - 1) // mss if mss > 0 else self.cwnd
+            if self.cwnd > rmt_wnd:
+                self.cwnd = rmt_wnd
+                self.incr = rmt_wnd * mss

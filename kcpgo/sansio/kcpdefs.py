@@ -1,0 +1,43 @@
+"""KCP's constants and the state-record layout shared by the KCP modules (docs/protocol.md §1.1).
+
+Pure data: ``kcp.py`` (state, application side), ``kcp_input.py`` (``input``, RTT, cwnd
+growth) and ``kcp_output.py`` (``flush``: ACKs, probes, retransmission, cwnd reaction) import
+these, so each value is named once.
+"""
+from __future__ import annotations
+
+from .wire import HEADER
+
+# §1.1 constants.
+RTO_NDL = 30          # minimum RTO with nodelay
+RTO_MIN = 100         # minimum RTO without nodelay
+RTO_DEF = 200         # initial rx_rto
+RTO_MAX = 60000       # clamp for rx_rto (not for a segment's backed-off rto)
+ASK_SEND = 1          # send WASK at next flush
+ASK_TELL = 2          # send WINS at next flush
+WND_SND = 32
+WND_RCV = 32          # kcp-go's default (C KCP: 128)
+MTU_DEF = 1400
+INTERVAL = 100
+DEADLINK = 20
+THRESH_INIT = 2
+THRESH_MIN = 2
+PROBE_INIT = 7000     # [5.6.1]
+PROBE_INIT_LATEST = 500   # [latest]
+PROBE_LIMIT = 120000
+MAX_FRAGMENTS = 255   # §1.5: kcp-go's Send refuses more
+MAX_WINDOW = 0xFFFF   # the wnd field is u16 (§8.6)
+
+#: Values of :attr:`KCP.flush_requested`.
+FLUSH_NONE = 0
+FLUSH_ACK_ONLY = 1
+FLUSH_FULL = 2
+
+#: u32 mask and half range: sequence numbers are compared with a signed 32-bit difference.
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+pack_header = HEADER.pack
+unpack_header = HEADER.unpack_from
+
+# Fields of a send-side segment record (a small list, mutated in place).
+D, FRG, TS, XMIT, RESEND, RTO, FASTACK = range(7)

@@ -1,0 +1,91 @@
+"""kcpgo.Options: one validated schema for every entry point (no sockets needed)."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+import kcpgo
+from kcpgo.options import FIELDS, add_arguments, from_arguments
+from kcpgo.server import server_options
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(mode="warp"), "valid: normal, fast, fast2, fast3"),
+    (dict(mtu=40), r"50\.\.1500"),
+    (dict(mtu=1501), r"50\.\.1500"),
+    (dict(window=(0, 10)), r"1\.\.65535"),
+    (dict(window=(70000, 10)), r"1\.\.65535"),
+    (dict(data_shards=200, parity_shards=100), "<= 256"),
+    (dict(data_shards=-1), ">= 0"),
+    (dict(idle_timeout=0), "> 0 seconds"),
+    (dict(crypt="aes"), "needs a key"),
+    (dict(key="k"), "without crypt"),
+    (dict(crypt="rot13", key="k"), "valid names"),
+    # 60 bytes leave no room for data after aes (20) + FEC (8) + one KCP header (24)
+    (dict(mtu=52, crypt="aes", key="k", data_shards=10, parity_shards=3), "no room"),
+])
+def test_bad_values_raise_value_error_with_the_range(bad, match):
+    with pytest.raises(ValueError, match=match):
+        kcpgo.Options(**bad)
+    with pytest.raises(ValueError, match=match):       # the same check at every entry point
+        kcpgo.dial(("127.0.0.1", 9), **bad)
+    with pytest.raises(ValueError, match=match):
+        server_options(dict(bad))
+
+
+def test_unknown_names_raise_type_error_listing_the_valid_ones():
+    for call in (lambda: kcpgo.dial(("127.0.0.1", 9), windw=(1, 1)),
+                 lambda: kcpgo.listen(("127.0.0.1", 0), windw=(1, 1)),
+                 lambda: server_options({"windw": (1, 1)})):
+        with pytest.raises(TypeError, match="windw.*valid:.*window"):
+            call()
+
+
+def test_options_object_and_keywords_combine():
+    base = kcpgo.Options(crypt="aes", key="pw", mode="fast3", window=(1024, 1024))
+    assert base.block is not None and base.block.name == "aes"
+    faster = base.replace(mtu=1200)
+    assert (faster.mtu, faster.mode, faster.block.key) == (1200, "fast3", base.block.key)
+    assert base.replace(crypt="salsa20").block.name == "salsa20"       # keeps the passphrase
+    ready = base.replace(crypt=base.block)                             # a BlockCrypt needs no key
+    assert ready.block is base.block and ready.key is None
+    conn = faster.connection(5)
+    assert (conn.conv, conn.mtu, conn.stream) == (5, 1200, False)
+    with kcpgo.dial(("127.0.0.1", 9), base, stream=True, conv=77) as s:
+        assert s.conv == 77 and s._conn.stream and s._conn.mtu == 1400
+    with pytest.raises(TypeError, match="kcpgo.Options"):
+        kcpgo.dial(("127.0.0.1", 9), {"mode": "fast3"})
+
+
+def test_kcptun_presets():
+    c, s = kcpgo.KCPTUN_CLIENT, kcpgo.KCPTUN_SERVER
+    assert (c.mode, c.mtu, c.window, c.data_shards, c.parity_shards, c.stream) == \
+        ("fast", 1350, (128, 512), 10, 3, True)
+    assert s.window == (1024, 1024)
+    assert c.replace(crypt="aes", key="it's a secrect").block.name == "aes"
+
+
+def test_server_defaults_and_own_options():
+    so = server_options({"mode": "fast3"}, idle_timeout=30)
+    assert (so.session.stream, so.session.idle_timeout, so.backlog) == (True, 30, 128)
+    so = server_options({"options": kcpgo.Options(mode="fast"), "backlog": 4,
+                         "drain_timeout": None})
+    assert (so.session.stream, so.session.idle_timeout, so.backlog, so.drain_timeout) == \
+        (False, None, 4, None)
+    with pytest.raises(ValueError, match="backlog"):
+        server_options({"backlog": 0})
+
+
+def test_command_line_flags():
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    opts = from_arguments(ap.parse_args(["--crypt", "aes", "--key", "k", "--fec", "10/3",
+                                         "--mode", "fast3", "--window", "1024/1024"]))
+    assert opts == dict(crypt="aes", key="k", data_shards=10, parity_shards=3, mode="fast3",
+                        window=(1024, 1024))
+    assert set(opts) <= FIELDS
+    with pytest.raises(ValueError, match="A/B"):
+        from_arguments(ap.parse_args(["--fec", "10"]))
+    with pytest.raises(ValueError, match="needs a key"):
+        from_arguments(ap.parse_args(["--crypt", "aes"]))
