@@ -11,8 +11,7 @@ import os
 import time
 
 from kcpgo import crypt
-from kcpgo.sansio import Connection
-from kcpgo.sansio import LinkProfile, Network
+from kcpgo.sansio import Connection, LinkProfile, Network
 from kcpgo.snmp import Snmp
 
 
@@ -34,7 +33,8 @@ def main() -> None:
         c.kcp.set_wndsize(512, 512)
         ends.append(c)
     net = Network(ends[0], ends[1], seed=2026,
-                  profile=LinkProfile(loss=args.loss, dup=0.01, reorder=0.01, delay=20, jitter=5))
+                  profile=LinkProfile(loss=args.loss, duplicate=0.01, reorder=0.01,
+                                      reorder_delay=15, delay=20, jitter=5))
     payload = os.urandom(int(args.mb * 1_000_000))
     t0 = time.perf_counter()
     got, _ = net.transfer(payload)
@@ -45,7 +45,8 @@ def main() -> None:
     print(f"link: {args.loss:.0%} loss each way, 40 ms RTT; cipher {args.crypt}, FEC {args.fec}")
     print(f"simulated time {net.now / 1000:.2f} s "
           f"-> {len(got) / max(net.now, 1) / 1000:.2f} MB/s goodput; wall time {wall:.2f} s")
-    print(f"datagrams sent {net.stats[0].sent:,}, dropped by the link {net.stats[0].dropped:,}; "
+    print(f"datagrams sent {net.stats[0].received:,}, dropped by the link "
+          f"{net.stats[0].dropped:,}; "
           f"FEC recovered {receiver.FECRecovered:,}, retransmitted {sender.RetransSegs:,}")
     raise SystemExit(0 if ok else 1)
 

@@ -12,7 +12,6 @@ loads gevent on first use; ``import kcpgo`` alone does not.
 """
 from __future__ import annotations
 
-import socket as _socket
 from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 __version__ = "0.3.0"
@@ -25,6 +24,8 @@ from .sansio.demux import ACCEPT_BACKLOG
 from .snmp import DEFAULT_SNMP, Snmp
 
 if TYPE_CHECKING:  # pragma: no cover - the socket API loads gevent lazily (see __getattr__)
+    import socket as _socket
+
     from .facade._blocking import ConcurrentUseError
     from .facade.listener import Listener
     from .facade.socket import KCPSocket

@@ -1,4 +1,7 @@
-"""Suite-wide pytest setup: the ``slow`` marker and the repository root on ``sys.path``.
+"""Suite-wide pytest setup: the ``slow`` marker.
+
+(The repository root is on ``sys.path`` through setup.cfg's ``pythonpath``, for
+``tests.support`` and the ``tools.*`` runners the tests smoke-test.)
 
 Long variants (20 MB soak matrix, 50 MB / 30 % loss soak, the 1,000,000-datagram fuzz, the full
 flood and churn) are marked ``slow`` and skipped unless asked for, so ``python -m pytest -q``
@@ -9,13 +12,8 @@ stays fast::
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)          # tools/ (netem) importable from the tests
 
 
 def pytest_configure(config):

@@ -13,8 +13,7 @@ import warnings
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "interop"))
-from gopeer import go_available  # noqa: E402
+from tests.support.gopeer import go_available
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
                      "bench.py")

@@ -16,10 +16,8 @@ import pytest
 
 import kcpgo
 from kcpgo.runtime.scheduler import Runtime
-from tools.netem import _readline
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop"))
-from gopeer import GoServer, go_available  # noqa: E402
+from kcpgo.testing import read_line
+from tests.support.gopeer import GoServer, go_available
 
 GO_OK, GO_REASON = go_available()
 
@@ -48,7 +46,7 @@ def idle_cpu(seconds: float = 1.0) -> float:
 class PyPeer:
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, "-c", PEER], stdout=subprocess.PIPE)
-        line = _readline(self.proc.stdout, 20)
+        line = read_line(self.proc.stdout, 20)
         self.address = ("127.0.0.1", int(line))
 
     def kill(self):

@@ -16,7 +16,9 @@ import pytest
 from kcpgo import crypt as crypt_mod
 from kcpgo.sansio import Connection
 from kcpgo.snmp import Snmp
-from tools.fuzz import PASSPHRASE, Mutator, run
+from kcpgo.testing import Mutator, load_corpus
+from tests.support.vectors import VECTORS
+from tools.fuzz import PASSPHRASE, run
 
 SHORT = 20_000
 LONG = 1_000_000
@@ -62,7 +64,8 @@ def test_sans_io_connection_survives_mutations(crypt, fec):
     block = crypt_mod.new(crypt, crypt_mod.derive_key(PASSPHRASE)) if crypt else None
     snmp = Snmp()
     conn = Connection(0x1234, crypt=block, data_shards=fec[0], parity_shards=fec[1], snmp=snmp)
-    mut = Mutator(int(os.environ.get("KCPGO_FUZZ_SEED", "7")), block, conv=0x1234)
+    mut = Mutator(int(os.environ.get("KCPGO_FUZZ_SEED", "7")), block, conv=0x1234,
+                  corpus=load_corpus(str(VECTORS / "packets.json")))
     now = 1000
     for i in range(6000):
         d, _ = mut.next()

@@ -8,7 +8,7 @@ from kcpgo.sansio import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, FLUSH_ACK_ONLY,
 from kcpgo.sansio.kcpdefs import PROBE_INIT, PROBE_INIT_LATEST
 from kcpgo.snmp import Snmp
 
-from vectors_util import h, load
+from tests.support.vectors import h, load
 
 CONV = 0x11223344
 M32 = 0xFFFFFFFF

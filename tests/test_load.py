@@ -15,7 +15,7 @@ import pytest
 
 import kcpgo
 from kcpgo.snmp import Snmp
-from tools.netem import _readline
+from kcpgo.testing import read_line
 
 N = int(os.environ.get("KCPGO_LOAD_SESSIONS", "1000"))
 
@@ -76,7 +76,7 @@ def busy_listener():
         s, _ = ln.accept()
         sessions.append(s)
         handlers.append(gevent.spawn(echo, s))
-    line = gevent.get_hub().threadpool.spawn(_readline, proc.stdout, 60).get()
+    line = gevent.get_hub().threadpool.spawn(read_line, proc.stdout, 60).get()
     assert line.strip() == "READY", line
     yield ln, sessions, handlers, snmp
     if proc.poll() is None:
@@ -182,7 +182,7 @@ def test_threading_server_shutdown_with_1000_busy_sessions():
                              str(srv.server_address[1]), str(N), "0.1"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        line = gevent.get_hub().threadpool.spawn(_readline, proc.stdout, 60).get()
+        line = gevent.get_hub().threadpool.spawn(read_line, proc.stdout, 60).get()
         assert line.strip() == "READY", line
         gevent.sleep(1.0)                                  # all 1,000 echoing
         t = time.monotonic()

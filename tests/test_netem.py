@@ -1,15 +1,22 @@
-"""tools/netem.py: the lossy-link emulator (UDP relay) does what its counters say, reproducibly."""
+"""kcpgo.testing.relay (tools/netem.py): the lossy-link emulator (UDP relay) does what its
+counters say, reproducibly."""
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from tools.netem import Impairment, Relay, RelayProcess, parse_impairment
+from kcpgo.testing import Impairment, Relay, RelayProcess, parse_impairment
 
 LOCAL = ("127.0.0.1", 0)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NETEM_SCRIPT = os.path.join(ROOT, "tools", "netem.py")
 
 
 class Sink:
@@ -186,3 +193,26 @@ def test_cli_subprocess_reports_counters(sink):
     stats = relay.final
     assert stats["up"]["received"] == 400
     assert stats["up"]["forwarded"] == len(got) and stats["up"]["dropped"] == 400 - len(got)
+
+
+@pytest.mark.parametrize("argv", [["-m", "kcpgo.testing.relay"], [NETEM_SCRIPT]],
+                         ids=["python-m", "tools-netem"])
+def test_cli_prints_listening_then_stats(argv):
+    out = subprocess.run([sys.executable, *argv, "--upstream", "127.0.0.1:9", "--duration",
+                          "0.2", "--both", "loss=10%,delay=5ms"], capture_output=True,
+                         text=True, timeout=30, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("LISTENING 127.0.0.1:") and lines[1].startswith("STATS ")
+    assert json.loads(lines[1][6:])["up"]["received"] == 0
+    assert "RuntimeWarning" not in out.stderr
+
+
+def test_testing_package_exports():
+    import kcpgo.testing as testing
+    from kcpgo.sansio import LinkProfile
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None, name
+    assert testing.Impairment is LinkProfile is testing.LinkProfile
+    assert testing.parse_impairment("dup=1%") == LinkProfile(duplicate=0.01)
+    assert RelayProcess(("127.0.0.1", 9)).argv[1:3] == ["-m", "kcpgo.testing.relay"]

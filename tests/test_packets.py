@@ -13,7 +13,7 @@ from kcpgo.sansio import decode_segments
 from kcpgo.sansio import PacketCodec
 from kcpgo.snmp import Snmp
 
-from vectors_util import h, load
+from tests.support.vectors import h, load
 
 CAPTURES = load("packets.json")["captures"]
 IDS = [c["name"] for c in CAPTURES]

@@ -17,7 +17,7 @@ from kcpgo.sansio import Connection
 from kcpgo.sansio import CMD_PUSH
 from kcpgo.snmp import Snmp
 
-from vectors_util import h, load
+from tests.support.vectors import h, load
 
 CAPTURES = load("packets.json")["captures"]
 

@@ -1,7 +1,9 @@
-"""Two kcpgo sessions over a simulated lossy link (seeded; fake clock; no sockets).
+"""Two kcpgo sessions over a simulated lossy link (kcpgo.sansio.memnet: seeded; fake clock;
+no sockets).
 
 1 MB streams must arrive intact (sha256) in stream and message mode, with and without FEC and
-a cipher, under 0-30% loss plus reordering, duplication, jitter and delay.
+a cipher, under 0-30% loss plus reordering, duplication, jitter and delay. Then the link model
+itself (LinkProfile, LinkModel), which the UDP relay of kcpgo.testing shares.
 """
 from __future__ import annotations
 
@@ -13,9 +15,8 @@ from hypothesis import given, settings, strategies as st
 
 from kcpgo import crypt as crypt_mod
 from kcpgo.sansio import Connection
+from kcpgo.sansio import LinkModel, LinkProfile, Network
 from kcpgo.snmp import Snmp
-
-from kcpgo.sansio import LinkProfile, Network
 
 KEY = crypt_mod.derive_key("kcpgo-sim")
 MB = 1_000_000
@@ -44,7 +45,8 @@ def sha(b: bytes) -> str:
 def test_megabyte_survives_lossy_link(loss, fec, cipher, stream):
     seed = hash((loss, fec, cipher, stream)) & 0xFFFF
     a, b = pair(cipher=cipher, fec=fec, stream=stream)
-    prof = LinkProfile(loss=loss, dup=0.02, reorder=0.02, delay=20, jitter=5)
+    prof = LinkProfile(loss=loss, duplicate=0.02, reorder=0.02, reorder_delay=15, delay=20,
+                       jitter=5)
     net = Network(a, b, seed, prof)
     payload = random.Random(seed).randbytes(MB)
     got, _ = net.transfer(payload)
@@ -59,7 +61,8 @@ def test_megabyte_survives_lossy_link(loss, fec, cipher, stream):
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "message"])
 def test_both_directions_at_once_with_cipher_and_fec(stream):
     a, b = pair(cipher="aes-128", fec=(10, 3), stream=stream)
-    net = Network(a, b, 11, LinkProfile(loss=0.15, dup=0.05, reorder=0.05, delay=25, jitter=10))
+    net = Network(a, b, 11, LinkProfile(loss=0.15, duplicate=0.05, reorder=0.05, reorder_delay=15,
+                                        delay=25, jitter=10))
     payload = random.Random(5).randbytes(MB)
     got_b, got_a = net.transfer(payload, both_ways=True)
     assert sha(got_b) == sha(payload) and sha(got_a) == sha(payload)
@@ -114,8 +117,66 @@ def test_corruption_rejected_by_cipher_crc():
 def test_any_link_delivers_exactly(seed, loss, dup, reorder, delay, jitter, stream, fec, nodelay,
                                    window, size):
     a, b = pair(fec=fec, stream=stream, mode=nodelay, window=window)
-    net = Network(a, b, seed, LinkProfile(loss=loss, dup=dup, reorder=reorder, delay=delay,
-                                          jitter=jitter))
+    net = Network(a, b, seed, LinkProfile(loss=loss, duplicate=dup, reorder=reorder,
+                                          reorder_delay=15, delay=delay, jitter=jitter))
     payload = random.Random(seed).randbytes(size)
     got, _ = net.transfer(payload, chunk=7000, limit_ms=3_600_000)
     assert got == payload
+
+
+# ---------------------------------------------------------------- the link model (memnet)
+
+def test_link_profile_text_form_and_validation():
+    prof = LinkProfile.parse("loss=10%,delay=25ms,jitter=0.002s,reorder=1%,dup=0.01,"
+                             "corrupt=0.5%,rate=20mbit,queue=1000")
+    assert prof == LinkProfile(loss=0.1, delay=25, jitter=2, reorder=0.01, duplicate=0.01,
+                               corrupt=0.005, rate=2.5e6, queue=1000)
+    assert LinkProfile.parse(prof.spec()) == prof
+    assert LinkProfile().spec() == "" and LinkProfile.parse("") == LinkProfile()
+    assert LinkProfile().is_clean and not prof.is_clean
+    for bad in (dict(loss=1.5), dict(duplicate=-0.1), dict(delay=-1), dict(corrupt_bits=0),
+                dict(queue=-1)):
+        with pytest.raises(ValueError):
+            LinkProfile(**bad)
+    with pytest.raises(ValueError, match="names"):
+        LinkProfile.parse("latency=5")
+
+
+def test_link_model_rate_queue_and_release():
+    link = LinkModel(LinkProfile(rate=1000, queue=3, delay=5), random.Random(1), whole_ms=True)
+    times = [t for _ in range(5) for t, _ in link.admit(b"x" * 100, 0)]
+    assert times == [105, 205, 305]                      # 100 B at 1000 B/s: 100 ms each
+    assert link.counters.queue_dropped == 2 and link.held == 3
+    link.release(b"x" * 100)
+    link.release(b"x" * 100, sent=False)
+    assert link.held == 1 and link.admit(b"y" * 10, 400)[0][0] == 415
+    c = link.counters
+    assert (c.received, c.forwarded, c.send_errors, c.bytes_out) == (6, 1, 1, 100)
+
+
+def test_link_model_corrupt_and_order():
+    rng = random.Random(2)
+    link = LinkModel(LinkProfile(corrupt=1.0, corrupt_skip=4), rng)   # one bit each
+    for i in range(200):
+        ((_, d),) = link.admit(i.to_bytes(4, "big") + bytes(20), 0)
+        assert d[:4] == i.to_bytes(4, "big") and d[4:] != bytes(20)
+    assert link.counters.corrupted == 200
+    jitter = LinkProfile(delay=10, jitter=30)
+    kept = LinkModel(jitter, random.Random(3))           # the relay's rule: jitter keeps order
+    free = LinkModel(jitter, random.Random(3), keep_order=False, whole_ms=True)
+    t_kept = [kept.admit(b"d", i)[0][0] for i in range(200)]
+    t_free = [free.admit(b"d", i)[0][0] for i in range(200)]
+    assert t_kept == sorted(t_kept) and t_free != sorted(t_free)
+    assert all(isinstance(t, int) for t in t_free)
+
+
+def test_in_memory_corruption_caught_by_cipher_crc():
+    """The profile's own ``corrupt`` (not a tamper hook): bit flips never reach the
+    application when a cipher is set."""
+    a, b = pair(cipher="aes", fec=(3, 2))
+    net = Network(a, b, 4, LinkProfile(delay=5, corrupt=0.05, corrupt_bits=2))
+    payload = random.Random(4).randbytes(300_000)
+    got, _ = net.transfer(payload)
+    assert got == payload
+    assert net.stats[0].corrupted > 0 and b.snmp.InCsumErrors > 0
+    assert net.stats[0].forwarded + net.links[0].held == net.stats[0].received

@@ -1,4 +1,4 @@
-"""Soak through the lossy-link emulator (tools/netem.py, a child process): 50 ms RTT, 10 % loss
+"""Soak through the lossy-link emulator (kcpgo.testing.RelayProcess, a child process): 50 ms RTT, 10 % loss
 each way, 1 % reordering, 1 % duplication. An echo each way, checked by sha256 on both sides,
 for kcpgo<->kcpgo, kcpgo -> kcp-go and kcp-go -> kcpgo, with no cipher, aes and salsa20, and
 FEC off, 10/3 and 3/2 (27 cells).
@@ -16,20 +16,16 @@ IPv4, only 16 bits, and recomputed by middleboxes: use a cipher when integrity m
 """
 from __future__ import annotations
 
-import os
 import socket
-import sys
 
 import pytest
 
 import kcpgo
 from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
 from kcpgo.snmp import Snmp
-from tools.netem import Impairment, Relay
+from kcpgo.testing import Impairment, Relay
+from tests.support.gopeer import go_available
 from tools.soak import CRYPTS, FECS, PAIRINGS, run_cell, soak_link, summary_line
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop"))
-from gopeer import go_available  # noqa: E402
 
 GO_OK, GO_REASON = go_available()
 MiB = 1024 * 1024

@@ -7,7 +7,7 @@ Modes:
   ping   --size-byte round trips (p50/p90/p99 µs)
   conc   --sessions sessions, each sending --size bytes every second and reading the echo,
          driven by the Go client against the chosen server (server CPU% and peak RSS)
-  lossy  sink through tools/netem.py at --rtt ms and --loss each way
+  lossy  sink through the lossy-link relay (kcpgo.testing.relay) at --rtt ms and --loss each way
 
 Each end is kcpgo (this script with --role), kcp-go (tools/gobench/gobench.go, built on first
 use in GOPATH mode from Debian's golang-github-xtaci-kcp-dev) or TCP (Go net):
@@ -38,7 +38,6 @@ from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)   # measure this tree, whatever kcpgo is installed
 GOBENCH_SRC = os.path.join(HERE, "gobench", "gobench.go")
 
 # --------------------------------------------------------------------------- kcpgo roles
@@ -171,7 +170,9 @@ def role_argv(impl: str, role: str, a: argparse.Namespace, addr: str) -> List[st
     """Command line of one end: kcpgo (this script), go (kcp-go) or tcp (Go net)."""
     common = ["-mode" if impl != "kcpgo" else "--mode", a.mode if a.mode != "lossy" else "sink"]
     if impl == "kcpgo":
-        return [sys.executable, os.path.abspath(__file__), "--role", role, "--mode", common[1],
+        # Run from ROOT (the callers' cwd) with -m: the role imports this tree's kcpgo,
+        # whatever kcpgo is installed.
+        return [sys.executable, "-m", "tools.bench", "--role", role, "--mode", common[1],
                 "--addr", addr, "--crypt", a.crypt or "", "--key", a.key, "--fec", a.fec,
                 "--mtu", str(a.mtu), "--sndwnd", str(a.sndwnd), "--rcvwnd", str(a.rcvwnd),
                 "--size", str(a.size), "--duration", str(a.duration), "--count", str(a.count),
@@ -295,11 +296,9 @@ def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float
 
 
 def start_relay(server_addr: str, a: argparse.Namespace):
-    """tools/netem.py between client and server, in its own process."""
-    netem = os.path.join(HERE, "netem.py")
-    if not os.path.exists(netem):
-        raise SystemExit("lossy mode needs tools/netem.py")
-    argv = [sys.executable, netem, "--upstream", server_addr, "--listen", "127.0.0.1:0",
+    """The lossy-link relay between client and server, in its own process (this tree's)."""
+    argv = [sys.executable, "-m", "kcpgo.testing.relay", "--upstream", server_addr,
+            "--listen", "127.0.0.1:0",
             "--both", f"loss={a.loss * 100:g}%,delay={a.rtt / 2:g}ms", "--seed", "1"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     line = proc.stdout.readline()

@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, os.pardir))
-sys.path.insert(0, HERE)
+import bench_crypt   # the other micro-benchmarks, beside this script (tools/ is sys.path[0])
+import bench_kcp
+import bench_rs
 
-import bench_crypt  # noqa: E402
-import bench_kcp  # noqa: E402
-import bench_rs  # noqa: E402
-
-from kcpgo import crypt  # noqa: E402
-from kcpgo.codec.reedsolomon import ReedSolomon  # noqa: E402
+from kcpgo import crypt
+from kcpgo.codec.reedsolomon import ReedSolomon
 
 TARGETS = {"kcp": 300.0, "rs": 200.0, "aes": 250.0}
 

@@ -13,11 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import timeit
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from kcpgo import crypt  # noqa: E402
+from kcpgo import crypt
 
 DATAGRAM = 1400
 SLOW = {"twofish": 20, "tea": 50, "xtea": 20}  # iterations per repeat for pure-Python ciphers

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
-from kcpgo.sansio import Connection  # noqa: E402
-from kcpgo.snmp import Snmp  # noqa: E402
+from kcpgo.sansio import Connection
+from kcpgo.snmp import Snmp
 
 
 def make_pair(crypt_name: str | None, ds: int, ps: int) -> tuple[Connection, Connection]:

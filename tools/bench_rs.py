@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
-from kcpgo.sansio.fec import FECDecoder, FECEncoder  # noqa: E402
-from kcpgo.codec.reedsolomon import ReedSolomon  # noqa: E402
-from kcpgo.snmp import Snmp  # noqa: E402
+from kcpgo.codec.reedsolomon import ReedSolomon
+from kcpgo.sansio.fec import FECDecoder, FECEncoder
+from kcpgo.snmp import Snmp
 
 K, M, SHARD, PAYLOAD = 10, 3, 1400, 1376
 

@@ -16,29 +16,17 @@ import argparse
 import gc
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import gevent
+from greenlet import greenlet
 
-import gevent  # noqa: E402
-from greenlet import greenlet  # noqa: E402
-
-import kcpgo  # noqa: E402
-from kcpgo.runtime.scheduler import Runtime  # noqa: E402
-from kcpgo.runtime.udp import spawn_count  # noqa: E402
-from kcpgo.snmp import Snmp  # noqa: E402
-
-
-def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0  # pragma: no cover
+import kcpgo
+from kcpgo.runtime.scheduler import Runtime
+from kcpgo.runtime.udp import spawn_count
+from kcpgo.snmp import Snmp
+from kcpgo.testing import rss_kb
 
 
 def snapshot(ln: Any = None) -> Dict[str, Any]:

@@ -29,15 +29,13 @@ import json
 import os
 import random
 import socket
-import struct
 import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
+from kcpgo.testing import rss_kb, udp_rcvbuf_errors
 
 PASSPHRASE = "it's a secrect"
 
@@ -54,9 +52,8 @@ def make_datagram(rng: random.Random, kind: str) -> bytes:
         return rng.randbytes(rng.randint(24, 1400))
     body = rng.randbytes(rng.randint(64, 512))
     sn = 0 if rng.random() < 0.5 else rng.getrandbits(32)
-    # conv, cmd PUSH (81), frg 0, wnd 32, ts, sn, una 0, len
-    return struct.pack("<IBBHIIII", rng.getrandbits(32), 81, 0, 32, rng.getrandbits(32),
-                       sn, 0, len(body)) + body
+    return encode_segment(Segment(conv=rng.getrandbits(32), cmd=CMD_PUSH, frg=0, wnd=32,
+                                  ts=rng.getrandbits(32), sn=sn, una=0, data=body))
 
 
 def send_flood(target: tuple, sources: int, kind: str = "kcp", per_source: int = 1,
@@ -85,14 +82,6 @@ def send_flood(target: tuple, sources: int, kind: str = "kcp", per_source: int =
                 seconds=round(time.monotonic() - t0, 2))
 
 
-def rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0  # pragma: no cover
-
-
 def run_experiment(sources: int, crypt: Optional[str] = None, accept: bool = True,
                    idle_timeout: float = 1.0, backlog: int = 128, rate: float = 0.0,
                    legit_bytes: int = 1 << 20, kind: Optional[str] = None) -> Dict[str, Any]:
@@ -101,7 +90,6 @@ def run_experiment(sources: int, crypt: Optional[str] = None, accept: bool = Tru
     import gevent
     import kcpgo
     from kcpgo.snmp import Snmp
-    from tools.fuzz import udp_rcvbuf_errors
 
     kind = kind or ("garbage" if crypt else "kcp")
     opts: Dict[str, Any] = {}
@@ -153,7 +141,7 @@ def run_experiment(sources: int, crypt: Optional[str] = None, accept: bool = Tru
     t0 = time.monotonic()
     legit = None
     try:
-        gevent.sleep(0.3)                                     # the flood is under way
+        gevent.sleep(0.5)                                     # the flood is under way
         if not accept:
             legit_bytes = 0          # nobody accepts: only boundedness is measured
         data = os.urandom(legit_bytes)

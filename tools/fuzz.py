@@ -1,18 +1,18 @@
 #!/usr/bin/env python3
 """Fuzz kcpgo's receive path with random and mutated datagrams over real UDP.
 
-Datagrams come from :class:`Mutator`: mutations of the real kcp-go 5.6.1 datagrams captured in
-tests/vectors/packets.json (bit flips, byte overwrites, truncations, extensions, huge KCP
-length fields, bad cmd/frg/wnd/una/sn, wrong or the target's conv, bad FEC types, seqids and
-size fields, spliced datagrams), plus pure random datagrams of 0..1500 bytes. Against a target
-with a cipher, a mutated plaintext is either re-sealed with the target's key (a valid CRC, so
-it reaches FEC and KCP: "authenticated garbage") or the ciphertext itself is mutated
-("garbage", which the CRC must reject).
+Datagrams come from :class:`kcpgo.testing.Mutator`: mutations of the real kcp-go 5.6.1
+datagrams captured in tests/vectors/packets.json (bit flips, byte overwrites, truncations,
+extensions, huge KCP length fields, bad cmd/frg/wnd/una/sn, wrong or the target's conv, bad
+FEC types, seqids and size fields, spliced datagrams), plus pure random datagrams of 0..1500
+bytes. Against a target with a cipher, a mutated plaintext is either re-sealed with the
+target's key (a valid CRC, so it reaches FEC and KCP: "authenticated garbage") or the
+ciphertext itself is mutated ("garbage", which the CRC must reject).
 
 Targets (:func:`run`): ``listener`` (datagrams from a pool of source addresses at a
 ``kcpgo.listen`` socket, while an acceptor takes and closes the sessions that appear) and
 ``session`` (datagrams injected from the peer's own address into a connected client session
-and into its listener-side session, through the netem relay's sockets). A legitimate echo
+and into its listener-side session, through the sockets of kcpgo.testing's relay). A legitimate echo
 keeps running during the fuzz (its worst round-trip is reported), then a 256 KiB transfer
 must arrive intact.
 
@@ -29,209 +29,22 @@ import hashlib
 import json
 import logging
 import os
-import random
 import socket
-import struct
-import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import gevent
 
-import gevent  # noqa: E402
-
-import kcpgo  # noqa: E402
-from kcpgo import crypt as crypt_mod  # noqa: E402
-from kcpgo.snmp import Snmp  # noqa: E402
-from tools.netem import Relay  # noqa: E402
+import kcpgo
+from kcpgo import crypt as crypt_mod
+from kcpgo.snmp import Snmp
+from kcpgo.testing import Mutator, Relay, load_corpus, udp_rcvbuf_errors
 
 PASSPHRASE = "it's a secrect"
-VECTORS = os.path.join(ROOT, "tests", "vectors", "packets.json")
-#: Offsets inside a KCP segment header (§1.1).
-_CONV, _CMD, _FRG, _WND, _TS, _SN, _UNA, _LEN = 0, 4, 5, 6, 8, 12, 16, 20
-_FEC_DATA, _FEC_PARITY = 0xF1, 0xF2
-_INTERESTING_U32 = (0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF, 24, 1376, 1500, 65535)
+#: The captured kcp-go datagrams the mutations start from.
+VECTORS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests",
+                       "vectors", "packets.json")
 TARGETS = ("listener", "listener-garbage", "session", "session-garbage")
-_INTERESTING_U16 = (0, 1, 0xF0, 0xF1, 0xF2, 0xF3, 0x7FFF, 0xFFFF)
-
-
-def load_plaintexts() -> List[Tuple[bytes, bool]]:
-    """(plaintext after the crypto header, is_fec) of every captured kcp-go datagram."""
-    with open(VECTORS) as f:
-        caps = json.load(f)["captures"]
-    out = []
-    for cap in caps:
-        fec = bool(cap["data_shards"])
-        for d in cap["datagrams"]:
-            if d.get("crypt"):
-                out.append((bytes.fromhex(d["crypt"]["decrypted"])[20:], fec))
-            else:
-                out.append((bytes.fromhex(d["wire"]), fec))
-    return out
-
-
-def load_wires() -> List[bytes]:
-    with open(VECTORS) as f:
-        caps = json.load(f)["captures"]
-    return [bytes.fromhex(d["wire"]) for cap in caps for d in cap["datagrams"]]
-
-
-class Mutator:
-    """Seeded generator of hostile datagrams for a target with ``crypt`` (or none).
-
-    ``conv`` (optional): the target session's conv, used by a share of the mutations so they
-    get past KCP's conv check. Each call of :meth:`next` returns ``(datagram, kind)`` where
-    kind is ``"sealed"`` (valid crypto framing around garbage), ``"garbage"`` (must fail the
-    crypto check) or ``"plain"`` (no cipher on the target).
-    """
-
-    def __init__(self, seed: int, crypt: Optional[Any] = None,
-                 conv: Optional[int] = None, sealed_share: float = 0.5) -> None:
-        self.rng = random.Random(seed)
-        self.crypt = crypt
-        self.conv = conv
-        self.sealed_share = sealed_share
-        self.plain = load_plaintexts()
-        self.wires = load_wires()
-        self.counts: Dict[str, int] = {}
-
-    # ---------------------------------------------------------------- field mutations
-
-    def _kcp_off(self, p: bytearray, fec: bool) -> int:
-        return 8 if fec and len(p) >= 8 and p[4] == _FEC_DATA else 0
-
-    def _put32(self, p: bytearray, off: int, value: int) -> None:
-        if off + 4 <= len(p):
-            struct.pack_into("<I", p, off, value & 0xFFFFFFFF)
-
-    def _put16(self, p: bytearray, off: int, value: int) -> None:
-        if off + 2 <= len(p):
-            struct.pack_into("<H", p, off, value & 0xFFFF)
-
-    def _u32(self) -> int:
-        r = self.rng
-        return r.choice(_INTERESTING_U32) if r.random() < 0.5 else r.getrandbits(32)
-
-    def _u16(self) -> int:
-        r = self.rng
-        return r.choice(_INTERESTING_U16) if r.random() < 0.5 else r.getrandbits(16)
-
-    def _segment_offsets(self, p: bytearray, base: int) -> List[int]:
-        offs = []
-        off = base
-        while off + 24 <= len(p) and len(offs) < 8:
-            offs.append(off)
-            ln = struct.unpack_from("<I", p, off + _LEN)[0]
-            off += 24 + ln
-        return offs or [base]
-
-    def mutate(self, p: bytearray, fec: bool) -> str:
-        r = self.rng
-        op = r.randrange(16)
-        base = self._kcp_off(p, fec)
-        seg = r.choice(self._segment_offsets(p, base))
-        if op == 0:                                 # bit flips
-            for _ in range(r.randint(1, 8)):
-                if p:
-                    i = r.randrange(len(p))
-                    p[i] ^= 1 << r.randrange(8)
-            return "bitflip"
-        if op == 1:                                 # random bytes
-            for _ in range(r.randint(1, 4)):
-                if p:
-                    p[r.randrange(len(p))] = r.getrandbits(8)
-            return "byteset"
-        if op == 2:                                 # truncation
-            del p[r.randrange(len(p) + 1):]
-            return "truncate"
-        if op == 3:                                 # extension
-            p.extend(r.randbytes(r.randint(1, max(1, 1500 - len(p)))))
-            return "extend"
-        if op == 4:                                 # huge or off-by-one length field
-            v = r.choice((0xFFFFFFFF, 0x7FFFFFFF, len(p), len(p) - seg - 23, r.getrandbits(32)))
-            self._put32(p, seg + _LEN, v)
-            return "len"
-        if op == 5:
-            if seg + _CMD < len(p):
-                p[seg + _CMD] = r.choice((0, 80, 85, 0xF1, 0xF2, 0xFF, r.getrandbits(8)))
-            return "cmd"
-        if op == 6:
-            if seg + _FRG < len(p):
-                p[seg + _FRG] = r.getrandbits(8)
-            return "frg"
-        if op == 7:
-            self._put16(p, seg + _WND, self._u16())
-            return "wnd"
-        if op == 8:
-            self._put32(p, seg + _CONV, self.conv if self.conv is not None and
-                        r.random() < 0.7 else self._u32())
-            return "conv"
-        if op == 9:
-            self._put32(p, seg + r.choice((_SN, _UNA, _TS)), self._u32())
-            return "sn_una_ts"
-        if op == 10:                                # FEC type
-            self._put16(p, 4, r.choice((_FEC_DATA, _FEC_PARITY, 0xF3, self._u16())))
-            return "fec_type"
-        if op == 11:                                # FEC seqid
-            self._put32(p, 0, self._u32())
-            return "fec_seqid"
-        if op == 12:                                # FEC size field
-            self._put16(p, 6, self._u16())
-            return "fec_size"
-        if op == 13:                                # splice two captured datagrams
-            other = r.choice(self.plain)[0]
-            cut = r.randrange(len(p) + 1)
-            p[cut:] = other[r.randrange(len(other) + 1):]
-            return "splice"
-        if op == 14:                                # duplicate the segments
-            p.extend(p[base:])
-            return "repeat"
-        # op 15: zero-length-data segment with a bogus cmd after a valid one
-        p.extend(struct.pack("<IBBHIIII", self.conv if self.conv is not None else
-                             r.getrandbits(32), r.getrandbits(8), r.getrandbits(8), 0,
-                             0, 0, 0, r.choice((0, 1, 0xFFFFFFFF))))
-        return "append_seg"
-
-    # ---------------------------------------------------------------- datagrams
-
-    def next(self) -> Tuple[bytes, str]:
-        r = self.rng
-        crypt = self.crypt
-        x = r.random()
-        if x < 0.08:                                # pure random, any length (0 included)
-            n = r.choice((0, 1, 7, 8, 19, 20, 23, 24, 25, 43, 44, r.randrange(1501)))
-            kind = "random"
-            d = r.randbytes(n)
-            if crypt is not None and r.random() < self.sealed_share:
-                d, kind = crypt.seal(d), "sealed"
-            return self._count(d, kind if crypt is not None or kind == "sealed" else "plain")
-        if crypt is not None and x < 0.08 + (1 - self.sealed_share) * 0.92:
-            # garbage ciphertext: a mutated captured wire datagram (any cipher, any key)
-            orig = r.choice(self.wires)
-            p = bytearray(orig)
-            for _ in range(r.randint(1, 3)):
-                self.mutate(p, False)
-            if p == orig and p:
-                p[r.randrange(len(p))] ^= 1 << r.randrange(8)   # a replay is not garbage
-            return self._count(bytes(p[:1500]), "garbage")
-        plain, fec = r.choice(self.plain)
-        p = bytearray(plain)
-        if self.conv is not None and r.random() < 0.5:
-            base = self._kcp_off(p, fec)
-            for off in self._segment_offsets(p, base):
-                self._put32(p, off, self.conv)
-        for _ in range(r.randint(1, 3)):
-            self.mutate(p, fec)
-        d = bytes(p[:1500 - (crypt.overhead if crypt is not None else 0)])
-        if crypt is not None:
-            return self._count(crypt.seal(d), "sealed")
-        return self._count(d, "plain")
-
-    def _count(self, d: bytes, kind: str) -> Tuple[bytes, str]:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        return d, kind
 
 
 class _ErrorLog(logging.Handler):
@@ -247,16 +60,6 @@ class _ErrorLog(logging.Handler):
 
 class _Done(Exception):
     pass
-
-
-def udp_rcvbuf_errors() -> int:
-    """Kernel-wide UDP RcvbufErrors (datagrams the kernel dropped: a full socket buffer)."""
-    try:
-        with open("/proc/net/snmp") as f:
-            lines = [ln.split() for ln in f if ln.startswith("Udp:")]
-        return int(lines[1][lines[0].index("RcvbufErrors")])
-    except (OSError, ValueError, IndexError):  # pragma: no cover - non-Linux
-        return 0
 
 
 def _echo_loop(sess: Any, errors: List[BaseException]) -> None:
@@ -335,8 +138,9 @@ def run(target: str, crypt_name: Optional[str], count: int, seed: int = 1,
         if garbage_only and block is None:
             raise ValueError(f"{target} needs a cipher (without one nothing is garbage)")
         share = 0.0 if garbage_only else 0.5
+        corpus = load_corpus(VECTORS)
         if target.startswith("listener"):
-            mut = Mutator(seed, block, conv=None, sealed_share=share)
+            mut = Mutator(seed, block, conv=None, sealed_share=share, corpus=corpus)
             for _ in range(sources):
                 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 u.bind(("127.0.0.1", 0))
@@ -347,7 +151,7 @@ def run(target: str, crypt_name: Optional[str], count: int, seed: int = 1,
             # From the relay's sockets: the client sees its peer's address, the listener-side
             # session sees its client's address. Half the mutated datagrams carry the
             # session's own conv.
-            mut = Mutator(seed, block, conv=cli.conv, sealed_share=share)
+            mut = Mutator(seed, block, conv=cli.conv, sealed_share=share, corpus=corpus)
             gevent.sleep(0.05)
             dests = ["down", "up"]
         else:

@@ -3,8 +3,8 @@
 
 Pairings: ``py-py`` (kcpgo client -> kcpgo listener, both in this process), ``py-go`` (kcpgo
 client -> kcp-go 5.6.1 echo server, tests/interop/peer.go) and ``go-py`` (kcp-go client ->
-kcpgo listener echoing). The relay (tools/netem.py) runs as a child process between the two,
-so its timing does not compete with this process's gevent hub.
+kcpgo listener echoing). The lossy-link relay (kcpgo.testing.RelayProcess) runs as a child
+process between the two, so its timing does not compete with this process's gevent hub.
 
 Default link (the issue's): 25 ms each way (50 ms RTT), 10 % loss each way, 1 % reordering,
 1 % duplication. Sessions: kcptun ``fast3``, windows 1024/1024, message mode (the Go peer's
@@ -27,16 +27,11 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (ROOT, os.path.join(ROOT, "tests", "interop")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+import gevent
 
-import gevent  # noqa: E402
-
-import kcpgo  # noqa: E402
-from kcpgo.snmp import Snmp  # noqa: E402
-from tools.netem import Impairment, RelayProcess, parse_impairment  # noqa: E402
+import kcpgo
+from kcpgo.snmp import Snmp
+from kcpgo.testing import Impairment, RelayProcess, parse_impairment
 
 PASSPHRASE = "it's a secrect"
 PAIRINGS = ("py-py", "py-go", "go-py")
@@ -91,7 +86,7 @@ def _client_roundtrip(sess: Any, data: bytes, deadline: float) -> Tuple[int, str
 def run_cell(pairing: str, crypt: Optional[str], ds: int, ps: int, nbytes: int,
              link: Impairment, seed: int = 1, timeout: float = 600.0) -> Dict[str, Any]:
     """One soak cell. Returns a result dict; ``ok`` is whether both sha256 checks passed."""
-    from gopeer import GoServer, payload, run_go_client
+    from tests.support.gopeer import GoServer, payload, run_go_client
     data = payload(nbytes)
     want = hashlib.sha256(data).hexdigest()
     snmp = Snmp()
@@ -199,7 +194,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--loss", default="10%", help="loss each way (default 10%%)")
     ap.add_argument("--corrupt", default="0", help="corruption probability each way")
     ap.add_argument("--link", default=None,
-                    help="full netem spec instead of --loss/--corrupt (tools/netem.py syntax)")
+                    help="full link spec instead of --loss/--corrupt (tools/netem.py syntax)")
     ap.add_argument("--pairing", action="append", choices=PAIRINGS)
     ap.add_argument("--crypt", action="append", help="nocrypt, aes, salsa20, ... (repeatable)")
     ap.add_argument("--fec", action="append", help="off, 10/3, 3/2, ... (repeatable)")
@@ -207,6 +202,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per cell")
     ap.add_argument("--json", default=None, help="write all results to this file")
     args = ap.parse_args(argv)
+    # `python3 tools/soak.py` puts tools/ on sys.path, not the repository root, and the Go peer
+    # builder (tests/support/gopeer.py, which run_cell imports) is not installed with kcpgo.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
     if args.link is not None:
         link = parse_impairment(args.link)
     else:

@@ -58,13 +58,13 @@ class KCPSocket(Blocking):
 
     def _on_update(self) -> None:
         """The channel changed something (data, window, error): wake whoever can proceed."""
-        chan = self._chan
-        conn = self._conn
-        failed = chan.error is not None
-        if failed or self._leftover or conn.readable():
-            self._rd.wake()
-        if failed or conn.writable() or not conn.waitsnd:
-            self._wr.wake()
+        failed = self._chan.error is not None
+        rd = self._rd
+        if rd.waiters and (failed or self._leftover or self._conn.readable()):
+            rd.event.set()
+        wr = self._wr
+        if wr.waiters and (failed or self._conn.writable() or not self._conn.waitsnd):
+            wr.event.set()
         if self._fd is not None:
             self._fd.set(self._would_not_block())
 

@@ -116,7 +116,7 @@ class Channel:
         flush. ACKs already waiting on the socket are taken in first: a fresher window and no
         spurious RTO for a sender that keeps the hub busy."""
         conn = self.conn
-        if conn.waitsnd:
+        if conn.in_flight:
             self.endpoint.poll()
         n = conn.send(data)
         self.flush()

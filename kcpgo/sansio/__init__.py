@@ -12,7 +12,9 @@ layers, bottom up (docs/protocol.md):
   pipeline (crypt + FEC + KCP, §2.3);
 * :class:`Connection`: one session, the object a driver talks to;
 * :class:`Demux` / :class:`Backlog`: the listener's rules (§5.2);
-* :class:`Network` / :class:`LinkProfile`: an in-memory lossy network with a fake clock.
+* :class:`LinkProfile` (what a link does to datagrams: loss, delay, reordering, ...; shared with
+  the UDP relay of :mod:`kcpgo.testing`) and :class:`Network`, an in-memory network of two
+  connections with a fake clock.
 
 A minimal driver::
 
@@ -36,7 +38,7 @@ from .demux import ACCEPT_BACKLOG, Backlog, Demux, Route
 from .fec import FECDecoder, FECEncoder
 from .kcp import KCP
 from .kcpdefs import FLUSH_ACK_ONLY, FLUSH_FULL, FLUSH_NONE
-from .memnet import LinkProfile, LinkStats, Network
+from .memnet import LinkCounters, LinkModel, LinkProfile, Network
 from .packet import PacketCodec
 from .wire import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, MTU_LIMIT, OVERHEAD, Segment,
                    decode_segments, encode_segment)
@@ -47,4 +49,5 @@ __all__ = ["KCP", "Connection", "Segment", "encode_segment", "decode_segments",
            "FECEncoder", "FECDecoder", "PacketCodec", "ReedSolomon",
            "BlockCrypt", "new_crypt", "derive_key", "CIPHER_NAMES",
            "Demux", "Route", "Backlog", "ACCEPT_BACKLOG",
-           "Snmp", "DEFAULT_SNMP", "Network", "LinkProfile", "LinkStats"]
+           "Snmp", "DEFAULT_SNMP", "Network", "LinkProfile", "LinkModel",
+           "LinkCounters"]

@@ -147,6 +147,11 @@ class Connection:
         return self.kcp.waitsnd
 
     @property
+    def in_flight(self) -> int:
+        """Segments sent and not yet passed by the peer's una (kcp-go's snd_buf)."""
+        return len(self.kcp.snd_buf)
+
+    @property
     def pending_acks(self) -> int:
         """ACK segments waiting for the next flush."""
         return self.kcp.pending_acks

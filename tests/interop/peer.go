@@ -49,7 +49,7 @@
 // SHA-256("kcpgo-interop" || uint64_le(1)) || ..., truncated to N bytes
 // (i.e. SHA-256 in counter mode, 32 bytes per block, block index as a
 // little-endian 64-bit integer appended to the 13-byte ASCII prefix).
-// tests/interop/gopeer.py:payload() generates the same bytes.
+// tests/support/gopeer.py:payload() generates the same bytes.
 //
 // # Keys
 //

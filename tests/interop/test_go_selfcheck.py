@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gopeer import (
+from tests.support.gopeer import (
     GoServer,
     build_peer,
     check_client,

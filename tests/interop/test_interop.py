@@ -16,7 +16,7 @@ import pytest
 import kcpgo
 from kcpgo.snmp import Snmp
 
-from gopeer import GoServer, check_client, go_available, payload, run_go_client
+from tests.support.gopeer import GoServer, check_client, go_available, payload, run_go_client
 
 GO_OK, GO_REASON = go_available()
 pytestmark = pytest.mark.skipif(not GO_OK, reason=GO_REASON)

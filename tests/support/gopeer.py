@@ -1,4 +1,4 @@
-"""Helpers to drive the Go kcp-go peer (tests/interop/peer.go) from pytest.
+"""Helpers to drive the Go kcp-go peer (tests/interop/peer.go) from pytest and tools/soak.py.
 
 Stdlib only. The Go program is built in GOPATH mode against the Debian
 packages ``golang-go`` and ``golang-github-xtaci-kcp-dev`` (kcp-go v5.6.1);
@@ -62,8 +62,7 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
-HERE = Path(__file__).resolve().parent
-PEER_SOURCE = HERE / "peer.go"
+PEER_SOURCE = Path(__file__).resolve().parent.parent / "interop" / "peer.go"
 SYSTEM_GOPATH = "/usr/share/gocode"
 KCP_GO_DIR = Path(SYSTEM_GOPATH, "src", "github.com", "xtaci", "kcp-go")
 PBKDF2_DIR = Path(SYSTEM_GOPATH, "src", "golang.org", "x", "crypto", "pbkdf2")

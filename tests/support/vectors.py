@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 
 @functools.lru_cache(maxsize=None)
