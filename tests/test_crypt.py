@@ -96,7 +96,7 @@ def test_xor_table():
     assert block("xor").xor_table == hx(CIPHERS["xor"]["xor_table"])
 
 
-# PROTOCOL.md §4.8: Encrypt(00 01 .. 24) with the kcptun key choice.
+# docs/protocol.md §4.8: Encrypt(00 01 .. 24) with the kcptun key choice.
 PROTOCOL_48 = {
     "aes": "86834343335b168ca911bf584a05f9900e1c6fda2c822a981eb60909411c15690afb116b0d",
     "aes-128": "ddd7e0a7981ba3e2a7f6d51f2a2663184531e844fe0ddec4d65df15b489c5ba3e15ff1881e",
@@ -120,7 +120,7 @@ def test_protocol_known_answers(name):
 
 
 def test_protocol_session_capture():
-    """PROTOCOL.md §4.8 full-session capture: AES-128, FEC 2/1, conv 0x11223344."""
+    """docs/protocol.md §4.8 full-session capture: AES-128, FEC 2/1, conv 0x11223344."""
     b = block("aes-128")
     d1 = hx("9c16accccb680ae592014f402a03b09f4701b14eb568b789c3130bba36fd387a9ab4b82c1d40541237"
             "c612a5a1fecbb7084c6a76841a873b7a")
@@ -206,7 +206,7 @@ def test_attributes(name):
 @pytest.mark.parametrize("name", OPENSSL_CFB)
 def test_random_nonce_seal_decrypts_with_a_fresh_kcp_go_style_context(name):
     """seal() reuses one OpenSSL context across datagrams; each output must still be exactly
-    what a receiver doing fixed-IV CFB on that datagram alone decrypts (PROTOCOL.md §4.2)."""
+    what a receiver doing fixed-IV CFB on that datagram alone decrypts (docs/protocol.md §4.2)."""
     from cryptography.hazmat.decrepit.ciphers import algorithms as old
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
     from cryptography.hazmat.decrepit.ciphers.modes import CFB
@@ -391,7 +391,7 @@ def test_property_bit_flip_detected(name):
     def check(x, data):
         sealed = bytearray(b.seal(x))
         # Non-AEAD framing protects only the CRC and payload (offset >= 16); flips in the
-        # nonce are undetectable by design for xor/none/salsa20 (PROTOCOL.md §4.1).
+        # nonce are undetectable by design for xor/none/salsa20 (docs/protocol.md §4.1).
         lowest = 0 if b.aead else crypt.NONCE_SIZE
         pos = data.draw(st.integers(lowest, len(sealed) - 1))
         bit = data.draw(st.integers(0, 7))

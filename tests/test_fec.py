@@ -1,4 +1,4 @@
-"""kcpgo.fec against kcp-go 5.6.1 captures (tests/vectors/packets.json) and PROTOCOL.md §2.4-2.7."""
+"""kcpgo.fec against kcp-go 5.6.1 captures (tests/vectors/packets.json) and docs/protocol.md §2.4-2.7."""
 import json
 import random
 import struct
@@ -331,7 +331,7 @@ def _diff(a, b):
 
 
 class ReferenceDecoder:
-    """Literal transcription of PROTOCOL.md §2.6.1 / §2.7 (sorted rx list), for comparison,
+    """Literal transcription of docs/protocol.md §2.6.1 / §2.7 (sorted rx list), for comparison,
     plus kcpgo's one behavioural change: no recovery while "tuning" (see FECDecoder)."""
 
     def __init__(self, k, m):

@@ -1,4 +1,4 @@
-"""Unit tests of the KCP state machine against kcp-go 5.6.1's rules (PROTOCOL.md §1)."""
+"""Unit tests of the KCP state machine against kcp-go 5.6.1's rules (docs/protocol.md §1)."""
 from __future__ import annotations
 
 import pytest

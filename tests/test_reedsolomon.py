@@ -1,4 +1,4 @@
-"""kcpgo.reedsolomon against klauspost/reedsolomon 1.9.13 (PROTOCOL.md §3, tests/vectors/fec_rs.json)."""
+"""kcpgo.reedsolomon against klauspost/reedsolomon 1.9.13 (docs/protocol.md §3, tests/vectors/fec_rs.json)."""
 import itertools
 import json
 import os
@@ -13,7 +13,7 @@ from kcpgo.codec.reedsolomon import MUL_TABLES, ReedSolomon, gf_exp, gf_inv, gf_
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "fec_rs.json").read_text())
 GROUPS = VECTORS["groups"]
 
-# PROTOCOL.md §3.2, verified against the Debian Go library
+# docs/protocol.md §3.2, verified against the Debian Go library
 PARITY_ROWS = {
     (1, 1): [[1]],
     (1, 2): [[1], [1]],

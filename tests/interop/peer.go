@@ -33,7 +33,7 @@
 // retransmitted if needed (KCP has no FIN: the client's Close is invisible).
 // Receiving more than N bytes on a session is an error. Sessions that never
 // receive a byte (e.g. a session re-created by a late ACK after an earlier
-// session was closed, see PROTOCOL.md §5.2) are ignored. The server exits 0
+// session was closed, see docs/protocol.md §5.2) are ignored. The server exits 0
 // once -sessions sessions have completed. Once bound it prints
 //
 //	LISTENING <ip:port>
@@ -54,7 +54,7 @@
 // # Keys
 //
 // As kcptun: pass = PBKDF2-HMAC-SHA1(-key, salt "kcp-go", 4096 iterations,
-// 32 bytes), then sliced per cipher name (PROTOCOL.md §4.7). Unlike kcptun an
+// 32 bytes), then sliced per cipher name (docs/protocol.md §4.7). Unlike kcptun an
 // unknown -crypt name is an error (kcptun silently falls back to aes), and the
 // empty name means "no BlockCrypt at all" (no crypto header on the wire).
 package main
@@ -190,7 +190,7 @@ func parseFlags() (*config, error) {
 }
 
 // newBlockCrypt derives the key and builds the cipher exactly like kcptun
-// (PROTOCOL.md §4.7). The empty name returns a nil BlockCrypt (no crypto
+// (docs/protocol.md §4.7). The empty name returns a nil BlockCrypt (no crypto
 // header at all); "none" is kcp-go's identity cipher with the 20-byte header.
 func newBlockCrypt(name, passphrase string) (kcp.BlockCrypt, error) {
 	if name == "" {

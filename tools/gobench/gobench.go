@@ -85,7 +85,7 @@ func report(v map[string]interface{}) {
 	fmt.Println(string(b))
 }
 
-// blockCrypt builds kcptun's cipher for name from the passphrase (PROTOCOL.md §4.7).
+// blockCrypt builds kcptun's cipher for name from the passphrase (docs/protocol.md §4.7).
 func blockCrypt(name, key string) (kcp.BlockCrypt, error) {
 	pass := pbkdf2.Key([]byte(key), []byte("kcp-go"), 4096, 32, sha1.New)
 	ctors := map[string]func() (kcp.BlockCrypt, error){
