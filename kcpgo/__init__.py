@@ -18,7 +18,7 @@ __version__ = "0.3.0"
 
 from .codec import crypt
 from .codec.crypt import BlockCrypt, derive_key
-from .options import KCPTUN_CLIENT, KCPTUN_SERVER, Options
+from .options import KCPTUN_CLIENT, KCPTUN_SERVER, CryptSpec, Options
 from .sansio.connection import MODES
 from .sansio.demux import ACCEPT_BACKLOG
 from .snmp import DEFAULT_SNMP, Snmp
@@ -26,13 +26,12 @@ from .snmp import DEFAULT_SNMP, Snmp
 if TYPE_CHECKING:  # pragma: no cover - the socket API loads gevent lazily (see __getattr__)
     import socket as _socket
 
-    from .facade._blocking import ConcurrentUseError
     from .facade.listener import Listener
     from .facade.socket import KCPSocket
 
 __all__ = ["dial", "listen", "serve_conn", "Options", "KCPSocket", "Listener",
-           "ConcurrentUseError", "BlockCrypt", "derive_key", "crypt", "Snmp", "DEFAULT_SNMP",
-           "MODES", "KCPTUN_CLIENT", "KCPTUN_SERVER"]
+           "BlockCrypt", "derive_key", "crypt", "Snmp", "DEFAULT_SNMP",
+           "MODES", "KCPTUN_CLIENT", "KCPTUN_SERVER", "CryptSpec"]
 
 Address = Tuple[Any, ...]
 
@@ -88,9 +87,6 @@ def __getattr__(name: str) -> Any:
     if name == "Listener":
         from .facade.listener import Listener
         return Listener
-    if name == "ConcurrentUseError":
-        from .facade._blocking import ConcurrentUseError
-        return ConcurrentUseError
     raise AttributeError(f"module 'kcpgo' has no attribute {name!r}")
 
 

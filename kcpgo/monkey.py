@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 
 from . import dial
 from .options import FIELDS, Options, add_arguments, from_arguments
+from .sansio.wire import check_conv
 from .server import KCPServer, _threading_process_request, process_request_concurrently, \
     server_options
 
@@ -117,11 +118,11 @@ def _check_client(opts: Dict[str, Any]) -> Dict[str, Any]:
                         f"; valid: {', '.join(sorted(_DIAL_OPTIONS))}")
     base = opts.pop("options", None)
     conv = opts.pop("conv", None)
-    if base is None:
-        opts.setdefault("stream", True)
+    if base is None or not base.stream:
+        opts.setdefault("stream", True)      # as for servers: a byte stream, like TCP
     checked: Dict[str, Any] = {"options": Options.build("kcpgo.monkey client", base, **opts)}
     if conv is not None:
-        checked["conv"] = conv
+        checked["conv"] = check_conv(conv)
     return checked
 
 

@@ -11,21 +11,23 @@ bad value raises ``ValueError`` with the valid range, at construction, not at fi
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 from .codec import crypt as _crypt
 from .codec.crypt import BlockCrypt, derive_key
-from .codec.reedsolomon import MAX_TOTAL_SHARDS
-from .sansio.connection import MODES, MTU_DEFAULT, MTU_MIN, Connection
+from .sansio.connection import MODES, MTU_DEFAULT, MTU_MIN, Connection, kcp_mtu_for
 from .sansio.kcpdefs import MAX_WINDOW
+from .sansio.packet import fec_enabled, pipeline_overhead
 from .sansio.wire import MTU_LIMIT
 from .snmp import DEFAULT_SNMP, Snmp
 
 __all__ = ["Options", "KCPTUN_CLIENT", "KCPTUN_SERVER", "add_arguments", "from_arguments",
            "CryptSpec", "KeySpec"]
+
+if TYPE_CHECKING:  # pragma: no cover - argparse is loaded by command lines only
+    import argparse
 
 CryptSpec = Union[str, BlockCrypt, None]
 KeySpec = Union[str, bytes, None]
@@ -46,7 +48,8 @@ class Options:
     * ``mode``: a kcptun preset (``normal``, ``fast``, ``fast2``, ``fast3``; §7);
     * ``stream``: stream mode (writes packed into full segments, as kcptun);
     * ``mtu``: largest wire datagram in bytes, headers included (50..1500; default 1400);
-    * ``window``: ``(sndwnd, rcvwnd)`` in segments (1..65535 each; default 32/32);
+    * ``window``: ``(sndwnd, rcvwnd)`` in segments (0..65535 each, 0 keeps the default of 32;
+      any two-item sequence, stored as a tuple);
     * ``ack_nodelay``, ``write_delay``: kcp-go's ``SetACKNoDelay`` / ``SetWriteDelay``;
     * ``idle_timeout``: seconds without any datagram after which the peer is declared dead
       (``TimeoutError``; ``None``: never, as kcp-go);
@@ -69,28 +72,37 @@ class Options:
     block: Optional[BlockCrypt] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "block", _make_crypt(self.crypt, self.key))
-        ds, ps = self.data_shards, self.parity_shards
-        if not (isinstance(ds, int) and isinstance(ps, int)) or ds < 0 or ps < 0:
-            raise ValueError(f"data_shards and parity_shards must be ints >= 0, got {ds!r}/{ps!r}")
-        if ds > 0 and ps > 0 and ds + ps > MAX_TOTAL_SHARDS:
-            raise ValueError(f"data_shards + parity_shards must be <= {MAX_TOTAL_SHARDS}, "
-                             f"got {ds} + {ps}")
+        block = _make_crypt(self.crypt, self.key)
+        object.__setattr__(self, "block", block)
+        ds = _int("data_shards", self.data_shards, 0, None)
+        ps = _int("parity_shards", self.parity_shards, 0, None)
+        fec = fec_enabled(ds, ps)
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        if self.mtu is not None and not (isinstance(self.mtu, int)
-                                         and MTU_MIN <= self.mtu <= MTU_LIMIT):
-            raise ValueError(f"mtu must be an int in {MTU_MIN}..{MTU_LIMIT}, got {self.mtu!r}")
-        if self.window is not None:
-            w = self.window
-            if not (isinstance(w, tuple) and len(w) == 2
-                    and all(isinstance(x, int) and 1 <= x <= MAX_WINDOW for x in w)):
-                raise ValueError(f"window must be (sndwnd, rcvwnd) with each in 1..{MAX_WINDOW} "
-                                 f"segments, got {w!r}")
+        for name in ("stream", "ack_nodelay", "write_delay"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.mtu is not None:
+            _int("mtu", self.mtu, MTU_MIN, MTU_LIMIT)
+        # the MTU must leave room for data after the cipher and FEC headers
+        kcp_mtu_for(self.mtu or MTU_DEFAULT, pipeline_overhead(block, fec))
+        w = self.window
+        if w is not None:
+            if isinstance(w, (str, bytes)) or not hasattr(w, "__len__") or len(w) != 2:
+                raise ValueError(f"window must be (sndwnd, rcvwnd) in segments, got {w!r}")
+            w = (_int("window[0] (sndwnd)", w[0], 0, MAX_WINDOW),
+                 _int("window[1] (rcvwnd)", w[1], 0, MAX_WINDOW))
+            object.__setattr__(self, "window", w)      # a list from a JSON config is fine
         t = self.idle_timeout
-        if t is not None and not (isinstance(t, (int, float)) and t > 0):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or
+                              not t > 0):
             raise ValueError(f"idle_timeout must be > 0 seconds or None, got {t!r}")
-        self.connection(0)       # the MTU must leave room after the cipher and FEC headers
+        if self.snmp is not None and not isinstance(self.snmp, Snmp):
+            raise ValueError(f"snmp must be a kcpgo.Snmp or None, got {self.snmp!r}")
+
+    def __reduce__(self) -> Any:
+        # the cipher object holds OpenSSL state: rebuild it from the fields instead
+        return (_rebuild, (self.as_dict(),))
 
     # ------------------------------------------------------------------ building
 
@@ -146,6 +158,19 @@ class Options:
 #: The field names accepted as keywords.
 FIELDS = frozenset(f.name for f in dataclasses.fields(Options) if f.init)
 
+def _rebuild(fields: Dict[str, Any]) -> Options:
+    return Options(**fields)
+
+
+def _int(name: str, value: Any, lo: int, hi: Optional[int]) -> int:
+    """``value`` if it is an int (not a bool) in lo..hi, else ``ValueError`` with the range."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or \
+            (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be an int in {rng}, got {value!r}")
+    return value
+
+
 def _make_crypt(spec: CryptSpec, key: KeySpec) -> Optional[BlockCrypt]:
     """``crypt`` is a cipher name (with ``key``: a kcptun passphrase str, or the derived key
     bytes) or a ready :class:`BlockCrypt`; ``None`` means no crypto header at all."""
@@ -177,7 +202,7 @@ KCPTUN_SERVER = KCPTUN_CLIENT.replace(window=(1024, 1024))
 # ---------------------------------------------------------------------- command lines
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: "argparse.ArgumentParser") -> None:
     """The shared session flags: ``--crypt``, ``--key``, ``--fec D/P``, ``--mode``, ``--mtu``,
     ``--window S/R``, ``--stream``, ``--idle-timeout``."""
     g = parser.add_argument_group("KCP session")
@@ -203,7 +228,7 @@ def _pair(text: str, flag: str) -> Tuple[int, int]:
         raise ValueError(f"{flag} takes two numbers as A/B (e.g. 10/3), got {text!r}") from None
 
 
-def from_arguments(ns: argparse.Namespace) -> Dict[str, Any]:
+def from_arguments(ns: "argparse.Namespace") -> Dict[str, Any]:
     """The :class:`Options` keywords given by :func:`add_arguments` flags (only those set).
     Raises ``ValueError`` with a usage message for a malformed value."""
     opts: Dict[str, Any] = {}

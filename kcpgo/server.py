@@ -114,8 +114,11 @@ def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = D
     base = opts.pop("options", None)
     backlog = opts.pop("backlog", ACCEPT_BACKLOG)
     drain = opts.pop("drain_timeout", drain_timeout)
-    if base is None:
+    # A server's defaults (a byte stream like the TCP it replaces, and an idle timeout, since
+    # KCP has no FIN) apply wherever neither a keyword nor ``options`` chose a value.
+    if base is None or base.idle_timeout is None:
         opts.setdefault("idle_timeout", idle_timeout)
+    if base is None or not base.stream:
         opts.setdefault("stream", True)
     session = Options.build(where, base, **opts)
     if drain is not None and drain <= 0:

@@ -14,8 +14,15 @@ from kcpgo.server import server_options
     (dict(mode="warp"), "valid: normal, fast, fast2, fast3"),
     (dict(mtu=40), r"50\.\.1500"),
     (dict(mtu=1501), r"50\.\.1500"),
-    (dict(window=(0, 10)), r"1\.\.65535"),
-    (dict(window=(70000, 10)), r"1\.\.65535"),
+    (dict(window=(-1, 10)), r"0\.\.65535"),
+    (dict(window=(70000, 10)), r"0\.\.65535"),
+    (dict(window=(True, 10)), r"0\.\.65535"),            # a bool is not a segment count
+    (dict(window=(10,)), "sndwnd, rcvwnd"),
+    (dict(data_shards=True, parity_shards=3), ">= 0"),
+    (dict(stream="no"), "True or False"),
+    (dict(ack_nodelay=None), "True or False"),
+    (dict(idle_timeout=True), "> 0 seconds"),
+    (dict(snmp="x"), "kcpgo.Snmp"),
     (dict(data_shards=200, parity_shards=100), "<= 256"),
     (dict(data_shards=-1), ">= 0"),
     (dict(idle_timeout=0), "> 0 seconds"),
@@ -58,6 +65,22 @@ def test_options_object_and_keywords_combine():
         kcpgo.dial(("127.0.0.1", 9), {"mode": "fast3"})
 
 
+def test_window_from_a_config_file_and_zero_keeps_the_default():
+    # JSON/YAML give lists; set_window_size's "<= 0 leaves one unchanged" carries over as 0
+    opts = kcpgo.Options(window=[128, 512])
+    assert opts.window == (128, 512)
+    conn = kcpgo.Options(window=(0, 64)).connection(1)
+    assert (conn.kcp.snd_wnd, conn.kcp.rcv_wnd) == (32, 64)
+
+
+def test_options_copy_and_pickle():
+    import copy
+    import pickle
+    opts = kcpgo.Options(crypt="aes", key="pw", mode="fast3", window=(1024, 1024))
+    for clone in (copy.deepcopy(opts), pickle.loads(pickle.dumps(opts))):
+        assert clone == opts and clone.block.key == opts.block.key
+
+
 def test_kcptun_presets():
     c, s = kcpgo.KCPTUN_CLIENT, kcpgo.KCPTUN_SERVER
     assert (c.mode, c.mtu, c.window, c.data_shards, c.parity_shards, c.stream) == \
@@ -69,10 +92,15 @@ def test_kcptun_presets():
 def test_server_defaults_and_own_options():
     so = server_options({"mode": "fast3"}, idle_timeout=30)
     assert (so.session.stream, so.session.idle_timeout, so.backlog) == (True, 30, 128)
+    # the server's defaults also apply over an options object that leaves them unset
     so = server_options({"options": kcpgo.Options(mode="fast"), "backlog": 4,
-                         "drain_timeout": None})
+                         "drain_timeout": None}, idle_timeout=30)
     assert (so.session.stream, so.session.idle_timeout, so.backlog, so.drain_timeout) == \
-        (False, None, 4, None)
+        (True, 30, 4, None)
+    so = server_options({"options": kcpgo.KCPTUN_SERVER.replace(idle_timeout=5)})
+    assert (so.session.stream, so.session.idle_timeout, so.session.mode) == (True, 5, "fast")
+    so = server_options({"options": kcpgo.Options(), "stream": False, "idle_timeout": None})
+    assert (so.session.stream, so.session.idle_timeout) == (False, None)   # keywords win
     with pytest.raises(ValueError, match="backlog"):
         server_options({"backlog": 0})
 

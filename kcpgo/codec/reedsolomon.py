@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["ReedSolomon", "shared_codec", "gf_mul", "gf_exp", "gf_inv", "MUL_TABLES"]
+__all__ = ["ReedSolomon", "shared_codec", "gf_mul", "gf_exp", "gf_inv", "mul_tables"]
 
 #: §3.1: reducing polynomial x^8 + x^4 + x^3 + x^2 + 1 (klauspost ``generatingPolynomial = 29``).
 GF_POLY = 0x11D
@@ -81,8 +81,23 @@ def gf_exp(a: int, n: int) -> int:
     return _EXP[(_LOG[a] * n) % 255]
 
 
-#: MUL_TABLES[c] maps every byte x to gf_mul(c, x): ``shard.translate(MUL_TABLES[c])``.
-MUL_TABLES: List[bytes] = [bytes(gf_mul(c, x) for x in range(256)) for c in range(256)]
+_MUL_TABLES: List[bytes] = []
+
+
+def mul_tables() -> List[bytes]:
+    """``MUL_TABLES[c]`` maps every byte x to gf_mul(c, x): ``shard.translate(tables[c])``.
+    Built on first use (64 KiB; a codec needs them only while it is being set up)."""
+    if not _MUL_TABLES:
+        _MUL_TABLES.extend([bytes(256)] + [
+            bytes([0] + [_EXP[lc + _LOG[x]] for x in range(1, 256)])
+            for lc in (_LOG[c] for c in range(1, 256))])
+    return _MUL_TABLES
+
+
+def __getattr__(name: str) -> List[bytes]:
+    if name == "MUL_TABLES":
+        return mul_tables()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -96,6 +111,7 @@ def _mat_inv(square: List[List[int]]) -> List[bytes]:
     O(k^2) Python operations instead of O(k^3) (10x10: ~50 µs; 200x200: ~60 ms instead of
     seconds), which matters because autotune may build large codecs at run time."""
     size = len(square)
+    mul = mul_tables()
     # [square | identity]
     work = [bytes(row) + bytes(i) + b"\x01" + bytes(size - i - 1) for i, row in enumerate(square)]
     for col in range(size):
@@ -105,24 +121,25 @@ def _mat_inv(square: List[List[int]]) -> List[bytes]:
         work[col], work[pivot] = work[pivot], work[col]
         prow = work[col]
         if prow[col] != 1:
-            prow = work[col] = prow.translate(MUL_TABLES[gf_inv(prow[col])])
+            prow = work[col] = prow.translate(mul[gf_inv(prow[col])])
         for r in range(size):
             factor = work[r][col]
             if factor and r != col:
-                work[r] = _xor(work[r], prow.translate(MUL_TABLES[factor]))
+                work[r] = _xor(work[r], prow.translate(mul[factor]))
     return [row[size:] for row in work]
 
 
 def _encoding_matrix(k: int, m: int) -> List[List[int]]:
     """§3.2: V * inverse(top k x k of V) with V[r][c] = r^c; the top k rows come out as I."""
     inv_top = _mat_inv([[gf_exp(r, c) for c in range(k)] for r in range(k)])
+    mul = mul_tables()
     matrix = [[1 if r == c else 0 for c in range(k)] for r in range(k)]
     for r in range(k, k + m):
         acc = 0
         for t in range(k):
             coef = gf_exp(r, t)
             if coef:
-                acc ^= int.from_bytes(inv_top[t].translate(MUL_TABLES[coef]), "little")
+                acc ^= int.from_bytes(inv_top[t].translate(mul[coef]), "little")
         matrix.append(list(acc.to_bytes(k, "little")))
     return matrix
 
@@ -133,7 +150,7 @@ def _term(coef: int):
         return None
     if coef == 1:
         return b""
-    return MUL_TABLES[coef]
+    return mul_tables()[coef]
 
 
 class ReedSolomon:

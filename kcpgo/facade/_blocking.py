@@ -7,16 +7,17 @@ if it would block, wait on one event with the call's deadline; try again. So ``r
 * timeout ``None``: block; ``0``: ``BlockingIOError(EAGAIN)``; ``t``: ``TimeoutError`` once the
   whole call has taken ``t`` seconds (CPython's deadline semantics, not gevent's per-wait);
 * ``close()`` from another greenlet sets the events; the operation then raises ``EBADF``;
-* one greenlet per direction (:class:`Direction`): a second greenlet that tries to receive
-  (or send) while another is inside a receive (or ``sendall``) on the same object gets
-  :class:`ConcurrentUseError` at once instead of bytes interleaved with the other's.
+* one greenlet per direction at a time (:class:`Direction`): a second greenlet that receives
+  (or sends) while another is inside a receive (or ``sendall``) on the same object waits for
+  its turn, within its own timeout, so bytes are never interleaved with the other's.
 """
 from __future__ import annotations
 
 import errno
 import os
 import socket as _socket
-from typing import Callable, Optional, TypeVar
+from collections import deque
+from typing import Callable, Deque, Optional, TypeVar
 
 import gevent
 from gevent.event import Event
@@ -24,7 +25,7 @@ from gevent.event import Event
 from ..runtime.clock import monotonic
 from ..runtime.scheduler import Runtime
 
-__all__ = ["Blocking", "Direction", "ConcurrentUseError", "ReadyFD", "ebadf", "set_dscp",
+__all__ = ["Blocking", "Direction", "ReadyFD", "ebadf", "set_dscp", "check_timeout",
            "WOULD_BLOCK"]
 
 T = TypeVar("T")
@@ -36,26 +37,28 @@ def ebadf() -> OSError:
     return OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
-class ConcurrentUseError(RuntimeError):
-    """Two greenlets used one direction of one kcpgo object at the same time (gevent's socket
-    raises ``ConcurrentObjectUseError`` in the same case). Give each direction one owner, or
-    serialise the callers with a lock."""
-
-
 class Direction:
-    """The receiving or the sending side of an object: an event to wait on, one owner."""
+    """The receiving or the sending side of an object: an event to wait on, and a turn.
 
-    __slots__ = ("verb", "event", "owner", "waiters")
+    One greenlet at a time holds the direction for a whole call (``sendall`` included); others
+    queue for their turn, in arrival order, within their own deadline. So two greenlets never
+    splice their bytes into each other's ``sendall``, nor split one ``recv``'s data.
+    """
 
-    def __init__(self, verb: str) -> None:
-        self.verb = verb                        # "receive" or "send", for the error message
-        self.event = Event()
+    __slots__ = ("event", "owner", "queue", "waiters")
+
+    def __init__(self) -> None:
+        self.event = Event()                    # set when the operation may proceed
         self.owner: Optional[object] = None     # the greenlet inside a call, if any
+        self.queue: Deque[Event] = deque()      # greenlets waiting for their turn
         self.waiters = 0                        # greenlets blocked on the event
 
-    def enter(self) -> bool:
-        """Claim the direction for the current greenlet; returns whether this call claimed it
-        (False: it already held it, e.g. ``sendall`` calling ``send``)."""
+    def enter(self, deadline: Optional[float], nonblocking: bool) -> bool:
+        """Take the direction for the current greenlet, waiting for the holder to finish.
+
+        Returns whether this call took it (False: the caller already held it, e.g. ``sendall``
+        calling ``send``). Raises ``BlockingIOError`` when ``nonblocking`` and busy,
+        ``TimeoutError`` when ``deadline`` passes first."""
         me = gevent.getcurrent()
         owner = self.owner
         if owner is None:
@@ -63,17 +66,43 @@ class Direction:
             return True
         if owner is me:
             return False
-        raise ConcurrentUseError(
-            f"another greenlet is already in a {self.verb} call on this kcpgo object; one "
-            f"greenlet at a time may {self.verb} on it (serialise the callers with a lock)")
+        if nonblocking:
+            raise BlockingIOError(errno.EAGAIN, "another greenlet is using this direction")
+        turn = Event()
+        self.queue.append(turn)
+        try:
+            while self.owner is not None:
+                turn.clear()
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0 or not turn.wait(remaining):
+                    raise TimeoutError("timed out")
+            self.owner = me
+            return True
+        finally:
+            self.queue.remove(turn)
+            if self.owner is None and self.queue:
+                self.queue[0].set()             # we left without our turn: pass it on
 
-    def leave(self, claimed: bool) -> None:
-        if claimed:
+    def leave(self, took: bool) -> None:
+        if took:
             self.owner = None
+            if self.queue:
+                self.queue[0].set()
 
     def wake(self) -> None:
         if self.waiters:
             self.event.set()
+
+
+def check_timeout(value: Optional[float]) -> Optional[float]:
+    """A socket timeout as ``socket.settimeout`` takes it: ``None`` or seconds >= 0 (a float);
+    ``ValueError`` if negative, ``TypeError`` if not a number."""
+    if value is None:
+        return None
+    value = float(value)
+    if value < 0:
+        raise ValueError("Timeout value out of range")
+    return value
 
 
 class Blocking:
@@ -84,11 +113,7 @@ class Blocking:
 
     def settimeout(self, value: Optional[float]) -> None:
         """``None``: block forever; ``0``: non-blocking; ``t > 0``: raise after t seconds."""
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
+        self._timeout = check_timeout(value)
 
     def gettimeout(self) -> Optional[float]:
         return self._timeout
@@ -105,31 +130,40 @@ class Blocking:
         t = self._timeout if use_default else timeout
         return None if t is None else monotonic() + t
 
-    def _blocking_call(self, attempt: Callable[[], object], side: Direction,
-                       deadline: Optional[float], nonblocking: Optional[bool] = None) -> object:
-        """Run ``attempt()`` until it returns something other than :data:`WOULD_BLOCK`,
-        waiting on ``side``'s event in between. ``attempt`` raises for closed/failed objects.
+    def _blocking_call(self, attempt: Callable[[T], object], arg: T, side: Direction,
+                       deadline: Optional[float], nonblocking: Optional[bool] = None,
+                       take_turn: bool = True) -> object:
+        """Run ``attempt(arg)`` until it returns something other than :data:`WOULD_BLOCK`,
+        waiting on ``side``'s event in between; ``attempt`` raises for closed or failed
+        objects. With ``take_turn`` the call holds ``side`` throughout (see :class:`Direction`).
         ``nonblocking`` defaults to "timeout is 0"."""
-        while True:
-            result = attempt()
-            if result is not WOULD_BLOCK:
-                return result
-            if nonblocking if nonblocking is not None else self._timeout == 0.0:
-                raise BlockingIOError(errno.EAGAIN, "operation would block")
-            self._runtime.check_thread()
-            ev = side.event
-            ev.clear()
-            side.waiters += 1
-            try:
-                remaining = None
-                if deadline is not None:
-                    remaining = deadline - monotonic()
-                    if remaining <= 0:
+        if nonblocking is None:
+            nonblocking = self._timeout == 0.0
+        took = side.enter(deadline, nonblocking) if take_turn else False
+        try:
+            while True:
+                result = attempt(arg)
+                if result is not WOULD_BLOCK:
+                    return result
+                if nonblocking:
+                    raise BlockingIOError(errno.EAGAIN, "operation would block")
+                self._runtime.check_thread()
+                ev = side.event
+                ev.clear()
+                side.waiters += 1
+                try:
+                    remaining = None
+                    if deadline is not None:
+                        remaining = deadline - monotonic()
+                        if remaining <= 0:
+                            raise TimeoutError("timed out")
+                    if not ev.wait(remaining):
                         raise TimeoutError("timed out")
-                if not ev.wait(remaining):
-                    raise TimeoutError("timed out")
-            finally:
-                side.waiters -= 1
+                finally:
+                    side.waiters -= 1
+        finally:
+            if took:
+                side.leave(True)
 
 
 class ReadyFD:

@@ -13,6 +13,8 @@ from ..runtime.udp import UDPEndpoint
 from ..sansio.connection import Connection
 from ..sansio.demux import ACCEPT_BACKLOG
 from ..sansio.kcpdefs import PROBE_INIT_LATEST
+from ..sansio.wire import check_conv
+from ._blocking import check_timeout
 from .listener import Listener
 from .socket import KCPSocket
 
@@ -31,21 +33,29 @@ def _connection(opts: Options, conv: int) -> Connection:
 
 def open_client(address: Address, opts: Options, conv: Optional[int],
                 timeout: Optional[float]) -> KCPSocket:
-    """A client session to ``address`` on a new UDP socket of its own."""
+    """A client session to ``address`` on a new UDP socket of its own. Everything is checked
+    before the socket is opened; a failure after that closes it again."""
+    timeout = check_timeout(timeout)
+    conv = check_conv(conv) if conv is not None else int.from_bytes(os.urandom(4), "little")
     host, port = address[0], address[1]
     infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_DGRAM)
     if not infos:  # pragma: no cover - getaddrinfo raises instead
         raise OSError(f"cannot resolve {host!r}")
     family, _, _, _, peer = infos[0]
-    if conv is None:
-        conv = int.from_bytes(os.urandom(4), "little")
-    elif not 0 <= conv <= 0xFFFFFFFF:
-        raise ValueError(f"conv must be a u32, got {conv!r}")
     conn = _connection(opts, conv)
     bind = ("0.0.0.0", 0) if family == _socket.AF_INET else ("::", 0)
-    endpoint = UDPEndpoint(UDPEndpoint.open(bind, family), snmp=conn.snmp)
-    chan = Channel(conn, endpoint, peer, on_release=lambda _: endpoint.close(),
-                   idle_timeout=opts.idle_timeout)
+    sock = UDPEndpoint.open(bind, family)
+    try:
+        endpoint = UDPEndpoint(sock, snmp=conn.snmp)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        chan = Channel(conn, endpoint, peer, on_release=lambda _: endpoint.close(),
+                       idle_timeout=opts.idle_timeout)
+    except BaseException:
+        endpoint.close()
+        raise
     endpoint.on_batch = chan.on_batch
     endpoint.on_error = chan.fail
     return KCPSocket(chan, timeout=timeout)

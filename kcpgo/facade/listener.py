@@ -36,6 +36,7 @@ socket. Sessions still waiting in the backlog are closed.
 """
 from __future__ import annotations
 
+import errno
 import socket as _socket
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -69,8 +70,10 @@ class Listener(Blocking):
         self._new_connection = new_connection
         self._configure = configure
         self.snmp = snmp
-        self._sessions: Dict[Address, _Entry] = {}
-        self._accepting = Direction("accept")
+        #: Live sessions by peer address: their channels only, so that an accepted socket the
+        #: application drops without close() is collected (and closed) as a socket would be.
+        self._sessions: Dict[Address, Channel] = {}
+        self._accepting = Direction()
         self._timeout: Optional[float] = None
         self._closed = False
         self._error: Optional[OSError] = None
@@ -90,27 +93,31 @@ class Listener(Blocking):
     def _on_batch(self, batch: list, now: int) -> None:
         route = self._demux.route
         sessions = self._sessions
+        accepting = not self._closed
         touched: Dict[Channel, None] = {}
         for data, addr in batch:
-            entry = sessions.get(addr)
-            action, payload, conv = route(data, None if entry is None else entry[0].conn.conv,
-                                          not self._closed)
-            if action is Route.FEED:
-                chan = entry[0]                             # type: ignore[index]
-                chan.feed(payload, now)                     # type: ignore[arg-type]
-                touched[chan] = None
+            old = sessions.get(addr)
+            action, payload, conv = route(data, None if old is None else old.conv, accepting)
+            if action is _FEED:
+                old.receive_payload(payload, now)           # type: ignore[union-attr,arg-type]
+                touched[old] = None                         # type: ignore[index]
                 continue
-            if action is Route.REPLACE:
-                touched.pop(entry[0], None)                 # type: ignore[index]
-                entry[1].close()             # type: ignore[index]  # the peer restarted
-                if self._closed:
+            if action is _REPLACE:
+                # The peer restarted with a new conv: like a TCP RST, calls on the old session
+                # raise ECONNRESET (after any data already received), and it leaves the table
+                # and the backlog at once.
+                touched.pop(old, None)                      # type: ignore[arg-type]
+                old.fail(ConnectionResetError(                # type: ignore[union-attr]
+                    errno.ECONNRESET, "the peer restarted the session with a new conv"))
+                old.release()                               # type: ignore[union-attr]
+                if not accepting:
                     continue
-            elif action is not Route.CREATE:
+            elif action is not _CREATE:
                 continue
-            if not self._backlog.make_room(_failed, _close):
+            if not self._backlog.make_room(_failed, _discard):
                 continue                     # backlog full: no session, datagram lost (§5.2)
             chan = self._create(conv, addr)
-            chan.feed(payload, now)                         # type: ignore[arg-type]
+            chan.receive_payload(payload, now)              # type: ignore[arg-type]
             touched[chan] = None
         for chan in touched:
             chan.after_batch(now)
@@ -122,30 +129,31 @@ class Listener(Blocking):
     def _create(self, conv: int, addr: Address) -> Channel:
         conn = self._new_connection(conv)
         chan = Channel(conn, self._endpoint, addr, on_release=self._forget, passive=True)
-        entry = (chan, KCPSocket(chan))
         self._configure(chan)
-        self._sessions[addr] = entry
-        self._backlog.push(entry)
+        self._sessions[addr] = chan
+        self._backlog.push((chan, KCPSocket(chan)))
         return chan
 
     def _forget(self, chan: Channel) -> None:
-        entry = self._sessions.get(chan.peer)
-        if entry is not None and entry[0] is chan:
+        """A session was released (closed, replaced, evicted): drop it from the table and,
+        if it was never accepted, from the backlog."""
+        if self._sessions.get(chan.peer) is chan:
             del self._sessions[chan.peer]
+        self._backlog.discard(lambda entry: entry[0] is chan)
         if self._closed and not self._sessions:
             self._endpoint.close()
 
     def _fail(self, err: OSError) -> None:
         self._error = err
         self._accepting.event.set()
-        for chan, _ in list(self._sessions.values()):
+        for chan in list(self._sessions.values()):
             chan.fail(err)
         if self._fd is not None:
             self._fd.set(True)
 
     # ------------------------------------------------------------------ public API
 
-    def _try_accept(self) -> object:
+    def _try_accept(self, _: None) -> object:
         if self._closed:
             raise ebadf()
         backlog = self._backlog
@@ -165,8 +173,8 @@ class Listener(Blocking):
         Raises ``OSError(EBADF)`` once the listener is closed, also if closed while waiting.
         Any number of greenlets may wait in ``accept`` at once; each session goes to one.
         """
-        return self._blocking_call(self._try_accept, self._accepting,
-                                   self._deadline())  # type: ignore[return-value]
+        return self._blocking_call(self._try_accept, None, self._accepting, self._deadline(),
+                                   take_turn=False)  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop accepting (idempotent). Waiting ``accept`` calls raise ``OSError(EBADF)``.
@@ -180,7 +188,7 @@ class Listener(Blocking):
         self._accepting.event.set()
         backlog = self._backlog
         while backlog:
-            backlog.pop()[1].close()
+            backlog.pop()[0].release()
         if self._fd is not None:
             self._fd.close()
             self._fd = None
@@ -235,11 +243,12 @@ class Listener(Blocking):
 
 
 _Entry = Tuple[Channel, KCPSocket]
+_FEED, _REPLACE, _CREATE = Route.FEED, Route.REPLACE, Route.CREATE
 
 
 def _failed(entry: _Entry) -> bool:
     return entry[0].error is not None
 
 
-def _close(entry: _Entry) -> None:
-    entry[1].close()
+def _discard(entry: _Entry) -> None:
+    entry[0].release()          # never accepted: nobody else holds the socket

@@ -14,7 +14,9 @@ from __future__ import annotations
 import errno
 import io
 import socket as _socket
-from typing import Any, Optional, Tuple
+import warnings
+import weakref
+from typing import Any, Callable, Optional, Tuple
 
 from ..runtime.channel import Channel
 from ..snmp import Snmp
@@ -30,7 +32,7 @@ class KCPSocket(Blocking):
 
     Created by :func:`kcpgo.dial` or returned by :meth:`kcpgo.Listener.accept`; not meant to be
     constructed directly. Use it only from the thread (gevent hub) that created it, and from
-    one greenlet per direction at a time (else :class:`~kcpgo.ConcurrentUseError`).
+    one greenlet per direction at a time (others wait for their turn).
     """
 
     family: int
@@ -45,14 +47,17 @@ class KCPSocket(Blocking):
         self._timeout: Optional[float] = None
         self.settimeout(timeout)
         self._closed = False        # close() was called
+        self._released = False      # resources freed (after the last makefile() closed)
         self._io_refs = 0
         self._shut_rd = False
         self._shut_wr = False
         self._leftover = b""
-        self._rd = Direction("receive")
-        self._wr = Direction("send")
+        self._rd = Direction()
+        self._wr = Direction()
         self._fd: Optional[ReadyFD] = None
-        channel.on_update = self._on_update
+        # A weak reference: the reader greenlet and the listener hold the channel, not this
+        # object, so a session the application drops is collected and closed (see __del__).
+        channel.on_update = _weak_update(self)
 
     # ------------------------------------------------------------------ channel events
 
@@ -73,7 +78,7 @@ class KCPSocket(Blocking):
     def _check_usable(self) -> None:
         # As with socket.socket, a closed session whose makefile() objects are still open
         # keeps working through them (http.client reads a response after closing).
-        if self._closed and (self._chan.released or self._io_refs <= 0):
+        if self._closed and (self._released or self._io_refs <= 0):
             raise ebadf()
 
     def _raise_error(self) -> None:
@@ -93,6 +98,8 @@ class KCPSocket(Blocking):
         if left:
             if len(left) <= n:
                 self._leftover = b""
+                if self._fd is not None:
+                    self._fd.set(self._would_not_block())
                 return left
             self._leftover = left[n:]
             return left[:n]
@@ -105,7 +112,7 @@ class KCPSocket(Blocking):
             data = conn.recv()
             if data is None:
                 return None
-        if conn.wants_flush:
+        if conn.window_update_due:
             self._chan.kick()               # the window reopened: tell the peer
         if self._fd is not None:
             self._fd.set(self._would_not_block() or len(data) > n)
@@ -135,21 +142,15 @@ class KCPSocket(Blocking):
         only after ``shutdown(SHUT_RD)`` or for ``bufsize == 0``. Raises ``TimeoutError`` after
         the timeout, ``BlockingIOError`` in non-blocking mode, ``OSError(EBADF)`` if closed
         (also when closed while blocked), ``ConnectionResetError``/``TimeoutError`` once the
-        peer was declared dead, ``ConcurrentUseError`` while another greenlet is receiving.
+        peer was declared dead. While another greenlet is receiving, waits for its turn.
         """
         if flags:
             raise ValueError("recv flags are not supported on a KCP session")
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
         self._runtime.check_thread()
-        deadline = self._deadline()
-        side = self._rd
-        claimed = side.enter()
-        try:
-            return self._blocking_call(lambda: self._try_recv(bufsize), side,
-                                       deadline)  # type: ignore[return-value]
-        finally:
-            side.leave(claimed)
+        return self._blocking_call(self._try_recv, bufsize, self._rd,
+                                   self._deadline())  # type: ignore[return-value]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Like :meth:`recv`, into a writable buffer; returns the number of bytes stored."""
@@ -192,19 +193,14 @@ class KCPSocket(Blocking):
 
     def _send(self, view: memoryview, deadline: Optional[float]) -> int:
         self._runtime.check_thread()
-        side = self._wr
-        claimed = side.enter()
-        try:
-            return self._blocking_call(lambda: self._try_send(view), side,
-                                       deadline)  # type: ignore[return-value]
-        finally:
-            side.leave(claimed)
+        return self._blocking_call(self._try_send, view, self._wr,
+                                   deadline)  # type: ignore[return-value]
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Queue all of ``data``, blocking as needed. The timeout bounds the whole call.
 
-        The send direction is held for the whole call: another greenlet's ``send`` meanwhile
-        raises ``ConcurrentUseError`` instead of splicing its bytes into these.
+        The send direction is held for the whole call: another greenlet's ``send`` or
+        ``sendall`` waits for its turn instead of splicing its bytes into these.
         """
         if flags:
             raise ValueError("send flags are not supported on a KCP session")
@@ -212,15 +208,16 @@ class KCPSocket(Blocking):
         deadline = self._deadline()
         self._runtime.check_thread()
         side = self._wr
-        claimed = side.enter()
+        took = side.enter(deadline, self._timeout == 0.0)
         try:
+            self._check_writable()           # also for b"", as socket.sendall does
             while view:
                 n = self._send(view, deadline)
                 view = view[n:]
         finally:
-            side.leave(claimed)
+            side.leave(took)
 
-    def _try_drain(self) -> object:
+    def _try_drain(self, _: None) -> object:
         self._check_usable()
         if self._conn.waitsnd == 0:
             return None
@@ -236,8 +233,9 @@ class KCPSocket(Blocking):
         """
         self._runtime.check_thread()
         deadline = self._deadline(timeout, use_default=timeout is None)
-        self._blocking_call(self._try_drain, self._wr, deadline,
-                            nonblocking=timeout is None and self._timeout == 0.0)
+        self._blocking_call(self._try_drain, None, self._wr, deadline,
+                            nonblocking=timeout is None and self._timeout == 0.0,
+                            take_turn=False)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -286,12 +284,17 @@ class KCPSocket(Blocking):
             self._release()
 
     def _release(self) -> None:
-        if self._chan.released:
+        """Free everything: the readiness fd, the channel (final flush), the turns. Every
+        greenlet still blocked on the session wakes and raises EBADF."""
+        if self._released:
             return
+        self._released = True
         self._closed = True
         if self._fd is not None:
             self._fd.close()
             self._fd = None
+        self._rd.event.set()
+        self._wr.event.set()
         self._chan.release()
 
     def __enter__(self) -> "KCPSocket":
@@ -300,17 +303,24 @@ class KCPSocket(Blocking):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def __del__(self) -> None:  # pragma: no cover - best effort, like socket.socket
+    def __del__(self) -> None:
+        # Like socket.socket: an unclosed session is closed when collected (with a
+        # ResourceWarning), in its own thread's hub.
         try:
-            if not self._chan.released:
+            if not self._released:
+                if not self._chan.released:         # a live session leaked, not a backlog one
+                    warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
                 self._closed = True
-                self._release()
-        except Exception:
+                self._runtime.call_threadsafe(self._release)
+        except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """True once the session is over: :meth:`close` was called, or the listener ended it
+        because the peer restarted with a new conv (calls then raise ``ConnectionResetError``
+        after the data already received)."""
+        return self._closed or self._chan.released
 
     # ------------------------------------------------------------------ socket-like extras
 
@@ -465,3 +475,13 @@ class KCPSocket(Blocking):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<KCPSocket conv={self.conv:#010x} peer={self._chan.peer} {state}>"
+
+
+def _weak_update(sock: KCPSocket) -> Callable[[], None]:
+    ref = weakref.ref(sock)
+
+    def on_update() -> None:
+        s = ref()
+        if s is not None:
+            s._on_update()
+    return on_update

@@ -43,6 +43,10 @@ class Channel:
                  on_release: Callable[["Channel"], None], passive: bool = False,
                  idle_timeout: Optional[float] = None) -> None:
         self.conn = conn
+        self.conv = conn.conv
+        #: A listener's datagram, already opened by its demux (``Connection.receive_payload``,
+        #: bound once: this runs per datagram); :meth:`after_batch` follows once per batch.
+        self.receive_payload = conn.receive_payload
         self.endpoint = endpoint
         self.peer = peer
         self.passive = passive
@@ -81,16 +85,12 @@ class Channel:
             conn.receive_datagram(data, now)
             fed = True
         if fed:
-            self.last_rx = now
             self.after_batch(now)
 
-    def feed(self, payload: bytes, now: int) -> None:
-        """A listener's datagram, already opened (decrypted, CRC-checked) by its demux."""
-        self.conn.receive_payload(payload, now)
-        self.last_rx = now
-
     def after_batch(self, now: int) -> None:
-        """Flush once for the whole batch, notify, then send the ACKs on the next loop turn."""
+        """The batch fed this session: flush once for all of it, notify, then send the ACKs
+        on the next loop turn."""
+        self.last_rx = now
         if self.released:
             return
         conn = self.conn

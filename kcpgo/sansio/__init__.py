@@ -29,25 +29,39 @@ A minimal driver::
 """
 from __future__ import annotations
 
-from ..codec.crypt import CIPHER_NAMES, BlockCrypt, derive_key
-from ..codec.crypt import new as new_crypt
-from ..codec.reedsolomon import ReedSolomon
-from ..snmp import DEFAULT_SNMP, Snmp
-from .connection import MODES, MTU_DEFAULT, Connection
-from .demux import ACCEPT_BACKLOG, Backlog, Demux, Route
-from .fec import FECDecoder, FECEncoder
-from .kcp import KCP
-from .kcpdefs import FLUSH_ACK_ONLY, FLUSH_FULL, FLUSH_NONE
-from .memnet import LinkCounters, LinkModel, LinkProfile, Network
-from .packet import PacketCodec
-from .wire import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, MTU_LIMIT, OVERHEAD, Segment,
-                   decode_segments, encode_segment)
+from importlib import import_module
+from typing import Any, Dict
 
-__all__ = ["KCP", "Connection", "Segment", "encode_segment", "decode_segments",
-           "CMD_PUSH", "CMD_ACK", "CMD_WASK", "CMD_WINS", "OVERHEAD", "MTU_LIMIT", "MTU_DEFAULT",
-           "MODES", "FLUSH_NONE", "FLUSH_ACK_ONLY", "FLUSH_FULL",
-           "FECEncoder", "FECDecoder", "PacketCodec", "ReedSolomon",
-           "BlockCrypt", "new_crypt", "derive_key", "CIPHER_NAMES",
-           "Demux", "Route", "Backlog", "ACCEPT_BACKLOG",
-           "Snmp", "DEFAULT_SNMP", "Network", "LinkProfile", "LinkModel",
-           "LinkCounters"]
+#: Public name -> the module that defines it. Loaded on first use, so that ``import kcpgo``
+#: (which needs only the connection and its options) does not build every codec table.
+_WHERE: Dict[str, str] = {
+    "BlockCrypt": "..codec.crypt", "new_crypt": "..codec.crypt", "derive_key": "..codec.crypt",
+    "CIPHER_NAMES": "..codec.crypt", "ReedSolomon": "..codec.reedsolomon",
+    "Snmp": "..snmp", "DEFAULT_SNMP": "..snmp",
+    "Connection": ".connection", "MODES": ".connection", "MTU_DEFAULT": ".connection",
+    "Demux": ".demux", "Route": ".demux", "Backlog": ".demux", "ACCEPT_BACKLOG": ".demux",
+    "FECEncoder": ".fec", "FECDecoder": ".fec", "KCP": ".kcp",
+    "FLUSH_NONE": ".kcpdefs", "FLUSH_ACK_ONLY": ".kcpdefs", "FLUSH_FULL": ".kcpdefs",
+    "Network": ".memnet", "LinkProfile": ".memnet", "LinkCounters": ".memnet",
+    "LinkModel": ".memnet",
+    "PacketCodec": ".packet",
+    "CMD_ACK": ".wire", "CMD_PUSH": ".wire", "CMD_WASK": ".wire", "CMD_WINS": ".wire",
+    "MTU_LIMIT": ".wire", "OVERHEAD": ".wire", "Segment": ".wire",
+    "decode_segments": ".wire", "encode_segment": ".wire",
+}
+_RENAMED = {"new_crypt": "new"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'kcpgo.sansio' has no attribute {name!r}")
+    value = getattr(import_module(where, __name__), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

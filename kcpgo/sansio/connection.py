@@ -13,7 +13,8 @@ aioquic's ``QuicConnection``:
   to call :meth:`datagrams_to_send` again, or ``None`` when idle.
 
 State a driver reads: :attr:`dead` (the dead-link event: a segment was sent ``dead_link``
-times), :attr:`pending_acks`, :attr:`waitsnd`, :attr:`wants_flush`, and the RTT estimates.
+times), :attr:`pending_acks`, :attr:`waitsnd`, :attr:`in_flight`, :attr:`window_update_due`,
+and the RTT estimates.
 Nothing here reads a clock or touches a socket (docs/protocol.md §1, §2.3, §5).
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .wire import MTU_LIMIT, OVERHEAD
 if TYPE_CHECKING:  # pragma: no cover
     from ..codec.crypt import BlockCrypt
 
-__all__ = ["Connection", "MODES", "MTU_DEFAULT", "MTU_MIN"]
+__all__ = ["Connection", "MODES", "MTU_DEFAULT", "MTU_MIN", "kcp_mtu_for"]
 
 #: §7: kcptun's presets, as (nodelay, interval, resend, nc).
 MODES = {
@@ -42,6 +43,17 @@ MODES = {
 MTU_DEFAULT = MTU_DEF
 #: §1.4 [5.6.1]: KCP refuses an MTU below 50.
 MTU_MIN = 50
+
+
+def kcp_mtu_for(mtu: int, overhead: int) -> int:
+    """The KCP-level MTU for a session ``mtu`` (wire bytes) when the pipeline adds ``overhead``
+    bytes (§1.4). ``ValueError`` outside 50..1500 or when no data would fit."""
+    if not MTU_MIN <= mtu <= MTU_LIMIT:
+        raise ValueError(f"mtu must be in {MTU_MIN}..{MTU_LIMIT}, got {mtu!r}")
+    if mtu - overhead <= OVERHEAD:
+        raise ValueError(f"mtu {mtu} leaves no room for data after {overhead} header bytes "
+                         f"and the {OVERHEAD}-byte KCP header")
+    return mtu - overhead
 
 
 class Connection:
@@ -80,13 +92,7 @@ class Connection:
 
     def set_mtu(self, mtu: int) -> None:
         """Set the session MTU (wire datagram size). ``ValueError`` outside 50..1500."""
-        if not MTU_MIN <= mtu <= MTU_LIMIT:
-            raise ValueError(f"mtu must be in {MTU_MIN}..{MTU_LIMIT}, got {mtu!r}")
-        kcp_mtu = self.codec.kcp_mtu(mtu)
-        if kcp_mtu <= OVERHEAD:
-            raise ValueError(f"mtu {mtu} leaves no room for data after "
-                             f"{self.codec.overhead} header bytes")
-        self.kcp.set_mtu(kcp_mtu)
+        self.kcp.set_mtu(kcp_mtu_for(mtu, self.codec.overhead))
         self.mtu = mtu
 
     def set_mode(self, mode: str) -> None:
@@ -157,10 +163,10 @@ class Connection:
         return self.kcp.pending_acks
 
     @property
-    def wants_flush(self) -> bool:
-        """Whether a flush would send something now (a window update after a read, say)."""
-        kcp = self.kcp
-        return bool(kcp.probe or kcp.flush_requested)
+    def window_update_due(self) -> bool:
+        """Whether a read reopened the receive window and the peer must be told (a WINS
+        segment waits for the next flush, §1.7)."""
+        return bool(self.kcp.probe)
 
     @property
     def rto(self) -> int:

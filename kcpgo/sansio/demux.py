@@ -24,6 +24,7 @@ sessions that already failed are evicted to make room, else the datagram is drop
 """
 from __future__ import annotations
 
+import struct
 from collections import deque
 from enum import IntEnum
 from typing import TYPE_CHECKING, Callable, Deque, Generic, Optional, Tuple, TypeVar
@@ -31,12 +32,12 @@ from typing import TYPE_CHECKING, Callable, Deque, Generic, Optional, Tuple, Typ
 from ..snmp import DEFAULT_SNMP, Snmp
 from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY
 from .packet import PacketCodec
-from .wire import peek_conv_sn
+from .wire import OVERHEAD, SN_OFFSET
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..codec.crypt import BlockCrypt
 
-__all__ = ["Route", "Demux", "Backlog", "ACCEPT_BACKLOG", "kcp_offset"]
+__all__ = ["Route", "Demux", "Backlog", "ACCEPT_BACKLOG"]
 
 #: §2.1 acceptBacklog: sessions created but not yet accepted.
 ACCEPT_BACKLOG = 128
@@ -54,22 +55,12 @@ class Route(IntEnum):
     DROP_BACKLOG_FULL = 14
 
 
-def kcp_offset(payload: bytes) -> Optional[int]:
-    """Where the KCP datagram starts in an opened payload (§2.2): 0 without FEC framing, 8 in
-    a FEC data shard; ``None`` for FEC parity, which carries no conv."""
-    flag = payload[4] | (payload[5] << 8)
-    if flag == TYPE_DATA:
-        return FEC_HEADER_SIZE_PLUS2
-    if flag == TYPE_PARITY:
-        return None
-    return 0
-
-
 class Demux:
     """Opens datagrams with the listener's cipher and applies the §5.2 rules."""
 
     def __init__(self, crypt: Optional["BlockCrypt"] = None, snmp: Optional[Snmp] = None) -> None:
         self.codec = PacketCodec(crypt, snmp=snmp if snmp is not None else DEFAULT_SNMP)
+        self._open = self.codec.open
 
     def route(self, wire: bytes, current: Optional[int], accepting: bool
               ) -> Tuple[Route, Optional[bytes], int]:
@@ -77,22 +68,39 @@ class Demux:
         ``current`` (``None``: no session). ``payload`` is the opened datagram for
         ``Connection.receive_payload`` (``None`` when dropped for its checksum); ``conv`` the
         conv a new session must take (0 unless CREATE/REPLACE)."""
-        payload = self.codec.open(wire)
+        # Runs once per datagram a listener receives: the headers are read in place (§2.2:
+        # the KCP datagram starts after the 8-byte FEC header in a data shard; parity has none).
+        payload = self._open(wire)
         if payload is None:
-            return Route.DROP_CHECKSUM, None, 0
-        off = kcp_offset(payload)
-        head = None if off is None else peek_conv_sn(payload, off)
+            return _DROP_CHECKSUM
+        flag = payload[4] | (payload[5] << 8)
+        if flag == TYPE_DATA:
+            off = FEC_HEADER_SIZE_PLUS2
+            has_conv = len(payload) >= FEC_HEADER_SIZE_PLUS2 + OVERHEAD
+        else:
+            off = 0
+            has_conv = flag != TYPE_PARITY        # open() guarantees a whole header
         if current is not None:
-            if head is None or head[0] == current:
-                return Route.FEED, payload, 0
-            if head[1] != 0:
-                return Route.DROP_CONV_MISMATCH, payload, 0
-            return Route.REPLACE, payload, head[0]
-        if head is None:
-            return Route.DROP_NO_CONV, payload, 0
+            if not has_conv:
+                return _FEED, payload, 0
+            conv = _u32(payload, off)[0]
+            if conv == current:
+                return _FEED, payload, 0
+            if _u32(payload, off + SN_OFFSET)[0] != 0:
+                return _DROP_CONV_MISMATCH, payload, 0
+            return _REPLACE, payload, conv
+        if not has_conv:
+            return _DROP_NO_CONV, payload, 0
         if not accepting:
-            return Route.DROP_NOT_ACCEPTING, payload, 0
-        return Route.CREATE, payload, head[0]
+            return _DROP_NOT_ACCEPTING, payload, 0
+        return _CREATE, payload, _u32(payload, off)[0]
+
+
+_FEED, _REPLACE, _CREATE = Route.FEED, Route.REPLACE, Route.CREATE
+_DROP_CHECKSUM = (Route.DROP_CHECKSUM, None, 0)
+_DROP_NO_CONV, _DROP_CONV_MISMATCH = Route.DROP_NO_CONV, Route.DROP_CONV_MISMATCH
+_DROP_NOT_ACCEPTING = Route.DROP_NOT_ACCEPTING
+_u32 = struct.Struct("<I").unpack_from
 
 
 T = TypeVar("T")
@@ -121,18 +129,21 @@ class Backlog(Generic[T]):
     def pop(self) -> T:
         return self.items.popleft()
 
+    def discard(self, match: Callable[[T], bool]) -> None:
+        """Remove the items ``match`` selects (a session released while waiting)."""
+        if any(match(s) for s in self.items):
+            self.items = deque(s for s in self.items if not match(s))
+
     def make_room(self, failed: Callable[[T], bool], close: Callable[[T], None]) -> bool:
-        """Whether one more item fits, after evicting failed ones if the backlog is full."""
+        """Whether one more item fits, after evicting failed ones if the backlog is full.
+        ``close`` runs after the evicted items have left the backlog."""
         items = self.items
         if len(items) < self.limit:
             return True
-        if any(failed(s) for s in items):
-            keep: Deque[T] = deque()
-            for s in items:
-                if failed(s):
-                    self.evicted += 1
-                    close(s)
-                else:
-                    keep.append(s)
-            self.items = keep
+        gone = [s for s in items if failed(s)]
+        if gone:
+            self.items = deque(s for s in items if not failed(s))
+            self.evicted += len(gone)
+            for s in gone:
+                close(s)
         return len(self.items) < self.limit

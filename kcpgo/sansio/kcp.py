@@ -37,10 +37,10 @@ from typing import Deque, List, Optional
 from ..snmp import DEFAULT_SNMP, Snmp
 from .kcp_input import InputMixin
 from .kcp_output import OutputMixin
-from .kcpdefs import (ASK_TELL, DEADLINK, FASTACK, FLUSH_NONE, INTERVAL, MASK, MAX_FRAGMENTS,
+from .kcpdefs import (ASK_TELL, DEADLINK, FASTACK, FLUSH_NONE, INTERVAL, MAX_FRAGMENTS,
                       MAX_WINDOW, MTU_DEF, PROBE_INIT, RTO_DEF, RTO_MIN, RTO_NDL, THRESH_INIT,
                       WND_RCV, WND_SND, D)
-from .wire import MTU_LIMIT, OVERHEAD
+from .wire import MTU_LIMIT, OVERHEAD, check_conv
 
 __all__ = ["KCP"]
 
@@ -52,9 +52,7 @@ class KCP(InputMixin, OutputMixin):
     """
 
     def __init__(self, conv: int, *, mtu: int = MTU_DEF, snmp: Optional[Snmp] = None) -> None:
-        if not 0 <= conv <= MASK:
-            raise ValueError(f"conv must be a u32, got {conv!r}")
-        self.conv = conv
+        self.conv = check_conv(conv)
         self.snmp = snmp if snmp is not None else DEFAULT_SNMP
         self.mtu = MTU_DEF
         self.mss = MTU_DEF - OVERHEAD

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, List, Optional
 
 from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder
+from ..codec.reedsolomon import MAX_TOTAL_SHARDS
 from ..snmp import DEFAULT_SNMP, Snmp
 from .wire import MTU_LIMIT, OVERHEAD
 
@@ -19,13 +20,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..codec.crypt import BlockCrypt
     from .kcp import KCP
 
-__all__ = ["PacketCodec", "MTU_LIMIT", "MIN_PAYLOAD"]
+__all__ = ["PacketCodec", "MTU_LIMIT", "MIN_PAYLOAD", "fec_enabled", "pipeline_overhead"]
 
 #: §4.1 [5.6.1]: after the crypto header, a datagram must hold at least one KCP header.
 MIN_PAYLOAD = OVERHEAD
 #: §2.2: the u16 at offset 4 of a decrypted payload that marks FEC data / parity.
 _FEC_DATA_FLAG = TYPE_DATA
 _FEC_PARITY_FLAG = TYPE_PARITY
+
+
+def fec_enabled(data_shards: int, parity_shards: int) -> bool:
+    """Whether FEC framing is sent (§2.3: both counts > 0). ``ValueError`` for a negative count
+    or more than 256 shards in total (§3)."""
+    if data_shards < 0 or parity_shards < 0:
+        raise ValueError("shard counts must be >= 0")
+    fec = data_shards > 0 and parity_shards > 0
+    if fec and data_shards + parity_shards > MAX_TOTAL_SHARDS:
+        raise ValueError(f"data_shards + parity_shards must be <= {MAX_TOTAL_SHARDS} (§3), "
+                         f"got {data_shards} + {parity_shards}")
+    return fec
+
+
+def pipeline_overhead(crypt: Optional["BlockCrypt"], fec: bool) -> int:
+    """Bytes the pipeline adds to a KCP datagram: the crypto header (and AEAD tag) plus the
+    FEC data header (§2.2)."""
+    return (crypt.overhead if crypt is not None else 0) + (FEC_HEADER_SIZE_PLUS2 if fec else 0)
 
 
 class PacketCodec:
@@ -39,13 +58,9 @@ class PacketCodec:
 
     def __init__(self, crypt: Optional["BlockCrypt"] = None, data_shards: int = 0,
                  parity_shards: int = 0, snmp: Optional[Snmp] = None) -> None:
-        if data_shards < 0 or parity_shards < 0:
-            raise ValueError("shard counts must be >= 0")
+        fec = fec_enabled(data_shards, parity_shards)
         self.crypt = crypt
         self.snmp = snmp if snmp is not None else DEFAULT_SNMP
-        fec = data_shards > 0 and parity_shards > 0
-        if fec and data_shards + parity_shards > 256:
-            raise ValueError("data_shards + parity_shards must be <= 256 (§3)")
         self.data_shards = data_shards if fec else 0
         self.parity_shards = parity_shards if fec else 0
         self.fec_encoder: Optional[FECEncoder] = FECEncoder(data_shards, parity_shards) if fec else None
@@ -55,12 +70,7 @@ class PacketCodec:
         self.header_size = (crypt.header_size if crypt is not None else 0) + \
             (FEC_HEADER_SIZE_PLUS2 if fec else 0)
         #: Total bytes the pipeline adds to a KCP datagram (an AEAD tag included).
-        self.overhead = (crypt.overhead if crypt is not None else 0) + \
-            (FEC_HEADER_SIZE_PLUS2 if fec else 0)
-
-    def kcp_mtu(self, mtu: int) -> int:
-        """The KCP-level MTU that keeps wire datagrams within the session ``mtu`` (§1.4)."""
-        return mtu - self.overhead
+        self.overhead = pipeline_overhead(crypt, fec)
 
     # ------------------------------------------------------------------ send
 

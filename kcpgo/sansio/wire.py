@@ -12,9 +12,9 @@ Pure code: no I/O, no clock.
 from __future__ import annotations
 
 import struct
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple
 
-__all__ = ["Segment", "encode_segment", "decode_segments", "peek_conv_sn", "HEADER",
+__all__ = ["Segment", "encode_segment", "decode_segments", "check_conv", "HEADER",
            "OVERHEAD", "SN_OFFSET", "CMD_PUSH", "CMD_ACK", "CMD_WASK", "CMD_WINS", "MTU_LIMIT"]
 
 #: §1.1 commands.
@@ -32,7 +32,6 @@ SN_OFFSET = 12
 MTU_LIMIT = 1500
 
 _unpack_from = HEADER.unpack_from
-_unpack_u32 = struct.Struct("<I").unpack_from
 
 
 class Segment(NamedTuple):
@@ -72,9 +71,8 @@ def decode_segments(data: bytes) -> List[Segment]:
     return segs
 
 
-def peek_conv_sn(data: bytes, off: int = 0) -> Optional[Tuple[int, int]]:
-    """``(conv, sn)`` of the first segment at ``off``, read in place, or ``None`` if ``data``
-    holds no whole header there. No other field is checked."""
-    if len(data) - off < OVERHEAD:
-        return None
-    return _unpack_u32(data, off)[0], _unpack_u32(data, off + SN_OFFSET)[0]
+def check_conv(conv: object) -> int:
+    """``conv`` if it is a u32 (an int, not a bool, in 0..2^32-1), else ``ValueError``."""
+    if isinstance(conv, bool) or not isinstance(conv, int) or not 0 <= conv <= 0xFFFFFFFF:
+        raise ValueError(f"conv must be a u32 (0..4294967295), got {conv!r}")
+    return conv

@@ -1,0 +1,152 @@
+"""Session lifecycle faults found by a review of the re-layered facade, each pinned by a test.
+
+Expected values come from the stdlib socket contract (docs.python.org, socket): a closed
+socket raises EBADF also from sendall(b""); a socket dropped without close() is closed when
+collected, with a ResourceWarning; a failed constructor leaks nothing. And from TCP: a peer
+that restarts resets the old connection (ECONNRESET), it does not leave it hanging.
+"""
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import socket
+import time
+import warnings
+
+import gevent
+import pytest
+
+import kcpgo
+from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
+from kcpgo.snmp import Snmp
+
+LOCAL = ("127.0.0.1", 0)
+
+
+def push(u: socket.socket, ln, conv: int, data: bytes, sn: int = 0) -> None:
+    """One raw KCP PUSH from the UDP socket ``u`` (no cipher, no FEC)."""
+    u.sendto(encode_segment(Segment(conv, CMD_PUSH, 0, 32, 0, sn, 0, data)), ln.getsockname())
+
+
+@pytest.fixture
+def raw():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(LOCAL)
+    yield u
+    u.close()
+
+
+def test_restarted_peer_never_leaves_a_dead_session_in_the_backlog(raw):
+    with kcpgo.listen(LOCAL, snmp=Snmp(), stream=True) as ln:
+        ln.settimeout(2)
+        push(raw, ln, 111, b"old")
+        gevent.sleep(0.05)
+        push(raw, ln, 222, b"new")           # restarted before the first was accepted
+        gevent.sleep(0.05)
+        assert (ln.pending_count, ln.session_count) == (1, 1)
+        s, _ = ln.accept()
+        assert s.conv == 222 and not s.closed and s.recv(10) == b"new"
+        s.close()
+
+
+def test_restarted_peer_resets_a_blocked_reader(raw):
+    with kcpgo.listen(LOCAL, snmp=Snmp(), stream=True) as ln:
+        ln.settimeout(2)
+        push(raw, ln, 111, b"GET /\n")
+        s, _ = ln.accept()
+        rfile = s.makefile("rb")              # a StreamRequestHandler's shape
+        assert rfile.readline() == b"GET /\n"
+        reader = gevent.spawn(rfile.readline)
+        gevent.sleep(0.05)
+        push(raw, ln, 222, b"GET /again\n")    # the client restarted
+        s2, _ = ln.accept()
+        with pytest.raises(ConnectionResetError):
+            reader.get(timeout=2)             # no timeout set: it used to hang forever
+        assert s.closed and s2.recv(100) == b"GET /again\n"
+        rfile.close()
+        s.close()
+        s2.close()
+
+
+def test_last_makefile_close_wakes_a_blocked_recv():
+    ln = kcpgo.listen(LOCAL, snmp=Snmp(), mode="fast3")
+    c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), mode="fast3")
+    c.sendall(b"x")
+    ln.settimeout(2)
+    s, _ = ln.accept()
+    f = s.makefile("rb")
+    s.close()                                 # the file keeps the session open
+    blocked = gevent.spawn(s.recv, 10)
+    gevent.sleep(0.05)
+    assert blocked.get(timeout=2) == b"x"
+    blocked = gevent.spawn(s.recv, 10)
+    gevent.sleep(0.05)
+    f.close()                                 # now it is released
+    with pytest.raises(OSError) as e:
+        blocked.get(timeout=2)
+    assert e.value.errno == errno.EBADF
+    c.close()
+    ln.close()
+
+
+def test_readiness_follows_the_leftover_of_a_message():
+    from gevent.select import select
+    ln = kcpgo.listen(LOCAL, snmp=Snmp(), mode="fast3")
+    c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), mode="fast3")
+    c.sendall(b"0123456789")
+    ln.settimeout(2)
+    s, _ = ln.accept()
+    fd = s.fileno()
+    assert select([fd], [], [], 2)[0] == [fd]
+    assert s.recv(4) == b"0123"
+    assert select([fd], [], [], 0)[0] == [fd]       # the rest of the message is kept
+    assert s.recv(6) == b"456789"
+    assert select([fd], [], [], 0)[0] == []         # nothing left: recv would block
+    s.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        s.recv(10)
+    for x in (s, c, ln):
+        x.close()
+
+
+def test_sendall_empty_on_a_closed_or_shut_session_raises_like_a_socket():
+    c = kcpgo.dial(("127.0.0.1", 9), snmp=Snmp())
+    c.shutdown(socket.SHUT_WR)
+    with pytest.raises(BrokenPipeError):
+        c.sendall(b"")
+    c.close()
+    with pytest.raises(OSError) as e:
+        c.sendall(b"")
+    assert e.value.errno == errno.EBADF
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_failed_dial_leaks_nothing():
+    snmp = Snmp()
+    before = _fds()
+    for bad in (-1, "x"):
+        with pytest.raises((ValueError, TypeError)):
+            kcpgo.dial(("127.0.0.1", 9), timeout=bad, snmp=snmp)
+    with pytest.raises(ValueError, match="u32"):
+        kcpgo.dial(("127.0.0.1", 9), conv=-1, snmp=snmp)
+    assert (snmp.CurrEstab, snmp.ActiveOpens) == (0, 0)
+    assert _fds() == before
+
+
+def test_a_dropped_session_is_closed_when_collected():
+    snmp = Snmp()
+    gc.collect()
+    before = _fds()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(20):
+            kcpgo.dial(("127.0.0.1", 9), snmp=snmp).sendall(b"x")
+        gc.collect()
+        gevent.sleep(0.01)                    # the releases run on the hub
+    assert snmp.CurrEstab == 0
+    assert _fds() <= before + 1
+    assert sum(issubclass(x.category, ResourceWarning) for x in w) == 20
