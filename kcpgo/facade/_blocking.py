@@ -50,7 +50,9 @@ class Direction:
     def __init__(self) -> None:
         self.event = Event()                    # set when the operation may proceed
         self.owner: Optional[object] = None     # the greenlet inside a call, if any
-        self.queue: Deque[Event] = deque()      # greenlets waiting for their turn
+        #: Greenlets waiting for their turn (created on first contention: a deque costs more
+        #: than the rest of a session's facade, and most sessions never contend).
+        self.queue: Optional[Deque[Event]] = None
         self.waiters = 0                        # greenlets blocked on the event
 
     def enter(self, deadline: Optional[float], nonblocking: bool) -> bool:
@@ -69,6 +71,8 @@ class Direction:
         if nonblocking:
             raise BlockingIOError(errno.EAGAIN, "another greenlet is using this direction")
         turn = Event()
+        if self.queue is None:
+            self.queue = deque()
         self.queue.append(turn)
         try:
             while self.owner is not None:
@@ -86,8 +90,9 @@ class Direction:
     def leave(self, took: bool) -> None:
         if took:
             self.owner = None
-            if self.queue:
-                self.queue[0].set()
+            queue = self.queue
+            if queue:
+                queue[0].set()
 
     def wake(self) -> None:
         if self.waiters:

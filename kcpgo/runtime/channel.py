@@ -39,6 +39,10 @@ class Channel:
     ``passive`` marks a listener's session (``PassiveOpens``; it shares the listener's socket).
     """
 
+    __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "passive", "runtime",
+                 "timer", "on_update", "error", "released", "_on_release", "_acks_scheduled",
+                 "_idle_ms", "last_rx", "__weakref__")
+
     def __init__(self, conn: Connection, endpoint: UDPEndpoint, peer: Address, *,
                  on_release: Callable[["Channel"], None], passive: bool = False,
                  idle_timeout: Optional[float] = None) -> None:
