@@ -140,15 +140,11 @@ class Options:
         """The sans-IO :class:`~kcpgo.sansio.Connection` for conversation ``conv``; ``policy``
         is passed on (``admit_limit``, ``probe_init``). Stream mode, window, ACK and write
         delay are applied too; ``idle_timeout`` is the driver's business."""
-        conn = Connection(conv, crypt=self.block, data_shards=self.data_shards,
+        return Connection(conv, crypt=self.block, data_shards=self.data_shards,
                           parity_shards=self.parity_shards, mtu=self.mtu or MTU_DEFAULT,
-                          mode=self.mode, snmp=self.counters, **policy)
-        conn.stream = self.stream
-        if self.window is not None:
-            conn.set_window_size(*self.window)
-        conn.ack_nodelay = self.ack_nodelay
-        conn.write_delay = self.write_delay
-        return conn
+                          mode=self.mode, snmp=self.counters, stream=self.stream,
+                          window=self.window, ack_nodelay=self.ack_nodelay,
+                          write_delay=self.write_delay, **policy)
 
     def as_dict(self) -> Dict[str, Any]:
         """The settable fields and their values."""

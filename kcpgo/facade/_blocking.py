@@ -45,10 +45,10 @@ class Direction:
     splice their bytes into each other's ``sendall``, nor split one ``recv``'s data.
     """
 
-    __slots__ = ("event", "owner", "queue", "waiters")
+    __slots__ = ("_event", "owner", "queue", "waiters")
 
     def __init__(self) -> None:
-        self.event = Event()                    # set when the operation may proceed
+        self._event: Optional[Event] = None     # created on first wait (see :attr:`event`)
         self.owner: Optional[object] = None     # the greenlet inside a call, if any
         #: Greenlets waiting for their turn (created on first contention: a deque costs more
         #: than the rest of a session's facade, and most sessions never contend).
@@ -94,9 +94,23 @@ class Direction:
             if queue:
                 queue[0].set()
 
+    @property
+    def event(self) -> Event:
+        """Set when the operation may proceed (a listener may create thousands of sessions
+        that never block, so the event is made on first use)."""
+        ev = self._event
+        if ev is None:
+            ev = self._event = Event()
+        return ev
+
     def wake(self) -> None:
         if self.waiters:
             self.event.set()
+
+    def wake_all(self) -> None:
+        """Wake every waiter for good (close, release): the event stays set."""
+        if self._event is not None:
+            self._event.set()
 
 
 def check_timeout(value: Optional[float]) -> Optional[float]:

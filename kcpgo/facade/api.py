@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import socket as _socket
+from functools import partial
 from typing import Any, Optional, Tuple
 
 from ..options import Options
 from ..runtime._originals import RealSocket
 from ..runtime.channel import ADMIT_PER_FLUSH, Channel
 from ..runtime.udp import UDPEndpoint
-from ..sansio.connection import Connection
 from ..sansio.demux import ACCEPT_BACKLOG
 from ..sansio.kcpdefs import PROBE_INIT_LATEST
 from ..sansio.wire import check_conv
@@ -23,12 +23,12 @@ __all__ = ["open_client", "open_listener", "wrap_listener"]
 Address = Tuple[Any, ...]
 
 
-def _connection(opts: Options, conv: int) -> Connection:
-    # kcp-go latest's 500 ms before probing a zero window, not 5.6.1's 7 s: a kcp-go listener
-    # runs a new session with 32-segment windows until its application accepts and configures
-    # it, and then announces nothing, so a writer that filled those 32 slots would otherwise
-    # wait 7 s (WASK is understood by every version; docs/deviations.md).
-    return opts.connection(conv, admit_limit=ADMIT_PER_FLUSH, probe_init=PROBE_INIT_LATEST)
+#: The runtime's policy for every connection it drives. Probe a closed window after kcp-go
+#: latest's 500 ms, not 5.6.1's 7 s: a kcp-go listener runs a new session with 32-segment
+#: windows until its application accepts and configures it, and then announces nothing, so a
+#: writer that filled those 32 slots would otherwise wait 7 s (WASK is understood by every
+#: version; docs/deviations.md D4).
+_POLICY = dict(admit_limit=ADMIT_PER_FLUSH, probe_init=PROBE_INIT_LATEST)
 
 
 def open_client(address: Address, opts: Options, conv: Optional[int],
@@ -42,7 +42,7 @@ def open_client(address: Address, opts: Options, conv: Optional[int],
     if not infos:  # pragma: no cover - getaddrinfo raises instead
         raise OSError(f"cannot resolve {host!r}")
     family, _, _, _, peer = infos[0]
-    conn = _connection(opts, conv)
+    conn = opts.connection(conv, **_POLICY)
     bind = ("0.0.0.0", 0) if family == _socket.AF_INET else ("::", 0)
     sock = UDPEndpoint.open(bind, family)
     try:
@@ -81,8 +81,8 @@ def wrap_listener(udp_socket: _socket.socket, opts: Options,
 def _listener(sock: _socket.socket, opts: Options, backlog: int) -> Listener:
     try:
         return Listener(sock, crypt=opts.block, backlog=backlog, owned=True,
-                        snmp=opts.counters, new_connection=lambda conv: _connection(opts, conv),
-                        configure=lambda chan: chan.set_idle_timeout(opts.idle_timeout))
+                        snmp=opts.counters, idle_timeout=opts.idle_timeout,
+                        new_connection=partial(opts.connection, **_POLICY))
     except BaseException:
         sock.close()
         raise

@@ -58,17 +58,17 @@ class Listener(Blocking):
     :func:`kcpgo.serve_conn`. Its timeout (``settimeout`` etc.) applies to :meth:`accept`.
 
     ``new_connection(conv)`` builds the sans-IO connection of each new session (cipher, FEC,
-    MTU, window ... from the listen options); ``configure(channel)`` applies the rest before
-    the session's first datagram is processed.
+    MTU, window ... from the listen options), before its first datagram is processed;
+    ``idle_timeout`` (seconds) applies to every session.
     """
 
     def __init__(self, sock: _socket.socket, *, crypt: Any, backlog: int, owned: bool,
                  snmp: Snmp, new_connection: Callable[[int], Connection],
-                 configure: Callable[[Channel], None]) -> None:
+                 idle_timeout: Optional[float] = None) -> None:
         self._demux = Demux(crypt, snmp)
         self._backlog: Backlog[_Entry] = Backlog(backlog)
         self._new_connection = new_connection
-        self._configure = configure
+        self._idle_timeout = idle_timeout
         self.snmp = snmp
         #: Live sessions by peer address: their channels only, so that an accepted socket the
         #: application drops without close() is collected (and closed) as a socket would be.
@@ -128,8 +128,8 @@ class Listener(Blocking):
 
     def _create(self, conv: int, addr: Address) -> Channel:
         conn = self._new_connection(conv)
-        chan = Channel(conn, self._endpoint, addr, on_release=self._forget, passive=True)
-        self._configure(chan)
+        chan = Channel(conn, self._endpoint, addr, on_release=self._forget, passive=True,
+                       idle_timeout=self._idle_timeout)
         self._sessions[addr] = chan
         self._backlog.push((chan, KCPSocket(chan)))
         return chan
@@ -145,7 +145,7 @@ class Listener(Blocking):
 
     def _fail(self, err: OSError) -> None:
         self._error = err
-        self._accepting.event.set()
+        self._accepting.wake_all()
         for chan in list(self._sessions.values()):
             chan.fail(err)
         if self._fd is not None:
@@ -185,7 +185,7 @@ class Listener(Blocking):
         if self._closed:
             return
         self._closed = True
-        self._accepting.event.set()
+        self._accepting.wake_all()
         backlog = self._backlog
         while backlog:
             backlog.pop()[0].release()

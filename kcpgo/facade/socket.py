@@ -293,8 +293,8 @@ class KCPSocket(Blocking):
         if self._fd is not None:
             self._fd.close()
             self._fd = None
-        self._rd.event.set()
-        self._wr.event.set()
+        self._rd.wake_all()
+        self._wr.wake_all()
         self._chan.release()
 
     def __enter__(self) -> "KCPSocket":

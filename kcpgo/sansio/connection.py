@@ -64,25 +64,32 @@ class Connection:
     the largest wire datagram, headers included (§1.4; ``ValueError`` outside 50..1500).
     ``mode``: a kcptun preset (§7). ``admit_limit``: at most this many new segments per flush
     (``None``: all the window allows, as kcp-go). ``probe_init``: ms before the first probe of
-    a closed peer window (7000 in 5.6.1, 500 in the latest kcp-go).
+    a closed peer window (7000 in 5.6.1, 500 in the latest kcp-go). ``stream``, ``window``
+    (segments; values <= 0 keep the default), ``ack_nodelay``, ``write_delay``: as the setters.
     """
 
     def __init__(self, conv: int, *, crypt: Optional["BlockCrypt"] = None, data_shards: int = 0,
                  parity_shards: int = 0, mtu: int = MTU_DEFAULT, mode: Optional[str] = None,
                  snmp: Optional[Snmp] = None, admit_limit: Optional[int] = None,
-                 probe_init: int = PROBE_INIT) -> None:
+                 probe_init: int = PROBE_INIT, stream: bool = False,
+                 window: Optional[Tuple[int, int]] = None, ack_nodelay: bool = False,
+                 write_delay: bool = False) -> None:
         self.snmp = snmp if snmp is not None else DEFAULT_SNMP
         self.codec = PacketCodec(crypt, data_shards, parity_shards, self.snmp)
         #: The state machine. Public for sans-IO users; drivers use this class's API only.
-        self.kcp = KCP(conv, mtu=MTU_DEFAULT - self.codec.overhead, snmp=self.snmp)
-        self.kcp.admit_limit = admit_limit
-        self.kcp.probe_init = probe_init
+        kcp = self.kcp = KCP(conv, mtu=MTU_DEFAULT - self.codec.overhead, snmp=self.snmp)
+        kcp.admit_limit = admit_limit
+        kcp.probe_init = probe_init
+        kcp.stream = bool(stream)
+        kcp.ack_nodelay = bool(ack_nodelay)
+        if window is not None:
+            kcp.set_wndsize(*window)
         self.mtu = MTU_DEFAULT
         self.set_mtu(mtu)
         if mode is not None:
             self.set_mode(mode)
         #: kcp-go ``SetWriteDelay``: when False (the default) every send is flushed at once.
-        self.write_delay = False
+        self.write_delay = bool(write_delay)
 
     @property
     def conv(self) -> int:

@@ -64,7 +64,8 @@ class OutputMixin:
             return out
 
         # Phase 2: window probe timer while the peer advertises a zero window.
-        self._probe_timer(now)
+        if self.rmt_wnd == 0 or self.probe_wait:
+            self._probe_timer(now)
         # Phase 3: probe commands (they carry the last ACK's sn/ts, as kcp-go's template does).
         probe = self.probe
         if probe:
@@ -186,7 +187,7 @@ class OutputMixin:
             snmp.LostSegs += lost
 
         # Phase 6: congestion control reaction; then the next periodic flush.
-        if not self.nocwnd:
+        if not self.nocwnd and (fast or early or lost or self.cwnd < 1):
             self._react_to_loss(cwnd, resent, fast + early, lost)
         self._next_flush = self._next_flush_at(now)
         return out
