@@ -160,7 +160,8 @@ class Channel:
             except OSError:
                 pass
         self.conn.snmp.CurrEstab -= 1
-        self.timer.cancel()
+        self.timer.close()
+        self.on_update = _nothing
         self._on_release(self)
 
     # ------------------------------------------------------------------ internals

@@ -56,9 +56,19 @@ class Timer:
         """Disarm (the heap entry is skipped when it surfaces)."""
         self.at = None
 
+    def close(self) -> None:
+        """Disarm for good and drop the callback, so that a heap entry still waiting to
+        surface keeps only this small handle alive, not its owner."""
+        self.at = None
+        self.callback = _disarmed
+
     @property
     def pending(self) -> bool:
         return self.at is not None
+
+
+def _disarmed(now: int) -> None:
+    pass
 
 
 class Runtime:

@@ -307,6 +307,10 @@ class UDPEndpoint:
         if self.closed:
             return
         self.closed = True
+        # Drop the owner's callbacks: a closed session is then freed at once, not by the
+        # cycle collector (the endpoint and its channel refer to each other).
+        self.on_batch = _ignore_batch
+        self.on_error = None
         hub = self.runtime.hub
         reader = self._reader
         if reader is not None and not reader.dead and gevent.getcurrent() is not reader:
@@ -315,6 +319,10 @@ class UDPEndpoint:
             self._watcher.close()
         if self.owned:
             self.sock.close()
+
+
+def _ignore_batch(batch: list, now: int) -> None:
+    pass
 
 
 class _Closed(Exception):
