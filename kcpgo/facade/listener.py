@@ -8,7 +8,9 @@ remote address, as kcp-go 5.6.1 does, not by conv:
 * a datagram that passes the crypto check and carries a conv creates a session for a new
   address (while the accept backlog has room); FEC parity alone cannot create one;
 * from a known address, a different conv is taken as a restarted peer only if the segment's sn
-  is 0: the old session is closed and a new one replaces it; otherwise the datagram is dropped;
+  is 0: the old session is reset (its calls raise ``ConnectionResetError`` after the data
+  already received, as after a TCP RST) and a new one replaces it; otherwise the datagram is
+  dropped;
 * a closed session is forgotten, so a late datagram from its address creates a new one (kcp-go
   behaves the same; kcp sessions have no teardown handshake).
 
