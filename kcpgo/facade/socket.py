@@ -175,10 +175,13 @@ class KCPSocket(Blocking):
         self._check_writable()
         if not view:
             return 0
-        room = self._conn.send_room()
+        chan = self._chan
+        room = chan.send_room()
+        if chan.error is not None:          # what the poll took in may have ended it
+            self._raise_error()
         if not room:
             return WOULD_BLOCK
-        return self._chan.send(view[:room] if room < len(view) else view)
+        return chan.send(view[:room] if room < len(view) else view)
 
     def send(self, data: Any, flags: int = 0) -> int:
         """Queue some of ``data``; block while the send window is full (kcp-go Write).

@@ -115,14 +115,18 @@ class Channel:
 
     # ------------------------------------------------------------------ driven by the facade
 
-    def send(self, data: Any) -> int:
-        """Queue ``data`` (at most what the window takes, see ``Connection.send_room``) and
-        flush. ACKs already waiting on the socket are taken in first: a fresher window and no
+    def send_room(self) -> int:
+        """Bytes the window takes now (``Connection.send_room``). ACKs already waiting on the
+        socket are taken in first, also when the window looks full: a fresher window and no
         spurious RTO for a sender that keeps the hub busy."""
         conn = self.conn
         if conn.in_flight:
             self.endpoint.poll()
-        n = conn.send(data)
+        return conn.send_room()
+
+    def send(self, data: Any) -> int:
+        """Queue ``data`` (at most :meth:`send_room` bytes) and flush."""
+        n = self.conn.send(data)
         self.flush()
         return n
 
