@@ -68,9 +68,13 @@ def test_backlog_evicts_only_failed_entries() -> None:
     b.push("dead-1")
     closed = []
     assert b.make_room(lambda s: s.startswith("dead"), closed.append)   # evicts dead-1
-    assert closed == ["dead-1"] and b.evicted == 1 and list(b.items) == ["ok"]
+    assert closed == ["dead-1"] and b.evicted == 1 and b.items == ["ok"]
     b.push("ok2")
     assert not b.make_room(lambda s: s.startswith("dead"), closed.append)   # full, all alive
     assert b.pop() == "ok" and len(b) == 1
+    b.push("x", key=7)
+    b.discard(7)
+    b.discard(7)                                       # already gone: no error
+    assert b.items == ["ok2"]
     with pytest.raises(ValueError, match=">= 1"):
         Backlog(0)

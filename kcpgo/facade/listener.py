@@ -133,7 +133,7 @@ class Listener(Blocking):
         chan = Channel(conn, self._endpoint, addr, on_release=self._forget, passive=True,
                        idle_timeout=self._idle_timeout)
         self._sessions[addr] = chan
-        self._backlog.push((chan, KCPSocket(chan)))
+        self._backlog.push((chan, KCPSocket(chan)), key=chan)
         return chan
 
     def _forget(self, chan: Channel) -> None:
@@ -141,7 +141,7 @@ class Listener(Blocking):
         if it was never accepted, from the backlog."""
         if self._sessions.get(chan.peer) is chan:
             del self._sessions[chan.peer]
-        self._backlog.discard(lambda entry: entry[0] is chan)
+        self._backlog.discard(chan)
         if self._closed and not self._sessions:
             self._endpoint.close()
 

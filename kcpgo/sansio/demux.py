@@ -25,9 +25,8 @@ sessions that already failed are evicted to make room, else the datagram is drop
 from __future__ import annotations
 
 import struct
-from collections import deque
 from enum import IntEnum
-from typing import TYPE_CHECKING, Callable, Deque, Generic, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Dict, Generic, Hashable, List, Optional, Tuple, TypeVar
 
 from ..snmp import DEFAULT_SNMP, Snmp
 from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY
@@ -107,43 +106,52 @@ T = TypeVar("T")
 
 
 class Backlog(Generic[T]):
-    """Sessions created but not yet accepted, at most ``limit`` (kcpgo's half-open cap).
+    """Sessions created but not yet accepted, at most ``limit`` (kcpgo's half-open cap), in
+    arrival order; every operation but eviction is O(1) (a listener under a flood releases
+    thousands of sessions a second).
 
     :meth:`make_room` evicts waiting items that ``failed(item)`` reports as failed (closing
     each with ``close(item)``) when the backlog is full; it counts them in :attr:`evicted`.
+    Items are found by a key (``push(item, key)``; the item itself by default).
     """
 
     def __init__(self, limit: int = ACCEPT_BACKLOG) -> None:
         if limit < 1:
             raise ValueError("backlog must be >= 1")
         self.limit = limit
-        self.items: Deque[T] = deque()
+        self._items: Dict[Hashable, T] = {}      # insertion-ordered: the accept order
         self.evicted = 0
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._items)
 
-    def push(self, item: T) -> None:
-        self.items.append(item)
+    @property
+    def items(self) -> List[T]:
+        """The waiting items, oldest first."""
+        return list(self._items.values())
+
+    def push(self, item: T, key: Optional[Hashable] = None) -> None:
+        self._items[item if key is None else key] = item
 
     def pop(self) -> T:
-        return self.items.popleft()
+        """The oldest item (``KeyError`` if empty)."""
+        items = self._items
+        return items.pop(next(iter(items)))
 
-    def discard(self, match: Callable[[T], bool]) -> None:
-        """Remove the items ``match`` selects (a session released while waiting)."""
-        if any(match(s) for s in self.items):
-            self.items = deque(s for s in self.items if not match(s))
+    def discard(self, key: Hashable) -> None:
+        """Forget the item pushed with ``key``, if it is still waiting."""
+        self._items.pop(key, None)
 
     def make_room(self, failed: Callable[[T], bool], close: Callable[[T], None]) -> bool:
         """Whether one more item fits, after evicting failed ones if the backlog is full.
         ``close`` runs after the evicted items have left the backlog."""
-        items = self.items
+        items = self._items
         if len(items) < self.limit:
             return True
-        gone = [s for s in items if failed(s)]
-        if gone:
-            self.items = deque(s for s in items if not failed(s))
-            self.evicted += len(gone)
-            for s in gone:
-                close(s)
-        return len(self.items) < self.limit
+        gone = [(k, s) for k, s in items.items() if failed(s)]
+        for k, _ in gone:
+            del items[k]
+        self.evicted += len(gone)
+        for _, s in gone:
+            close(s)
+        return len(items) < self.limit
