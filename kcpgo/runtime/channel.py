@@ -131,7 +131,10 @@ class Channel:
         return n
 
     def flush(self) -> None:
-        """Send what is due now (after an API call changed the state) and re-arm the timer."""
+        """Send what is due now (after an API call changed the state) and re-arm the timer.
+        Nothing once released: a setter called after close sends no datagram."""
+        if self.released:
+            return
         now = now_ms()
         out = self.conn.datagrams_to_send(now)
         if out:
