@@ -12,7 +12,7 @@ loads gevent on first use; ``import kcpgo`` alone does not.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 __version__ = "0.3.0"
 
@@ -33,20 +33,25 @@ __all__ = ["dial", "listen", "serve_conn", "Options", "KCPSocket", "Listener",
            "BlockCrypt", "derive_key", "crypt", "Snmp", "DEFAULT_SNMP",
            "MODES", "KCPTUN_CLIENT", "KCPTUN_SERVER", "CryptSpec"]
 
-Address = Tuple[Any, ...]
+#: ``(host, port)``, ``(host, port, flowinfo, scope_id)`` or kcp-go's ``"host:port"`` /
+#: ``"[ipv6]:port"`` (:func:`kcpgo.address.parse_address`).
+Address = Union[str, Tuple[Any, ...]]
 
 
 def dial(address: Address, options: Optional[Options] = None, *, conv: Optional[int] = None,
          timeout: Optional[float] = None, **session_options: Any) -> "KCPSocket":
     """Open a client session to ``address`` (kcp-go ``DialWithOptions``).
 
+    ``address``: ``(host, port)`` (``(host, port, flowinfo, scope_id)`` for IPv6) or kcp-go's
+    string form ``"host:port"`` / ``"[::1]:9000"``; the port must be in 1..65535.
     ``session_options`` are :class:`Options` fields (``crypt``, ``key``, ``data_shards``,
     ``parity_shards``, ``mode``, ``stream``, ``mtu``, ``window``, ``ack_nodelay``,
     ``write_delay``, ``idle_timeout``, ``snmp``); they override ``options``. ``conv`` defaults
     to a random u32. ``timeout`` (seconds) becomes the socket timeout.
 
     There is no handshake: this returns at once and the peer learns of the session from its
-    first datagram. Raises ``TypeError`` for an unknown option, ``ValueError`` for a bad value,
+    first datagram. Raises ``TypeError`` for an unknown option or an address of the wrong type,
+    ``ValueError`` for a bad value (a malformed address, a port out of range, no host),
     ``OSError`` if the address cannot be resolved.
     """
     opts = Options.build("dial()", options, **session_options)
@@ -58,6 +63,13 @@ def listen(address: Address, options: Optional[Options] = None, *,
            backlog: int = ACCEPT_BACKLOG, **session_options: Any) -> "Listener":
     """Listen for KCP sessions on UDP ``address`` (kcp-go ``ListenWithOptions``).
 
+    ``address`` as for :func:`dial`, with port 0 (a free port) and an empty host allowed:
+    ``("", port)``, ``("::", port)`` and ``":port"`` listen on every address of **both**
+    families where the system allows it (an IPv6 socket with ``IPV6_V6ONLY=0``, as
+    ``socket.create_server(..., dualstack_ipv6=True)`` and kcp-go's ``":port"``); IPv4 peers
+    then appear as ``("::ffff:a.b.c.d", port, 0, 0)`` in ``accept()``/``getpeername()``, as
+    with a dual-stack Python socket. ``"0.0.0.0"`` is IPv4 only. On a wildcard address each
+    session replies from the local address its peer sent to (docs/deviations.md D25, D26).
     ``session_options`` as for :func:`dial`; they apply to every new session before its first
     datagram is processed. ``backlog``: sessions created but not yet accepted (default 128).
     Raises like :func:`dial`, and ``OSError`` if the port cannot be bound.
@@ -73,6 +85,7 @@ def serve_conn(udp_socket: _socket.socket, options: Optional[Options] = None, *,
 
     The listener works on a duplicate of the descriptor and never closes ``udp_socket``
     itself; note that the duplicate shares its non-blocking flag. Options as :func:`listen`.
+    ``TypeError`` if ``udp_socket`` is not a socket, ``ValueError`` if it is not ``SOCK_DGRAM``.
     """
     opts = Options.build("serve_conn()", options, **session_options)
     from .facade.api import wrap_listener

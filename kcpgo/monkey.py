@@ -16,8 +16,10 @@ After :func:`patch`:
 * ``socket.create_connection(address, timeout)`` to a listed destination returns a connected
   :class:`kcpgo.KCPSocket` (KCP has no handshake: it returns at once, even if nobody listens).
 
-Everything else stays TCP, untouched. Keys are ``(host, port)`` tuples (host compared as given;
-``""`` and ``"0.0.0.0"`` are the same) or a bare port number for any host. Server options are
+Everything else stays TCP, untouched. Keys are ``(host, port)`` tuples or ``"host:port"``
+strings (kcp-go's form, ``"[::1]:9000"`` for IPv6; host compared as given, except that the
+wildcards ``""``, ``"0.0.0.0"`` and ``"::"`` are the same) or a bare port number (an int) for
+any host; ports must be in 0..65535 (:func:`kcpgo.address.parse_address`). Server options are
 those of :class:`~kcpgo.server.KCPServer`, client options those of :func:`kcpgo.dial`; both
 default to ``stream=True``. :func:`unpatch` restores every original; close KCP servers before.
 
@@ -43,6 +45,7 @@ import sys
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import dial
+from .address import WILDCARDS, parse_address, parse_port
 from .options import FIELDS, Options, add_arguments, from_arguments
 from .sansio.wire import check_conv
 from .server import KCPServer, _threading_process_request, process_request_concurrently, \
@@ -50,7 +53,7 @@ from .server import KCPServer, _threading_process_request, process_request_concu
 
 __all__ = ["patch", "unpatch", "is_patched", "main"]
 
-Key = Union[int, Tuple[str, int]]
+Key = Union[int, str, Tuple[str, int]]
 Table = Union[Mapping[Key, Optional[Mapping[str, Any]]], Iterable[Key], None]
 
 #: Keywords a client entry accepts: the session options, ``options`` itself and ``conv``.
@@ -81,7 +84,19 @@ _active: Optional[_Patch] = None
 
 
 def _host(host: Any) -> Any:
-    return "0.0.0.0" if host == "" else host
+    return "" if host in WILDCARDS else host
+
+
+def _key(key: Any, where: str = "kcpgo.monkey key") -> Key:
+    """A table key: a bare port (any host), or ``(host, port)`` with the wildcard hosts as
+    ``""``. ``TypeError``/``ValueError`` naming the accepted forms otherwise."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return parse_port(key, where)
+    if not isinstance(key, (tuple, str)):
+        raise TypeError(f"{where}: {key!r} is not a port, a (host, port) tuple or a "
+                        f"'host:port' string")
+    addr = parse_address(key, where, passive=True)
+    return (_host(addr[0]), addr[1])
 
 
 def _table(spec: Table, check: Callable[[Dict[str, Any]], Dict[str, Any]]
@@ -91,13 +106,7 @@ def _table(spec: Table, check: Callable[[Dict[str, Any]], Dict[str, Any]]
     items = spec.items() if isinstance(spec, Mapping) else ((k, None) for k in spec)
     out: Dict[Key, Dict[str, Any]] = {}
     for key, opts in items:
-        if isinstance(key, int) and not isinstance(key, bool):
-            norm: Key = key
-        elif isinstance(key, tuple) and len(key) >= 2 and isinstance(key[1], int):
-            norm = (_host(key[0]), key[1])
-        else:
-            raise ValueError(f"kcpgo.monkey: {key!r} is not a port or a (host, port) tuple")
-        out[norm] = check(dict(opts or {}))
+        out[_key(key)] = check(dict(opts or {}))
     return out
 
 
@@ -206,11 +215,12 @@ def _gevent_subscriber(p: _Patch) -> Callable[[Any], None]:
 def patch(servers: Table = None, clients: Table = None) -> None:
     """Serve and connect KCP, instead of TCP, for the listed addresses.
 
-    ``servers``: ``{port or (host, port): KCPServer options}`` (or just a list of keys); a
-    ``socketserver.TCPServer`` constructed for a matching ``server_address`` is a KCP server.
-    ``clients``: ``{port or (host, port): kcpgo.dial options}``; ``socket.create_connection``
-    to a matching address returns a :class:`kcpgo.KCPSocket`. Options are checked now
-    (``TypeError``/``ValueError``). Calling it again replaces the previous tables.
+    ``servers``: ``{port or (host, port) or "host:port": KCPServer options}`` (or just a list
+    of keys); a ``socketserver.TCPServer`` constructed for a matching ``server_address`` is a
+    KCP server. ``clients``: the same keys with :func:`kcpgo.dial` options;
+    ``socket.create_connection`` to a matching address returns a :class:`kcpgo.KCPSocket`.
+    Keys and options are checked now (``TypeError``/``ValueError`` naming the accepted forms;
+    ports 0..65535). Calling it again replaces the previous tables.
     """
     global _active
     server_table = _table(servers, _check_server)
@@ -269,10 +279,12 @@ def is_patched() -> bool:
 
 
 def _address(text: str) -> Key:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return int(port)
-    return (host.strip("[]"), int(port))
+    """A ``--server``/``--client`` value: ``PORT`` (any host), ``HOST:PORT``, ``[IPV6]:PORT``
+    or ``:PORT`` (the wildcard host). ``argparse.ArgumentTypeError`` otherwise."""
+    try:
+        return _key(int(text) if text.isascii() and text.isdigit() else text, "address")
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: Optional[list] = None) -> None:
@@ -283,8 +295,10 @@ def main(argv: Optional[list] = None) -> None:
                     "socket.create_connection() destinations switched to KCP.")
     ap.add_argument("--gevent", action="store_true",
                     help="call gevent.monkey.patch_all() first")
-    ap.add_argument("--server", action="append", default=[], metavar="[HOST:]PORT")
-    ap.add_argument("--client", action="append", default=[], metavar="[HOST:]PORT")
+    ap.add_argument("--server", action="append", default=[], type=_address,
+                    metavar="[HOST:]PORT", help="PORT, HOST:PORT or [IPV6]:PORT (repeatable)")
+    ap.add_argument("--client", action="append", default=[], type=_address,
+                    metavar="[HOST:]PORT", help="PORT, HOST:PORT or [IPV6]:PORT (repeatable)")
     add_arguments(ap)
     ap.add_argument("script")
     ap.add_argument("args", nargs=argparse.REMAINDER)
@@ -296,8 +310,8 @@ def main(argv: Optional[list] = None) -> None:
         opts = from_arguments(ns)
     except ValueError as e:
         ap.error(str(e))
-    patch(servers={_address(a): dict(opts) for a in ns.server},
-          clients={_address(a): dict(opts) for a in ns.client})
+    patch(servers={a: dict(opts) for a in ns.server},
+          clients={a: dict(opts) for a in ns.client})
     sys.argv = [ns.script] + ns.args
     sys.path[0] = os.path.dirname(os.path.abspath(ns.script))    # as `python script.py` does
     runpy.run_path(ns.script, run_name="__main__")

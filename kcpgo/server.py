@@ -46,13 +46,14 @@ import socket as _socket
 import socketserver
 import sys
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import gevent
 import gevent.pool
 import gevent.select
 from gevent.monkey import is_module_patched
 
+from .address import bind_plan
 from .facade.api import wrap_listener
 from .facade.socket import KCPSocket
 from .options import FIELDS, Options
@@ -178,8 +179,11 @@ class KCPServer(socketserver.TCPServer):
     ``options`` are those of :func:`kcpgo.listen` (``crypt``, ``key``, ``mode``,
     ``data_shards``, ``parity_shards``, ``window``, ``mtu``, ``backlog``, ...), with
     ``stream=True`` and ``idle_timeout=`` :attr:`idle_timeout` by default, plus
-    ``drain_timeout``. Bad options raise ``TypeError``/``ValueError`` here; a port in use raises
-    ``OSError`` here. Requests are handled one at a time in the serving thread (see
+    ``drain_timeout``. ``server_address`` is validated as :func:`kcpgo.listen`'s (a tuple or
+    ``"host:port"``; the wildcards ``""`` and ``"::"`` serve IPv4 and IPv6 where the system
+    allows, and IPv4 clients then appear as ``("::ffff:a.b.c.d", port, 0, 0)``). Bad options
+    or addresses raise ``TypeError``/``ValueError`` here; a port in use raises ``OSError``
+    here. Requests are handled one at a time in the serving thread (see
     :class:`ThreadingKCPServer`).
     """
 
@@ -198,7 +202,7 @@ class KCPServer(socketserver.TCPServer):
             # ThreadingMixIn composed by hand: same handler placement as ThreadingKCPServer
             cls.process_request = process_request_concurrently  # type: ignore[assignment]
 
-    def __init__(self, server_address: Tuple[Any, ...], RequestHandlerClass: Any,
+    def __init__(self, server_address: Union[str, Tuple[Any, ...]], RequestHandlerClass: Any,
                  bind_and_activate: bool = True, **options: Any) -> None:
         socketserver.BaseServer.__init__(self, server_address, RequestHandlerClass)
         opts = server_options(options, idle_timeout=getattr(self, "idle_timeout",
@@ -206,11 +210,16 @@ class KCPServer(socketserver.TCPServer):
                               drain_timeout=getattr(self, "drain_timeout",
                                                     DEFAULT_DRAIN_TIMEOUT),
                               where=type(self).__name__)
+        family, self.server_address, dualstack = bind_plan(server_address, type(self).__name__)
         self._kcpgo = _KCPState(opts)
-        host = server_address[0]
-        if self.address_family == _socket.AF_INET and isinstance(host, str) and ":" in host:
+        if family == _socket.AF_INET6:
             self.address_family = _socket.AF_INET6
         sock = RealSocket(self.address_family, _socket.SOCK_DGRAM)
+        if dualstack and self.address_family == _socket.AF_INET6:
+            try:
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
+            except OSError:  # pragma: no cover - bind_plan asked the system already
+                pass
         for opt in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
             try:
                 sock.setsockopt(_socket.SOL_SOCKET, opt, DEFAULT_SOCKBUF)

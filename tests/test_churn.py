@@ -19,7 +19,7 @@ def _check(res):
     assert res["greenlet_growth"] <= 0 and res["kcpgo_greenlet_growth"] == 0, res
     assert res["socket_growth"] == 0, res
     assert res["after"]["listener_sessions"] == 0, res
-    assert res["after"]["timer_heap"] == 0, res
+    assert res["after"]["live_timers"] == 0, res
     assert res["gc_object_growth"] < 200, res
     # The allocator's high-water mark is reached within two waves; no growth after that.
     assert res["rss_growth_after_wave2_mb"] < 8, res

@@ -69,6 +69,10 @@ def test_send_rejects_empty_and_too_many_fragments():
     with pytest.raises(ValueError):
         k.send(b"")
     with pytest.raises(ValueError):
+        k.send(b"z" * (1376 * 32 + 1))        # D20: default max_fragments = kcp-go's rcv_wnd
+    k.send(b"z" * (1376 * 32))
+    k.max_fragments = 255                     # the u8 frg field's (and kcp-go's) limit
+    with pytest.raises(ValueError):
         k.send(b"z" * (1376 * 255 + 1))
     k.send(b"z" * (1376 * 255))
 

@@ -26,6 +26,7 @@ IO_MODULES = {"gevent", "greenlet", "socket", "select", "selectors", "time", "as
 LAYERS: Dict[str, str] = {
     "kcpgo.codec": "codec",
     "kcpgo.snmp": "snmp",
+    "kcpgo.address": "address",
     "kcpgo.sansio": "sansio",
     "kcpgo.options": "options",
     "kcpgo.runtime": "runtime",
@@ -38,15 +39,17 @@ LAYERS: Dict[str, str] = {
 MAY_IMPORT: Dict[str, Set[str]] = {
     "codec": {"codec"},
     "snmp": set(),
+    # address parsing and validation: the standard library only, importable by everyone above
+    "address": set(),
     "sansio": {"codec", "snmp", "sansio"},
-    "options": {"codec", "snmp", "sansio"},
-    "runtime": {"sansio", "snmp", "runtime"},
-    "facade": {"runtime", "sansio", "options", "snmp", "codec", "facade"},
+    "options": {"codec", "snmp", "sansio", "address"},
+    "runtime": {"sansio", "snmp", "runtime", "address"},
+    "facade": {"runtime", "sansio", "options", "snmp", "codec", "facade", "address"},
     "integration": {"facade", "runtime", "sansio", "options", "snmp", "codec", "package",
-                    "integration"},
-    "testing": {"sansio", "codec", "snmp", "runtime", "testing"},
+                    "integration", "address"},
+    "testing": {"sansio", "codec", "snmp", "runtime", "testing", "address"},
     # the package's __init__: its own names at module level, the socket API lazily
-    "package": {"codec", "snmp", "sansio", "options", "facade"},
+    "package": {"codec", "snmp", "sansio", "options", "facade", "address"},
 }
 CORE = ("codec", "sansio", "snmp")
 MAX_LINES = 600

@@ -16,9 +16,15 @@ use in GOPATH mode from Debian's golang-github-xtaci-kcp-dev) or TCP (Go net):
   python tools/bench.py sink --server go --client go
   python tools/bench.py sink --compare             # kcpgo<->kcpgo, Go<->Go, TCP, and ratios
   python tools/bench.py sink --crypt aes --fec 10/3 --compare --runs 3 --json
+  python tools/bench.py sink --compare --mixed --runs 3 --mb 50 --after-accept
 
 Settings default to the project's benchmark settings: stream mode, fast3, windows 1024/1024,
-MTU 1400, 64 KiB writes, 4 MiB socket buffers.
+MTU 1400, 64 KiB writes, 4 MiB socket buffers. A kcp-go server applies them after accepting
+the session (kcp-go has no other way); a kcpgo server applies them at listen() unless
+--after-accept, which configures it the way kcp-go applications and kcptun do: listen with
+the defaults (32-segment windows), then set mode, stream mode, MTU and windows on the
+accepted session. --mb N makes sink send exactly N MB (the server's first-to-last-byte
+time is reported as "s", with the slowest run).
 """
 from __future__ import annotations
 
@@ -43,13 +49,30 @@ GOBENCH_SRC = os.path.join(HERE, "gobench", "gobench.go")
 # --------------------------------------------------------------------------- kcpgo roles
 
 
-def _kcpgo_opts(a: argparse.Namespace) -> dict:
+def _session_opts(a: argparse.Namespace) -> dict:
+    """What kcp-go applications set on a session (kcptun's fast3, stream mode)."""
+    return dict(mode="fast3", stream=True, mtu=a.mtu, window=(a.sndwnd, a.rcvwnd))
+
+
+def _kcpgo_opts(a: argparse.Namespace, session: bool = True) -> dict:
+    """Options for dial/listen: FEC and cipher, plus the session's unless ``session`` is
+    False (the listener of --after-accept)."""
     ds, ps = (int(x) for x in a.fec.split("/"))
-    opts = dict(data_shards=ds, parity_shards=ps, mode="fast3", stream=True, mtu=a.mtu,
-                window=(a.sndwnd, a.rcvwnd))
+    opts = dict(data_shards=ds, parity_shards=ps)
+    if session:
+        opts.update(_session_opts(a))
     if a.crypt:
         opts.update(crypt=a.crypt, key=a.key)
     return opts
+
+
+def _configure_accepted(s, a: argparse.Namespace) -> None:
+    """--after-accept: the kcp-go idiom (and kcptun's server), on kcpgo's setters."""
+    o = _session_opts(a)
+    s.set_mode(o["mode"])
+    s.set_stream_mode(o["stream"])
+    s.set_mtu(o["mtu"])
+    s.set_window_size(*o["window"])
 
 
 def _report(obj: dict) -> None:
@@ -59,11 +82,13 @@ def _report(obj: dict) -> None:
 def kcpgo_server(a: argparse.Namespace) -> None:
     import gevent
     import kcpgo
-    host, port = a.addr.rsplit(":", 1)
-    ln = kcpgo.listen((host, int(port)), **_kcpgo_opts(a))
-    print("LISTENING %s:%d" % ln.getsockname()[:2], flush=True)
+    from kcpgo.address import format_address
+    ln = kcpgo.listen(a.addr, **_kcpgo_opts(a, session=not a.after_accept))   # "host:port"
+    print("LISTENING " + format_address(ln.getsockname()), flush=True)
     if a.mode == "conc":
         def echo(s):
+            if a.after_accept:
+                _configure_accepted(s, a)
             try:
                 while True:
                     s.sendall(s.recv(65536))
@@ -73,6 +98,8 @@ def kcpgo_server(a: argparse.Namespace) -> None:
             s, _ = ln.accept()
             gevent.spawn(echo, s)
     s, _ = ln.accept()
+    if a.after_accept:
+        _configure_accepted(s, a)
     s.settimeout(a.idle)
     total = 0
     first = last = 0.0
@@ -97,15 +124,16 @@ def kcpgo_server(a: argparse.Namespace) -> None:
 def kcpgo_client(a: argparse.Namespace) -> None:
     import gevent
     import kcpgo
-    host, port = a.addr.rsplit(":", 1)
-    s = kcpgo.dial((host, int(port)), timeout=10, **_kcpgo_opts(a))
+    s = kcpgo.dial(a.addr, timeout=10, **_kcpgo_opts(a))           # "host:port"
     buf = os.urandom(a.size)
     if a.mode == "sink":
         end = time.monotonic() + a.duration
         sent = 0
-        while time.monotonic() < end:
-            s.sendall(buf)
-            sent += len(buf)
+        goal = int(a.mb * 1e6) if a.mb else 0
+        while (goal and sent < goal) or (not goal and time.monotonic() < end):
+            chunk = buf if not goal or goal - sent >= len(buf) else buf[:goal - sent]
+            s.sendall(chunk)
+            sent += len(chunk)
         s.drain(timeout=10)
         _report({"role": "client", "bytes": sent, "snmp": kcpgo.DEFAULT_SNMP.snapshot(),
                  "send_drops": s._chan.endpoint.send_drops})
@@ -172,18 +200,19 @@ def role_argv(impl: str, role: str, a: argparse.Namespace, addr: str) -> List[st
     if impl == "kcpgo":
         # Run from ROOT (the callers' cwd) with -m: the role imports this tree's kcpgo,
         # whatever kcpgo is installed.
-        return [sys.executable, "-m", "tools.bench", "--role", role, "--mode", common[1],
-                "--addr", addr, "--crypt", a.crypt or "", "--key", a.key, "--fec", a.fec,
-                "--mtu", str(a.mtu), "--sndwnd", str(a.sndwnd), "--rcvwnd", str(a.rcvwnd),
-                "--size", str(a.size), "--duration", str(a.duration), "--count", str(a.count),
-                "--idle", str(a.idle)]
+        return ([sys.executable, "-m", "tools.bench", "--role", role, "--mode", common[1],
+                 "--addr", addr, "--crypt", a.crypt or "", "--key", a.key, "--fec", a.fec,
+                 "--mtu", str(a.mtu), "--sndwnd", str(a.sndwnd), "--rcvwnd", str(a.rcvwnd),
+                 "--size", str(a.size), "--duration", str(a.duration), "--count", str(a.count),
+                 "--idle", str(a.idle), "--mb", str(a.mb)]
+                + (["--after-accept"] if a.after_accept else []))
     ds, ps = a.fec.split("/")
     return [build_gobench(), "-role", role, "-mode", common[1], "-addr", addr,
             "-transport", "tcp" if impl == "tcp" else "kcp", "-crypt", a.crypt or "",
             "-key", a.key, "-ds", ds, "-ps", ps, "-mtu", str(a.mtu), "-sndwnd", str(a.sndwnd),
             "-rcvwnd", str(a.rcvwnd), "-size", str(a.size), "-duration", str(a.duration),
             "-count", str(a.count), "-sessions", str(a.sessions), "-idle", str(a.idle),
-            "-sockbuf", str(4 << 20)]
+            "-sockbuf", str(4 << 20), "-bytes", str(int(a.mb * 1e6))]
 
 
 def _proc_stat(pid: int) -> tuple:
@@ -267,7 +296,7 @@ def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float
         if a.mode in ("sink", "lossy"):
             out, _ = srv.communicate(timeout=a.idle + 30)
             s = last_json(out)
-            figures = {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6}
+            figures = {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6, "s": s["seconds"]}
             snmp = result.get("snmp")
             if snmp and a.verbose:
                 figures["retrans %"] = 100 * snmp["RetransSegs"] / max(snmp["OutSegs"], 1)
@@ -343,6 +372,10 @@ def main() -> None:
     ap.add_argument("--rcvwnd", type=int, default=1024)
     ap.add_argument("--size", type=int, default=None, help="write/message size in bytes")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    ap.add_argument("--mb", type=float, default=0.0,
+                    help="sink: send exactly this many MB (10^6 bytes) instead of --duration")
+    ap.add_argument("--after-accept", action="store_true",
+                    help="kcpgo server: configure each session after accept() (kcp-go style)")
     ap.add_argument("--count", type=int, default=2000, help="ping: round trips")
     ap.add_argument("--sessions", type=int, default=1000, help="conc: sessions")
     ap.add_argument("--rtt", type=float, default=50.0, help="lossy: round-trip delay, ms")
@@ -366,7 +399,9 @@ def main() -> None:
     for server, client in pairs_for(a):
         runs = [run_pair(server, client, a) for _ in range(a.runs)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        results.append({"server": server, "client": client, "median": med, "runs": runs})
+        worst = {k: max(r[k] for r in runs) for k in runs[0]}
+        results.append({"server": server, "client": client, "median": med, "max": worst,
+                        "runs": runs})
     print_results(a, results)
 
 
@@ -377,11 +412,14 @@ def print_results(a: argparse.Namespace, results: List[dict]) -> None:
         return
     keys = list(results[0]["median"])
     print(f"\n{a.mode}: crypt={a.crypt or 'off'} fec={a.fec} mtu={a.mtu} "
-          f"wnd={a.sndwnd}/{a.rcvwnd} size={a.size} runs={a.runs} (medians)")
+          f"wnd={a.sndwnd}/{a.rcvwnd} size={a.size} runs={a.runs} "
+          f"{'after accept' if a.after_accept else 'kcpgo server at listen'}"
+          f"{f' {a.mb:g} MB' if a.mb else ''} (medians)")
     print(f"{'client -> server':22}" + "".join(f"{k:>16}" for k in keys))
     for r in results:
         print(f"{r['client'] + ' -> ' + r['server']:22}"
-              + "".join(f"{r['median'].get(k, float('nan')):16.1f}" for k in keys))
+              + "".join(f"{r['median'].get(k, float('nan')):16.2f}" for k in keys)
+              + (f"   slowest run {r['max']['s']:.2f} s" if "s" in r["max"] else ""))
     base = next((r for r in results if r["server"] == "go" and r["client"] == "go"), None)
     if base is not None:
         for r in results:

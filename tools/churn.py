@@ -43,7 +43,7 @@ def snapshot(ln: Any = None) -> Dict[str, Any]:
                             if type(o).__name__ == "KCPSocket"))
     rt = Runtime.existing()
     if rt is not None:
-        snap["timer_heap"] = rt.pending_timers
+        snap["live_timers"] = rt.live_timers
     if ln is not None:
         snap["listener_sessions"] = ln.session_count
     return snap

@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from kcpgo.address import parse_address
 from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
 from kcpgo.testing import rss_kb, udp_rcvbuf_errors
 
@@ -210,8 +211,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if res.get("legit_ok") or args.no_accept else 1
     if not args.target:
         ap.error("--target or --run is required")
-    host, _, port = args.target.rpartition(":")
-    res = send_flood((host, int(port)), args.sources, args.kind or "kcp", args.per_source,
+    try:
+        target = parse_address(args.target, "--target")
+    except (TypeError, ValueError) as e:
+        ap.error(str(e))
+    res = send_flood(target, args.sources, args.kind or "kcp", args.per_source,
                      args.rate, args.seed)
     print("DONE " + json.dumps(res), flush=True)
     return 0

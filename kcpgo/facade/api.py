@@ -7,6 +7,7 @@ import socket as _socket
 from functools import partial
 from typing import Any, Optional, Tuple
 
+from ..address import bind_plan, parse_address
 from ..options import Options
 from ..runtime._originals import RealSocket
 from ..runtime.channel import ADMIT_PER_FLUSH, Channel
@@ -33,15 +34,19 @@ _POLICY = dict(admit_limit=ADMIT_PER_FLUSH, probe_init=PROBE_INIT_LATEST)
 
 def open_client(address: Address, opts: Options, conv: Optional[int],
                 timeout: Optional[float]) -> KCPSocket:
-    """A client session to ``address`` on a new UDP socket of its own. Everything is checked
-    before the socket is opened; a failure after that closes it again."""
+    """A client session to ``address`` (a tuple or ``"host:port"``, :mod:`kcpgo.address`) on a
+    new UDP socket of its own. Everything is checked before the socket is opened; a failure
+    after that closes it again."""
+    addr = parse_address(address, "dial()")
     timeout = check_timeout(timeout)
     conv = check_conv(conv) if conv is not None else int.from_bytes(os.urandom(4), "little")
-    host, port = address[0], address[1]
+    host, port = addr[0], addr[1]
     infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_DGRAM)
     if not infos:  # pragma: no cover - getaddrinfo raises instead
         raise OSError(f"cannot resolve {host!r}")
     family, _, _, _, peer = infos[0]
+    if len(addr) == 4 and family == _socket.AF_INET6:
+        peer = peer[:2] + addr[2:]                  # the caller's flowinfo and scope_id
     conn = opts.connection(conv, **_POLICY)
     bind = ("0.0.0.0", 0) if family == _socket.AF_INET else ("::", 0)
     sock = UDPEndpoint.open(bind, family)
@@ -62,16 +67,19 @@ def open_client(address: Address, opts: Options, conv: Optional[int],
 
 
 def open_listener(address: Address, opts: Options, backlog: int = ACCEPT_BACKLOG) -> Listener:
-    """A listener on a new UDP socket bound to ``address``."""
-    host = address[0] or "0.0.0.0"
-    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    sock = UDPEndpoint.open((host, address[1]) + tuple(address[2:]), family)
+    """A listener on a new UDP socket bound to ``address`` (a tuple or ``"host:port"``;
+    ``""``/``"::"`` are dual-stack where the system allows, :func:`kcpgo.address.bind_plan`)."""
+    family, sockaddr, dualstack = bind_plan(address, "listen()")
+    sock = UDPEndpoint.open(sockaddr, family, dualstack=dualstack)
     return _listener(sock, opts, backlog)
 
 
 def wrap_listener(udp_socket: _socket.socket, opts: Options,
                   backlog: int = ACCEPT_BACKLOG) -> Listener:
     """A listener on a duplicate of an existing bound UDP socket (never closes the original)."""
+    if not all(hasattr(udp_socket, a) for a in ("fileno", "family", "type")):
+        raise TypeError(f"serve_conn needs a bound UDP socket (socket.socket(AF_INET or "
+                        f"AF_INET6, SOCK_DGRAM)), got {type(udp_socket).__name__}")
     if udp_socket.type != _socket.SOCK_DGRAM:
         raise ValueError("serve_conn needs a UDP (SOCK_DGRAM) socket")
     sock = RealSocket(udp_socket.family, _socket.SOCK_DGRAM, 0, os.dup(udp_socket.fileno()))

@@ -5,23 +5,32 @@ The demultiplexing decisions are :mod:`kcpgo.sansio.demux`'s; this module applie
 One reader greenlet serves every session of the listener. Datagrams are demultiplexed by the
 remote address, as kcp-go 5.6.1 does, not by conv:
 
-* a datagram that passes the crypto check and carries a conv creates a session for a new
-  address (while the accept backlog has room); FEC parity alone cannot create one;
-* from a known address, a different conv is taken as a restarted peer only if the segment's sn
-  is 0: the old session is reset (its calls raise ``ConnectionResetError`` after the data
-  already received, as after a TCP RST) and a new one replaces it; otherwise the datagram is
-  dropped;
-* a closed session is forgotten, so a late datagram from its address creates a new one (kcp-go
-  behaves the same; kcp sessions have no teardown handshake).
+* a datagram that passes the crypto check creates a session for a new address (while the
+  accept backlog has room) only if it can begin a conversation: it carries a PUSH whose sn is
+  below the receive window a new session gets. kcp-go creates one from any datagram with a
+  conv; kcpgo drops ACK-only, probe-only and mid-stream datagrams and bytes that are not KCP,
+  counted in :attr:`Listener.stray` (docs/deviations.md D30). FEC parity alone never creates
+  one;
+* from a known address, a different conv is taken as a restarted peer only if the datagram
+  carries a PUSH with sn 0 and a conv this address has not used before the live session
+  (kcpgo, D31; kcp-go: sn 0 in the first segment, whatever its cmd): the old session is reset
+  (its calls raise ``ConnectionResetError`` after the data already received, as after a TCP
+  RST) and a new one replaces it; otherwise the datagram is dropped (:attr:`Listener.mismatched`);
+* a closed session is forgotten (kcp sessions have no teardown handshake), but the late ACKs
+  and retransmissions its peer still sends no longer create a "phantom" session, as they do
+  in kcp-go (D30);
+* datagrams that keep failing the checksum from one address (or, without a cipher, that are
+  not KCP) are logged to ``kcpgo.listener`` as a WARNING, at most once per 10 s per listener
+  (D33).
 
-Flood protection (nothing here is in kcp-go, whose rules above stay as they are):
+Flood protection (nothing here is in kcp-go):
 
 * **Half-open cap**: sessions created but not yet accepted are at most ``backlog`` (default
   128, kcp-go's acceptBacklog); while the backlog is full, datagrams that would create a
-  session are dropped. Without a cipher any datagram with a conv creates a session, so a flood
-  from spoofed addresses fills the backlog, but the session table, its memory and its timers
-  stay bounded by ``backlog`` plus what the application accepted. With a cipher, datagrams
-  that fail the CRC/AEAD check never create a session.
+  session are dropped. Without a cipher any first PUSH (sn below the window) creates a
+  session, so a flood from spoofed addresses fills the backlog, but the session table, its
+  memory and its timers stay bounded by ``backlog`` plus what the application accepted. With
+  a cipher, datagrams that fail the CRC/AEAD check never create a session.
 * **Eviction of failed half-open sessions**: when the backlog is full, waiting sessions that
   have already failed (``idle_timeout`` expired, or the dead-link limit) are closed to make
   room (counted in :attr:`Listener.evicted`). This happens only if the application asked for
@@ -39,18 +48,22 @@ socket. Sessions still waiting in the backlog are closed.
 from __future__ import annotations
 
 import errno
+import logging
 import socket as _socket
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..runtime.channel import Channel
+from ..runtime.channel import Channel, format_peer
 from ..runtime.udp import UDPEndpoint
 from ..sansio.connection import Connection
-from ..sansio.demux import ACCEPT_BACKLOG, Backlog, Demux, Route
+from ..sansio.demux import ACCEPT_BACKLOG, Backlog, BadSources, Demux, Route, receive_window
 from ..snmp import Snmp
 from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, ebadf, set_dscp
 from .socket import KCPSocket
 
 __all__ = ["Listener", "ACCEPT_BACKLOG"]
+
+#: D33: the rate-limited WARNING about peers whose datagrams keep failing the checksum.
+log = logging.getLogger("kcpgo.listener")
 
 Address = Tuple[Any, ...]
 
@@ -67,7 +80,11 @@ class Listener(Blocking):
     def __init__(self, sock: _socket.socket, *, crypt: Any, backlog: int, owned: bool,
                  snmp: Snmp, new_connection: Callable[[int], Connection],
                  idle_timeout: Optional[float] = None) -> None:
-        self._demux = Demux(crypt, snmp)
+        # D30: a PUSH from a new address begins a conversation if its sn is below the receive
+        # window its session will have (the listen options'; a throwaway connection says).
+        self._demux = Demux(crypt, snmp, window=receive_window(new_connection(0)))
+        #: D33: which addresses keep failing the checksum, for the rate-limited warning.
+        self._bad = BadSources()
         self._backlog: Backlog[_Entry] = Backlog(backlog)
         self._new_connection = new_connection
         self._idle_timeout = idle_timeout
@@ -80,8 +97,10 @@ class Listener(Blocking):
         self._closed = False
         self._error: Optional[OSError] = None
         self._fd: Optional[ReadyFD] = None
+        # pktinfo: on a wildcard address, each session replies from the local address its
+        # peer sent to (Channel.local, refreshed per batch; docs/deviations.md D25).
         self._endpoint = UDPEndpoint(sock, self._on_batch, owned=owned, snmp=snmp,
-                                     on_error=self._fail)
+                                     on_error=self._fail, pktinfo=True)
         self._runtime = self._endpoint.runtime
         self._address = sock.getsockname()
 
@@ -89,6 +108,53 @@ class Listener(Blocking):
     def evicted(self) -> int:
         """Waiting sessions closed to make room in a full backlog (see the module docstring)."""
         return self._backlog.evicted
+
+    @property
+    def stray(self) -> int:
+        """Datagrams from an address without a session that could not begin a conversation
+        (late ACKs, probes, mid-stream segments, bytes that are not KCP), dropped instead of
+        creating a phantom session as kcp-go does (docs/deviations.md D30; not an SNMP field:
+        kcp-go has no such counter)."""
+        return self._demux.stray
+
+    @property
+    def mismatched(self) -> int:
+        """Datagrams with another conv from an address that has a session, dropped because
+        they do not begin a new conversation (no PUSH with sn 0, or a conv this address
+        already replaced: docs/deviations.md D31)."""
+        return self._demux.mismatched
+
+    @property
+    def bad_datagrams(self) -> int:
+        """Datagrams that failed the checksum/authentication (this listener's share of
+        InCsumErrors), plus, without a cipher, those from new addresses that are not KCP
+        (D33: what the rate-limited WARNING on ``kcpgo.listener`` reports)."""
+        return self._bad.total
+
+    def _bad_datagram(self, addr: Address, chan: Optional[Channel], action: Route,
+                      now: int) -> None:
+        """Count a datagram that failed the checksum (or is not KCP) from ``addr`` and warn,
+        rate-limited, when that address keeps sending them (docs/deviations.md D33)."""
+        crypt = self._demux.codec.crypt
+        if action is _DROP_NOT_KCP and crypt is not None:
+            return              # it passed our crypto check: a broken peer, not a mismatch
+        if chan is not None:
+            chan.conn.codec.csum_errors += 1            # the session's share, for its errors
+        due = self._bad.note(addr, now)
+        if due is None or not log.isEnabledFor(logging.WARNING):
+            return
+        count, suppressed = due
+        if action is _DROP_CHECKSUM:
+            what = (f"failed the checksum/authentication (InCsumErrors; this listener uses "
+                    f"crypt={getattr(crypt, 'name', crypt)!r})")
+            hint = "the peer's key/crypt settings probably differ from this listener's"
+        else:
+            what = "are not KCP datagrams (this listener has no crypt)"
+            hint = "the peer probably encrypts (crypt/key set on its side only)"
+        more = (f"; {suppressed} more bad datagrams since the last warning were not reported"
+                if suppressed else "")
+        log.warning("kcpgo listener %s: %d datagrams from %s %s: %s%s",
+                    format_peer(self._address), count, format_peer(addr), what, hint, more)
 
     # ------------------------------------------------------------------ demultiplexing
 
@@ -115,12 +181,18 @@ class Listener(Blocking):
                 if not accepting:
                     continue
             elif action is not _CREATE:
+                if action is _DROP_CHECKSUM or action is _DROP_NOT_KCP:
+                    self._bad_datagram(addr, old, action, now)
                 continue
             if not self._backlog.make_room(_failed, _discard):
                 continue                     # backlog full: no session, datagram lost (§5.2)
             chan = self._create(conv, addr)
             chan.receive_payload(payload, now)              # type: ignore[arg-type]
             touched[chan] = None
+        locals_ = self._endpoint.batch_locals
+        if locals_:
+            for chan in touched:
+                chan.local = locals_.get(chan.peer, chan.local)
         for chan in touched:
             chan.after_batch(now)
         if self._backlog:
@@ -141,6 +213,7 @@ class Listener(Blocking):
         if it was never accepted, from the backlog."""
         if self._sessions.get(chan.peer) is chan:
             del self._sessions[chan.peer]
+            self._demux.forget(chan.conv)
         self._backlog.discard(chan)
         if self._closed and not self._sessions:
             self._endpoint.close()
@@ -174,9 +247,24 @@ class Listener(Blocking):
         Honours :meth:`settimeout` (``TimeoutError``; ``BlockingIOError`` when non-blocking).
         Raises ``OSError(EBADF)`` once the listener is closed, also if closed while waiting.
         Any number of greenlets may wait in ``accept`` at once; each session goes to one.
+        If datagrams failed the checksum while it waited, the ``TimeoutError`` says how many
+        and from where (docs/deviations.md D33).
         """
-        return self._blocking_call(self._try_accept, None, self._accepting, self._deadline(),
-                                   take_turn=False)  # type: ignore[return-value]
+        bad = self._bad
+        before = bad.total
+        try:
+            return self._blocking_call(self._try_accept, None, self._accepting,
+                                       self._deadline(),
+                                       take_turn=False)  # type: ignore[return-value]
+        except TimeoutError:
+            failed = bad.total - before
+            if not failed:
+                raise
+            raise TimeoutError(
+                f"timed out; no session, but {failed} datagram{'s' * (failed != 1)} failed "
+                f"the checksum/authentication (or were not KCP) meanwhile, the last from "
+                f"{format_peer(bad.last)}: check that key/crypt settings match the "
+                f"peer's") from None
 
     def close(self) -> None:
         """Stop accepting (idempotent). Waiting ``accept`` calls raise ``OSError(EBADF)``.
@@ -246,6 +334,7 @@ class Listener(Blocking):
 
 _Entry = Tuple[Channel, KCPSocket]
 _FEED, _REPLACE, _CREATE = Route.FEED, Route.REPLACE, Route.CREATE
+_DROP_CHECKSUM, _DROP_NOT_KCP = Route.DROP_CHECKSUM, Route.DROP_NOT_KCP
 
 
 def _failed(entry: _Entry) -> bool:

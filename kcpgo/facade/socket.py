@@ -8,11 +8,15 @@ blocked on the session with ``OSError(EBADF)``. Timeouts raise ``TimeoutError`` 
 There is no FIN in KCP: ``recv`` never returns ``b""`` because of the peer (only after
 ``shutdown(SHUT_RD)``). A peer that stops acknowledging is detected after the dead-link
 threshold (``ConnectionResetError``) or the optional ``idle_timeout`` (``TimeoutError``).
+While no valid datagram has come from the peer, these errors and every ``TimeoutError`` say
+so, with what arrived instead and the likely causes: address, key, cipher, FEC
+(docs/deviations.md D33; there is no connect step to fail, KCP has no handshake, §5.1).
 """
 from __future__ import annotations
 
 import errno
 import io
+import operator
 import socket as _socket
 import warnings
 import weakref
@@ -87,6 +91,20 @@ class KCPSocket(Blocking):
             raise type(err)(err.errno, err.strerror)
         raise err  # type: ignore[misc]
 
+    def _blocking_call(self, attempt: Callable[[Any], object], arg: Any, side: Direction,
+                       deadline: Optional[float], nonblocking: Optional[bool] = None,
+                       take_turn: bool = True) -> object:
+        """:meth:`Blocking._blocking_call`, whose ``TimeoutError`` says why when no valid
+        datagram ever came from the peer (``Channel.diagnosis``, docs/deviations.md D33)."""
+        try:
+            return Blocking._blocking_call(self, attempt, arg, side, deadline, nonblocking,
+                                           take_turn)
+        except TimeoutError as exc:
+            chan = self._chan
+            if exc.errno is None and not chan.heard:
+                raise TimeoutError(f"timed out; {chan.diagnosis()}") from None
+            raise
+
     def _would_not_block(self) -> bool:
         return bool(self._closed or self._chan.error is not None or self._shut_rd
                     or self._leftover or self._conn.readable())
@@ -104,22 +122,17 @@ class KCPSocket(Blocking):
             self._leftover = left[n:]
             return left[:n]
         conn = self._conn
-        if conn.stream:
-            data = conn.recv_stream(n)
-            if not data:
-                return None
-        else:
-            data = conn.recv()
-            if data is None:
-                return None
+        data = conn.recv_stream(n) if conn.stream else conn.recv()
+        if data and len(data) > n:
+            self._leftover = data[n:]
+            data = data[:n]
+        # Even a call that returns nothing may have consumed zero-length messages: the
+        # descriptor follows "recv would not block" after every attempt (D22).
+        if self._fd is not None:
+            self._fd.set(self._would_not_block())
         if conn.window_update_due:
             self._chan.kick()               # the window reopened: tell the peer
-        if self._fd is not None:
-            self._fd.set(self._would_not_block() or len(data) > n)
-        if len(data) > n:
-            self._leftover = data[n:]
-            return data[:n]
-        return data
+        return data or None
 
     def _try_recv(self, bufsize: int) -> object:
         self._check_usable()
@@ -138,7 +151,9 @@ class KCPSocket(Blocking):
         """Receive up to ``bufsize`` bytes; block until at least one is available.
 
         In message mode at most one KCP message is returned (the rest of a longer message is
-        kept for the next call); in stream mode available segments are joined. Returns ``b""``
+        kept for the next call): a kcpgo or kcp-go sender's message is one chunk of at most
+        :attr:`mss` bytes (see :meth:`send`), a C KCP peer's may be a reassembled multi-fragment
+        message. In stream mode available segments are joined. Returns ``b""``
         only after ``shutdown(SHUT_RD)`` or for ``bufsize == 0``. Raises ``TimeoutError`` after
         the timeout, ``BlockingIOError`` in non-blocking mode, ``OSError(EBADF)`` if closed
         (also when closed while blocked), ``ConnectionResetError``/``TimeoutError`` once the
@@ -146,6 +161,7 @@ class KCPSocket(Blocking):
         """
         if flags:
             raise ValueError("recv flags are not supported on a KCP session")
+        bufsize = operator.index(bufsize)   # TypeError before anything is taken, as socket.recv
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
         self._runtime.check_thread()
@@ -153,9 +169,17 @@ class KCPSocket(Blocking):
                                    self._deadline())  # type: ignore[return-value]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Like :meth:`recv`, into a writable buffer; returns the number of bytes stored."""
+        """Like :meth:`recv`, into a writable buffer; returns the number of bytes stored.
+
+        ``TypeError`` for a read-only buffer, raised before anything is received (as
+        ``socket.recv_into``), so no data is lost."""
         view = memoryview(buffer).cast("B")
-        if nbytes <= 0 or nbytes > len(view):
+        if view.readonly:
+            raise TypeError("recv_into() argument 'buffer' must be a writable buffer")
+        nbytes = operator.index(nbytes)
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if nbytes == 0 or nbytes > len(view):
             nbytes = len(view)
         data = self.recv(nbytes, flags)
         n = len(data)
@@ -189,6 +213,13 @@ class KCPSocket(Blocking):
         Returns how many bytes were queued: everything that fits in the free window, at least
         one segment. Raises like :meth:`recv`, and ``BrokenPipeError`` after
         ``shutdown(SHUT_WR)``.
+
+        Message mode and large writes: as kcp-go's Write, the data is cut into chunks of at
+        most :attr:`mss` bytes, each sent as one KCP message with frg 0; there is no size
+        limit (no fragments, so none of ``KCP.send``'s ``max_fragments``). The peer's ``recv``
+        therefore returns a send of up to mss bytes whole (given a large enough bufsize) and a
+        longer one as consecutive chunks of mss bytes (the last one shorter): message
+        boundaries are kept only up to mss. Stream mode packs the bytes into full segments.
         """
         if flags:
             raise ValueError("send flags are not supported on a KCP session")
@@ -438,15 +469,34 @@ class KCPSocket(Blocking):
         self._conn.dead_link = transmissions
 
     def set_window_size(self, sndwnd: int, rcvwnd: int) -> None:
-        """Send/receive windows in segments (values <= 0 leave one unchanged)."""
-        self._conn.set_window_size(sndwnd, rcvwnd)
+        """Send/receive windows in segments (values <= 0 leave one unchanged; max 65535,
+        ``ValueError`` above). A receive window that grew beyond what the peer was last told
+        is announced at once (docs/deviations.md D35), as after ``accept()`` in kcptun."""
+        conn = self._conn
+        conn.set_window_size(sndwnd, rcvwnd)
+        if conn.window_update_due:
+            self._chan.flush()
 
     def set_mtu(self, mtu: int) -> None:
-        """Largest datagram on the wire, headers included (50..1500). ``ValueError`` otherwise."""
+        """Largest datagram on the wire in bytes, headers included (50..1500; §1.4).
+
+        Lowering it mid-session re-cuts what is queued but not yet sent for the new size
+        (docs/deviations.md D23); segments already sent keep their size and sn, so their
+        retransmissions may exceed the new MTU. ``ValueError`` outside 50..1500 or when a
+        queued message cannot be re-cut (``KCP.max_fragments``), ``TypeError`` for a non-int;
+        a call that raises changes nothing.
+        """
         self._conn.set_mtu(mtu)
 
+    @property
+    def mss(self) -> int:
+        """Data bytes per KCP segment (the MTU minus cipher, FEC and KCP headers, §1.4): in
+        message mode the largest piece one :meth:`recv` returns from a kcpgo/kcp-go peer."""
+        return self._conn.mss
+
     def set_stream_mode(self, enable: bool) -> None:
-        """Stream mode (kcptun) packs writes into full segments; message mode keeps chunks."""
+        """Stream mode (kcptun) packs writes into full segments; message mode sends each chunk
+        of at most :attr:`mss` bytes as one message (see :meth:`send`)."""
         self._conn.stream = bool(enable)
 
     def set_write_delay(self, enable: bool) -> None:

@@ -10,7 +10,9 @@ Per received batch: feed every datagram, flush once (data and window updates), n
 send the batch's ACKs one loop turn later so that a reply written by a woken greenlet carries
 them (docs/deviations.md). Per timer: the periodic flush and retransmissions, the optional
 idle timeout. A dead link (a segment sent ``dead_link`` times) or a socket error is latched in
-:attr:`Channel.error`; the channel then sends no more and stops its timer.
+:attr:`Channel.error`; the channel then sends no more and stops its timer. Until a valid
+datagram arrives (:attr:`Channel.heard`), the dead-link and idle errors end with
+:meth:`Channel.diagnosis`: what arrived instead and the likely causes (docs/deviations.md D33).
 """
 from __future__ import annotations
 
@@ -39,9 +41,10 @@ class Channel:
     ``passive`` marks a listener's session (``PassiveOpens``; it shares the listener's socket).
     """
 
-    __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "passive", "runtime",
+    __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "local", "passive",
+                 "runtime",
                  "timer", "on_update", "error", "released", "_on_release", "_acks_scheduled",
-                 "_idle_ms", "last_rx", "__weakref__")
+                 "_idle_ms", "last_rx", "heard", "opened", "foreign", "__weakref__")
 
     def __init__(self, conn: Connection, endpoint: UDPEndpoint, peer: Address, *,
                  on_release: Callable[["Channel"], None], passive: bool = False,
@@ -53,6 +56,9 @@ class Channel:
         self.receive_payload = conn.receive_payload
         self.endpoint = endpoint
         self.peer = peer
+        #: The local address to reply from (``UDPEndpoint.batch_locals``; set by a wildcard
+        #: listener with pktinfo, docs/deviations.md D25); ``None``: the system chooses.
+        self.local: Any = None
         self.passive = passive
         self.runtime = endpoint.runtime
         self.timer = self.runtime.timer(self._on_timer)
@@ -64,7 +70,13 @@ class Channel:
         self._on_release = on_release
         self._acks_scheduled = False
         self._idle_ms: Optional[int] = None
-        self.last_rx = now_ms()
+        self.last_rx = self.opened = now_ms()
+        #: Whether a valid datagram (it passed the crypto check and KCP took it) came from the
+        #: peer; a listener's session was created by one. Until then errors say what arrived
+        #: instead (:meth:`diagnosis`, docs/deviations.md D33).
+        self.heard = passive
+        #: Datagrams from other addresses dropped by this client channel (its share of InErrs).
+        self.foreign = 0
         self.set_idle_timeout(idle_timeout)
         snmp = conn.snmp
         snmp.CurrEstab += 1
@@ -79,17 +91,44 @@ class Channel:
 
     def on_batch(self, batch: list, now: int) -> None:
         """A client endpoint's batch: only datagrams from :attr:`peer` are accepted."""
+        if not self.heard:
+            self._on_batch_unheard(batch, now)
+            return
         conn = self.conn
         peer = self.peer
         fed = False
         for data, addr in batch:
             if addr != peer:
                 conn.snmp.InErrs += 1
+                self.foreign += 1
                 continue
-            conn.receive_datagram(data, now)
-            fed = True
+            if conn.receive_datagram(data, now):    # failed the crypto check: not the peer
+                fed = True
         if fed:
             self.after_batch(now)
+
+    def _on_batch_unheard(self, batch: list, now: int) -> None:
+        """:meth:`on_batch` until the first valid datagram: also notes whether each one passed
+        the crypto check and was taken by KCP (the codec counts the failures)."""
+        conn = self.conn
+        codec = conn.codec
+        peer = self.peer
+        fed = False
+        for data, addr in batch:
+            if addr != peer:
+                conn.snmp.InErrs += 1
+                self.foreign += 1
+                continue
+            rejected = codec.input_errors
+            if conn.receive_datagram(data, now):
+                fed = True
+                if codec.input_errors == rejected:
+                    self.heard = True
+        if fed:
+            last = self.last_rx
+            self.after_batch(now)
+            if not self.heard:
+                self.last_rx = last     # nothing valid yet: the idle clock keeps running
 
     def after_batch(self, now: int) -> None:
         """The batch fed this session: flush once for all of it, notify, then send the ACKs
@@ -100,7 +139,7 @@ class Channel:
         conn = self.conn
         out = conn.datagrams_to_send(now, acks=False)
         if out:
-            self.endpoint.send_many(out, self.peer)
+            self.endpoint.send_many(out, self.peer, self.local)
         self._post_io(now)
         if conn.pending_acks and not self._acks_scheduled:
             self._acks_scheduled = True
@@ -138,7 +177,7 @@ class Channel:
         now = now_ms()
         out = self.conn.datagrams_to_send(now)
         if out:
-            self.endpoint.send_many(out, self.peer)
+            self.endpoint.send_many(out, self.peer, self.local)
         self._post_io(now)
 
     def kick(self) -> None:
@@ -148,7 +187,8 @@ class Channel:
 
     def set_idle_timeout(self, seconds: Optional[float]) -> None:
         """Fail with ``TimeoutError(ETIMEDOUT)`` after ``seconds`` without any datagram from the
-        peer (``None``: never, as kcp-go)."""
+        peer (``None``: never, as kcp-go). Datagrams that fail the crypto check do not count,
+        nor, until the first valid one, datagrams KCP rejects (D33: the error then says so)."""
         self._idle_ms = None if seconds is None else max(1, int(seconds * 1000))
         if self._idle_ms is not None and not self.released and self.error is None:
             self.timer.schedule(self.last_rx + self._idle_ms)
@@ -163,7 +203,7 @@ class Channel:
             try:
                 out = self.conn.flush(now_ms())
                 if out:
-                    endpoint.send_many(out, self.peer)
+                    endpoint.send_many(out, self.peer, self.local)
             except OSError:
                 pass
         self.conn.snmp.CurrEstab -= 1
@@ -181,7 +221,7 @@ class Channel:
         now = now_ms()
         out = conn.flush_acks(now)
         if out:
-            self.endpoint.send_many(out, self.peer)
+            self.endpoint.send_many(out, self.peer, self.local)
         self._post_io(now)
 
     def _on_timer(self, now: int) -> None:
@@ -190,10 +230,11 @@ class Channel:
         idle = self._idle_ms
         if idle is not None and now - self.last_rx >= idle and self.error is None:
             self.fail(TimeoutError(errno.ETIMEDOUT,
-                                   f"no datagram from the peer for {idle / 1000:g} s"))
+                                   f"no datagram from the peer for {idle / 1000:g} s"
+                                   + self.unheard_suffix(now)))
         out = self.conn.datagrams_to_send(now)
         if out:
-            self.endpoint.send_many(out, self.peer)
+            self.endpoint.send_many(out, self.peer, self.local)
         self._post_io(now)
 
     def _post_io(self, now: int) -> None:
@@ -201,7 +242,7 @@ class Channel:
         if conn.dead and self.error is None:
             self.error = ConnectionResetError(
                 errno.ECONNRESET, f"peer stopped acknowledging (a segment was sent "
-                                  f"{conn.dead_link} times)")
+                                  f"{conn.dead_link} times)" + self.unheard_suffix(now))
         self.on_update()
         if self.error is not None:
             self.timer.cancel()              # a dead session retransmits no more
@@ -216,6 +257,57 @@ class Channel:
 
     def __repr__(self) -> str:
         return f"<kcpgo Channel conv={self.conn.conv:#010x} peer={self.peer}>"
+
+    # ------------------------------------------------------------------ diagnosis (D33)
+
+    def unheard_suffix(self, now: Optional[int] = None) -> str:
+        """``"; " + diagnosis`` for an error message while :attr:`heard` is false, else ``""``."""
+        return "" if self.heard else "; " + self.diagnosis(now)
+
+    def diagnosis(self, now: Optional[int] = None) -> str:
+        """Why nothing valid may have come from the peer yet, with the counters that say what
+        did arrive (docs/deviations.md D33); ``""`` once a valid datagram arrived. Cheap to
+        keep: the counts are taken on the failure paths only."""
+        if self.heard:
+            return ""
+        if now is None:
+            now = now_ms()
+        codec = self.conn.codec
+        csum, bad, other = codec.csum_errors, codec.input_errors, self.foreign
+        text = (f"no valid datagram received from {format_peer(self.peer)} in "
+                f"{(now - self.opened) / 1000:.1f} s")
+        facts = []
+        if csum:
+            facts.append(f"{csum} datagram{'s' * (csum != 1)} from it failed the "
+                         f"checksum/authentication (InCsumErrors)")
+        if bad:
+            facts.append(f"{bad} from it {'were' if bad != 1 else 'was'} not KCP for conv "
+                         f"{self.conv:#x} (KCPInErrors)")
+        if other:
+            facts.append(f"{other} came from other addresses and {'were' if other != 1 else 'was'}"
+                         f" dropped (InErrs)")
+        if facts:
+            text += "; " + ", ".join(facts)
+        if csum or bad:
+            return text + ": check that key/crypt/FEC settings match the peer's"
+        if other:
+            return text + (": the peer may answer from another address (a multi-homed server: "
+                           "dial the address it replies from, or make it listen on that one)")
+        if not self.conn.waitsnd:
+            return text + (" (nothing was sent yet: KCP has no handshake, a peer hears of a "
+                           "session from its first data)")
+        return text + (": nothing came back; check the address and port, that the peer is "
+                       "running, and that key/crypt/FEC settings match (a kcp-go or kcpgo "
+                       "server drops datagrams it cannot decrypt without answering)")
+
+
+def format_peer(addr: Address) -> str:
+    """``"host:port"``, ``"[v6 host]:port"`` for IPv6, for messages."""
+    try:
+        host, port = addr[0], addr[1]
+    except (TypeError, IndexError):
+        return str(addr)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def _nothing() -> None:

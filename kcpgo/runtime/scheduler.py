@@ -175,6 +175,12 @@ class Runtime:
         """Heap entries (live and stale), for tests and diagnostics."""
         return len(self._heap)
 
+    @property
+    def live_timers(self) -> int:
+        """Heap entries of timers still armed for them (a closed or re-armed timer leaves a
+        stale entry until its deadline): what a leaked session would keep. Diagnostics."""
+        return sum(1 for deadline, _, timer in self._heap if timer.at == deadline)
+
 
 class Signal:
     """A flag any thread may set and any greenlet of any thread may wait for.

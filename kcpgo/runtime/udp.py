@@ -6,6 +6,13 @@ are sized to about :data:`BATCH_BUDGET` of processing. A fatal socket error ends
 is reported once through ``on_error(exc)``. Sends go out in order; on Linux, runs of
 equal-sized datagrams leave in one ``sendmsg`` with UDP GSO, and the reader accepts GRO bursts.
 Neither changes what is on the wire.
+
+A listener's socket bound to a wildcard address (``0.0.0.0``, ``::``) reads the local address
+each datagram was sent to (``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``) and its sessions reply from
+that address (docs/deviations.md D25): a client that dialed 127.0.0.2 or a server's second
+address gets its answers from the address it dialed, which kcp-go latest's clients (and
+kcpgo's) require. Where the platform lacks this, replies leave from the address the system
+chooses, as before.
 """
 from __future__ import annotations
 
@@ -48,6 +55,28 @@ _GSO_MAX_BYTES = 65000
 _GRO_BUFSIZE = 65536
 _CMSG_GRO = _stdlib_socket.CMSG_SPACE(4) if hasattr(_stdlib_socket, "CMSG_SPACE") else 0
 _GSO_SIZES = {}
+#: sendmsg errors that mean "no GSO here" (old kernel, odd device).
+_NO_GSO = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+
+# Local-address ancillary data (IP_PKTINFO: struct in_pktinfo {ifindex, spec_dst, addr};
+# IPV6_PKTINFO: struct in6_pktinfo {addr, ifindex}). Python < 3.13 lacks IP_PKTINFO: Linux's
+# value is 8. A dual-stack socket reports IPv4 datagrams as IPV6_PKTINFO with a v4-mapped
+# address and accepts that form back (Linux ip_cmsg_send with allow_ipv6).
+_IPPROTO_IP = _stdlib_socket.IPPROTO_IP
+_IPPROTO_IPV6 = getattr(_stdlib_socket, "IPPROTO_IPV6", 41)
+_IP_PKTINFO = getattr(_stdlib_socket, "IP_PKTINFO", 8 if _sys.platform.startswith("linux")
+                      else None)
+_IPV6_RECVPKTINFO = getattr(_stdlib_socket, "IPV6_RECVPKTINFO", None)
+_IPV6_PKTINFO = getattr(_stdlib_socket, "IPV6_PKTINFO", None)
+_CMSG_PKTINFO = _stdlib_socket.CMSG_SPACE(20) if _CMSG_GRO else 0
+#: sendmsg errors that may mean "not from this local address" (it was removed: Linux says
+#: EINVAL or ENETUNREACH): the datagram is sent again without it.
+_LOCAL_ERRORS = (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.ENOPROTOOPT,
+                 errno.EOPNOTSUPP)
+#: Distinct local addresses remembered as ready control messages (cleared when full).
+_LOCAL_CACHE_MAX = 256
+#: :attr:`UDPEndpoint.batch_locals` of an endpoint without pktinfo (never written).
+_NO_LOCALS: Dict[Any, Any] = {}
 
 
 def _sys_platform_linux() -> bool:
@@ -61,12 +90,19 @@ class UDPEndpoint:
     client channel or the listener that decides where each datagram goes. ``on_error(exc)`` is
     called once if the socket fails (the reader has stopped; :attr:`error` holds ``exc``).
     Both may be set right after construction: the reader starts on the next loop turn.
+
+    ``pktinfo=True`` (a listener's socket): if the socket is bound to a wildcard address and
+    the platform reports local addresses, :attr:`pktinfo` is True and, during ``on_batch``,
+    :attr:`batch_locals` maps each source address of the batch to the local address its
+    datagram was sent to, as the ``local`` argument of :meth:`send_many` (a reply from there).
+    It holds one batch only, so memory stays bounded whatever the sources.
     """
 
     def __init__(self, sock: _stdlib_socket.socket,
                  on_batch: Optional[Callable[[list, int], None]] = None,
                  owned: bool = True, snmp: Any = None,
-                 on_error: Optional[Callable[[OSError], None]] = None) -> None:
+                 on_error: Optional[Callable[[OSError], None]] = None,
+                 pktinfo: bool = False) -> None:
         self.runtime = Runtime.current()
         self.sock = sock
         self.owned = owned
@@ -84,6 +120,13 @@ class UDPEndpoint:
                 self.gro = True
             except OSError:
                 pass
+        #: Local addresses are read and replies sent from them (see the class docstring).
+        self.pktinfo = False
+        #: Source address -> ``local`` for :meth:`send_many`, for the batch being handled.
+        self.batch_locals: Dict[Any, Any] = _NO_LOCALS
+        self._local_cache: Dict[Tuple[int, int, bytes], Any] = {}
+        if pktinfo and self._sendmsg is not None and _CMSG_PKTINFO:
+            self._enable_pktinfo()
         self.on_batch = on_batch
         self.on_error = on_error
         self.closed = False
@@ -96,12 +139,39 @@ class UDPEndpoint:
         self._reader = gevent.spawn(self._read_loop)
         self._reader.name = "kcpgo-reader"
 
+    def _enable_pktinfo(self) -> None:
+        """Ask for each datagram's local address, if the socket is bound to a wildcard one
+        (a socket bound to one address replies from it anyway)."""
+        try:
+            host = self.sock.getsockname()[0]
+        except OSError:
+            return
+        try:
+            if self.family == _stdlib_socket.AF_INET6 and host == "::" and _IPV6_RECVPKTINFO:
+                self.sock.setsockopt(_IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+            elif self.family == _stdlib_socket.AF_INET and host == "0.0.0.0" and _IP_PKTINFO:
+                self.sock.setsockopt(_IPPROTO_IP, _IP_PKTINFO, 1)
+            else:
+                return
+        except OSError as e:  # pragma: no cover - platform without it: the system chooses
+            log.debug("no local-address ancillary data (%s): replies leave from the address "
+                      "the system chooses", e)
+            return
+        self.pktinfo = True
+        self._receive = self._receive_pktinfo       # type: ignore[method-assign]
+
     @staticmethod
     def open(address: Tuple[Any, ...], family: int = _stdlib_socket.AF_INET,
-             sockbuf: int = DEFAULT_SOCKBUF) -> _stdlib_socket.socket:
-        """A new non-blocking UDP socket bound to ``address`` with large buffers."""
+             sockbuf: int = DEFAULT_SOCKBUF, dualstack: bool = False) -> _stdlib_socket.socket:
+        """A new non-blocking UDP socket bound to ``address`` with large buffers.
+
+        ``dualstack`` (an ``AF_INET6`` socket): clear ``IPV6_V6ONLY`` before binding, so that
+        ``::`` serves IPv4 too (peers then appear as ``::ffff:a.b.c.d``).
+        """
         sock = RealSocket(family, _stdlib_socket.SOCK_DGRAM)
         try:
+            if dualstack:
+                sock.setsockopt(_IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 0)
             for opt in (_stdlib_socket.SO_RCVBUF, _stdlib_socket.SO_SNDBUF):
                 try:
                     sock.setsockopt(_stdlib_socket.SOL_SOCKET, opt, sockbuf)
@@ -113,10 +183,11 @@ class UDPEndpoint:
             raise
         return sock
 
-    def sendto(self, data: bytes, address: Any) -> bool:
-        """Send one datagram now; a full socket buffer drops it (KCP retransmits)."""
+    def sendto(self, data: bytes, address: Any, local: Any = None) -> bool:
+        """Send one datagram now (from ``local``, see :meth:`send_many`); a full socket buffer
+        drops it (KCP retransmits)."""
         try:
-            self._sendto(data, address)
+            self._send_one(data, address, local)
         except (BlockingIOError, InterruptedError):
             self.send_drops += 1
             return False
@@ -132,17 +203,27 @@ class UDPEndpoint:
             snmp.OutBytes += len(data)
         return True
 
-    def send_many(self, datagrams: List[bytes], address: Any) -> None:
+    def send_many(self, datagrams: List[bytes], address: Any, local: Any = None) -> None:
         """Send a flush's datagrams in order; runs of equal-sized ones go out as one GSO call.
 
-        A full socket buffer drops what did not fit (KCP retransmits); ICMP-reported errors are
-        ignored as UDP allows.
+        ``local``: the local address to send from, as :attr:`batch_locals` gave it (``None``:
+        the system chooses). A full socket buffer drops what did not fit (KCP retransmits);
+        ICMP-reported errors are ignored as UDP allows.
         """
         n = len(datagrams)
         sent = 0
         nbytes = 0
         try:
-            if n == 1 or not self.gso:
+            if local is not None and (n == 1 or not self.gso):
+                send_one = self._send_one
+                for d in datagrams:
+                    try:
+                        send_one(d, address, local)
+                        sent += 1
+                        nbytes += len(d)
+                    except (BlockingIOError, InterruptedError):
+                        self.send_drops += 1
+            elif n == 1 or not self.gso:
                 sendto = self._sendto
                 for d in datagrams:
                     try:
@@ -152,7 +233,7 @@ class UDPEndpoint:
                     except (BlockingIOError, InterruptedError):
                         self.send_drops += 1
             else:
-                sent, nbytes = self._send_gso(datagrams, address)
+                sent, nbytes = self._send_gso(datagrams, address, local)
         except OSError as e:
             if not self.closed and e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                                    errno.ENETUNREACH):
@@ -162,9 +243,23 @@ class UDPEndpoint:
             snmp.OutPkts += sent
             snmp.OutBytes += nbytes
 
-    def _send_gso(self, datagrams: List[bytes], address: Any) -> Tuple[int, int]:
+    def _send_one(self, data: bytes, address: Any, local: Any) -> None:
+        """One datagram, from ``local`` if given; if that address is refused (removed from the
+        host, say), from the one the system chooses."""
+        if local is None:
+            self._sendto(data, address)
+            return
+        try:
+            self._sendmsg((data,), local, 0, address)      # type: ignore[misc]
+        except OSError as e:
+            if e.errno not in _LOCAL_ERRORS:
+                raise
+            self._sendto(data, address)
+
+    def _send_gso(self, datagrams: List[bytes], address: Any,
+                  local: Any = None) -> Tuple[int, int]:
         """Group runs of equal-sized datagrams (the last of a run may be shorter, as GSO
-        allows) into UDP_SEGMENT sends."""
+        allows) into UDP_SEGMENT sends (with ``local``'s control message, if given)."""
         sendto = self._sendto
         sendmsg = self._sendmsg
         n = len(datagrams)
@@ -183,28 +278,45 @@ class UDPEndpoint:
                 j += 1
             try:
                 if j - i == 1:
-                    sendto(datagrams[i], address)
+                    if local is None:
+                        sendto(datagrams[i], address)
+                    else:
+                        self._send_one(datagrams[i], address, local)
                 else:
                     cmsg = _GSO_SIZES.get(size)
                     if cmsg is None:
                         cmsg = _GSO_SIZES[size] = [(_SOL_UDP, _UDP_SEGMENT,
                                                      size.to_bytes(2, _sys.byteorder))]
                     try:
-                        sendmsg((b"".join(datagrams[i:j]),), cmsg, 0, address)
+                        sendmsg((b"".join(datagrams[i:j]),), cmsg if local is None else
+                                cmsg + local, 0, address)
                     except OSError as e:
-                        if e.errno not in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT,
-                                           errno.EOPNOTSUPP):
+                        if e.errno not in _NO_GSO and (local is None or
+                                                       e.errno not in _LOCAL_ERRORS):
                             raise
-                        # No GSO here (old kernel, odd device): plain sends from now on.
-                        self.gso = False
-                        for d in datagrams[i:j]:
-                            sendto(d, address)
+                        if local is None or not self._gso_without_local(
+                                datagrams[i:j], cmsg, address):
+                            # No GSO here (old kernel, odd device): plain sends from now on.
+                            self.gso = False
+                            for d in datagrams[i:j]:
+                                self._send_one(d, address, local)
                 sent += j - i
                 nbytes += total
             except (BlockingIOError, InterruptedError):
                 self.send_drops += j - i
             i = j
         return sent, nbytes
+
+    def _gso_without_local(self, run: List[bytes], cmsg: list, address: Any) -> bool:
+        """A GSO send with a local address failed: try it once without the address (the
+        address may be gone, GSO fine). True if that worked."""
+        try:
+            self._sendmsg((b"".join(run),), cmsg, 0, address)     # type: ignore[misc]
+        except OSError as e:
+            if e.errno in _NO_GSO:
+                return False
+            raise
+        return True
 
     def _receive(self, limit: int) -> list:
         """Read up to about ``limit`` datagrams without blocking, GRO bursts split.
@@ -233,12 +345,50 @@ class UDPEndpoint:
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
-            if self.closed or e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                                          errno.ENETUNREACH):
-                return batch    # ICMP errors reported on the socket: not fatal for UDP
-            self.error = e
-            log.debug("reader stopped: %s", e)
+            self._receive_error(e)
         return batch
+
+    def _receive_pktinfo(self, limit: int) -> list:
+        """:meth:`_receive` that also records each source's local address in
+        :attr:`batch_locals` (a new dict per batch)."""
+        batch: list = []
+        append = batch.append
+        self.batch_locals = locals_ = {}
+        cache = self._local_cache
+        recvmsg = self.sock.recvmsg
+        bufsize = _GRO_BUFSIZE if self.gro else RECV_SIZE
+        ancsize = _CMSG_PKTINFO + _CMSG_GRO
+        try:
+            while len(batch) < limit:
+                data, anc, _, addr = recvmsg(bufsize, ancsize)
+                if anc:
+                    # The kernel puts the GRO message first and the local address last.
+                    raw = anc[-1]
+                    local = cache.get(raw)
+                    if local is None:
+                        if len(cache) >= _LOCAL_CACHE_MAX:
+                            cache.clear()
+                        local = cache[raw] = _reply_cmsg(*raw)
+                    locals_[addr] = local
+                    if len(data) > RECV_SIZE and anc[0][0] == _SOL_UDP:
+                        # A GRO burst: equal segments of the announced size, the last shorter.
+                        seg = int.from_bytes(anc[0][2], _sys.byteorder)
+                        for off in range(0, len(data), seg):
+                            append((data[off:off + seg], addr))
+                        continue
+                append((data, addr))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._receive_error(e)
+        return batch
+
+    def _receive_error(self, e: OSError) -> None:
+        if self.closed or e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
+                                      errno.ENETUNREACH):
+            return      # ICMP errors reported on the socket: not fatal for UDP
+        self.error = e
+        log.debug("reader stopped: %s", e)
 
     def _dispatch(self, batch: list) -> float:
         """Hand a batch to the owner; returns the processing time in seconds."""
@@ -323,6 +473,20 @@ class UDPEndpoint:
 
 def _ignore_batch(batch: list, now: int) -> None:
     pass
+
+
+def _reply_cmsg(level: int, kind: int, value: bytes) -> Optional[list]:
+    """The control message that sends from the local address a received ``IP_PKTINFO`` /
+    ``IPV6_PKTINFO`` reported (``None`` if it is neither). IPv4: ``ipi_spec_dst`` (the
+    local address, also for a broadcast) with interface 0, so routing picks the interface;
+    IPv6: the address, with the interface only for a link-local one (which needs it)."""
+    if level == _IPPROTO_IP and kind == _IP_PKTINFO and len(value) >= 12:
+        return [(_IPPROTO_IP, _IP_PKTINFO, bytes(4) + value[4:8] + bytes(4))]
+    if level == _IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(value) >= 20:
+        link_local = value[0] == 0xfe and value[1] & 0xc0 == 0x80
+        return [(_IPPROTO_IPV6, _IPV6_PKTINFO, value[:16] + (value[16:20] if link_local
+                                                             else bytes(4)))]
+    return None
 
 
 class _Closed(Exception):

@@ -19,6 +19,7 @@ Nothing here reads a clock or touches a socket (docs/protocol.md §1, §2.3, §5
 """
 from __future__ import annotations
 
+from operator import index
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from ..snmp import DEFAULT_SNMP, Snmp
@@ -47,7 +48,9 @@ MTU_MIN = 50
 
 def kcp_mtu_for(mtu: int, overhead: int) -> int:
     """The KCP-level MTU for a session ``mtu`` (wire bytes) when the pipeline adds ``overhead``
-    bytes (§1.4). ``ValueError`` outside 50..1500 or when no data would fit."""
+    bytes (§1.4). ``ValueError`` outside 50..1500 or when no data would fit, ``TypeError``
+    if ``mtu`` is not an int."""
+    mtu = index(mtu)
     if not MTU_MIN <= mtu <= MTU_LIMIT:
         raise ValueError(f"mtu must be in {MTU_MIN}..{MTU_LIMIT}, got {mtu!r}")
     if mtu - overhead <= OVERHEAD:
@@ -98,9 +101,23 @@ class Connection:
     # ------------------------------------------------------------------ configuration
 
     def set_mtu(self, mtu: int) -> None:
-        """Set the session MTU (wire datagram size). ``ValueError`` outside 50..1500."""
+        """Set the session MTU: the largest wire datagram in bytes, headers included (§1.4).
+
+        Lowering it re-cuts the data queued but not yet sent for the new mss (``KCP.set_mtu``,
+        docs/deviations.md D23); segments already sent keep their size, so their
+        retransmissions (and the FEC parity of their groups) can still exceed the new MTU.
+        ``ValueError`` outside 50..1500, when no data fits after the headers, or when a queued
+        message cannot be re-cut within ``KCP.max_fragments``; ``TypeError`` for a non-int.
+        A call that raises changes nothing.
+        """
         self.kcp.set_mtu(kcp_mtu_for(mtu, self.codec.overhead))
         self.mtu = mtu
+
+    @property
+    def mss(self) -> int:
+        """Data bytes per segment: the KCP mtu minus the 24-byte header (§1.4). In message
+        mode :meth:`send` cuts data into chunks of at most this size, each one message."""
+        return self.kcp.mss
 
     def set_mode(self, mode: str) -> None:
         """Apply one of kcptun's presets: normal, fast, fast2, fast3 (§7)."""
@@ -115,8 +132,9 @@ class Connection:
         self.kcp.set_nodelay(nodelay, interval, resend, nc)
 
     def set_window_size(self, sndwnd: int, rcvwnd: int) -> None:
-        """Send/receive windows in segments (values <= 0 leave one unchanged; max 65535)."""
-        self.kcp.set_wndsize(sndwnd, rcvwnd)
+        """Send/receive windows in segments (values <= 0 leave one unchanged; max 65535,
+        ``ValueError`` above; ``TypeError`` for a non-int; a call that raises changes nothing)."""
+        self.kcp.set_wndsize(index(sndwnd), index(rcvwnd))
 
     @property
     def stream(self) -> bool:
@@ -143,6 +161,7 @@ class Connection:
 
     @dead_link.setter
     def dead_link(self, transmissions: int) -> None:
+        transmissions = index(transmissions)
         if transmissions < 1:
             raise ValueError("dead link threshold must be >= 1")
         self.kcp.dead_link = transmissions
@@ -171,8 +190,8 @@ class Connection:
 
     @property
     def window_update_due(self) -> bool:
-        """Whether a read reopened the receive window and the peer must be told (a WINS
-        segment waits for the next flush, §1.7)."""
+        """Whether a read or a larger receive window opened the window well beyond what the
+        peer was last told (a WINS waits for the next flush, due at once; §1.7, D35)."""
         return bool(self.kcp.probe)
 
     @property
@@ -193,7 +212,15 @@ class Connection:
     # ------------------------------------------------------------------ application side
 
     def send(self, data: Any) -> int:
-        """Queue ``data`` (kcp-go ``Write``: chunks of <= mss, never partial). Returns its length."""
+        """Queue ``data`` (kcp-go ``Write``, §5.4: never partial). Returns its length in bytes.
+
+        The bytes are cut into chunks of at most :attr:`mss` bytes, each sent with frg 0. In
+        message mode each chunk is one message: the peer's :meth:`recv` returns a send of at
+        most mss bytes whole, and a longer one as its mss-sized chunks, in order; there is no
+        size limit (unlike ``KCP.send``'s fragments, D20). Stream mode packs the bytes into
+        full segments. ``TypeError``, queueing nothing, for an object without the buffer
+        protocol.
+        """
         kcp = self.kcp
         n = kcp.write(data)
         if n and (not self.write_delay or kcp.waitsnd >= kcp.snd_wnd):
@@ -214,29 +241,47 @@ class Connection:
         return room * kcp.mss if room > 0 else 0
 
     def readable(self) -> bool:
-        """Whether :meth:`recv` would return data (or skip an empty message) now."""
-        return self.kcp.peek_size() >= 0
+        """Whether :meth:`recv` and :meth:`recv_stream` would return data now (exactly).
+
+        Complete zero-length messages at the head of the receive queue are consumed here, as
+        ``recv`` would skip them (docs/deviations.md D10, D22): otherwise a peer's empty PUSH
+        would make the session look readable while ``recv`` returns nothing, and a queue of
+        them would hold the receive window closed while nobody reads. Consuming them may
+        reopen the window (see :attr:`window_update_due`).
+        """
+        kcp = self.kcp
+        size = kcp.peek_size()
+        while size == 0:
+            kcp.recv()
+            size = kcp.peek_size()
+        return size > 0
 
     def recv(self) -> Optional[bytes]:
         """The next message (stream mode: the next segment), or ``None`` if none is ready.
 
-        Zero-length messages (kcp-go never sends one) are skipped rather than returned, because
-        ``b""`` means end-of-stream to socket code.
+        Zero-length messages (kcp-go never sends one; C KCP can) are skipped rather than
+        returned, because ``b""`` means end-of-stream to socket code (D10).
         """
         kcp = self.kcp
         while True:
-            msg = kcp.recv()
-            if msg is None:
+            size = kcp.peek_size()
+            if size < 0:
                 return None
-            if msg:
-                self.snmp.BytesReceived += len(msg)
+            msg = kcp.recv()
+            if size:
+                self.snmp.BytesReceived += size
                 return msg
 
     def recv_stream(self, limit: int) -> bytes:
-        """Stream mode: up to ``limit`` bytes of whole segments joined (at least one segment)."""
-        data = self.kcp.recv_stream(limit)
-        self.snmp.BytesReceived += len(data)
-        return data
+        """Stream mode: up to ``limit`` bytes of whole segments joined (at least one segment,
+        even if longer), or ``b""`` if no data is ready; zero-length messages are skipped."""
+        kcp = self.kcp
+        while kcp.peek_size() >= 0:
+            data = kcp.recv_stream(limit)
+            if data:
+                self.snmp.BytesReceived += len(data)
+                return data
+        return b""
 
     # ------------------------------------------------------------------ network side
 
@@ -264,8 +309,9 @@ class Connection:
         return self.codec.encode_many(self.kcp.flush(now, ack_only=True))
 
     def flush(self, now: int) -> List[bytes]:
-        """A full flush now regardless of timers (kcp-go's final flush on Close)."""
-        return self.codec.encode_many(self.kcp.flush(now))
+        """A full flush now regardless of timers (kcp-go's final flush on Close). ``now`` is
+        the integer ms clock (``TypeError`` otherwise, before any change)."""
+        return self.codec.encode_many(self.kcp.flush(index(now)))
 
     def next_deadline(self, now: int) -> Optional[int]:
         """Absolute ms of the next needed :meth:`datagrams_to_send`, or ``None`` when idle."""

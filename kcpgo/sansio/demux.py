@@ -4,23 +4,41 @@ kcp-go's listener keys sessions by the remote address, not by conv. For each dat
 passes the crypto check (:meth:`Demux.route`), with ``current`` the conv of the session this
 address already has (or ``None``):
 
-==========================  ====================================  =========================
-datagram                    address has a session                 address has none
-==========================  ====================================  =========================
-fails the crypto/CRC check  DROP_CHECKSUM (counted InCsumErrors)  DROP_CHECKSUM
-FEC parity (no conv)        FEED (the session's FEC decoder)      DROP_NO_CONV
-conv == current             FEED                                  n/a
-conv != current, sn == 0    REPLACE (the peer restarted)          n/a
-conv != current, sn != 0    DROP_CONV_MISMATCH                    n/a
-carries a conv              n/a                                   CREATE, if accepting
-listener closed             (as above)                            DROP_NOT_ACCEPTING
-==========================  ====================================  =========================
+==============================  ==================================  =========================
+datagram                        address has a session               address has none
+==============================  ==================================  =========================
+fails the crypto/CRC check      DROP_CHECKSUM (InCsumErrors)        DROP_CHECKSUM
+FEC parity (no conv)            FEED (the session's FEC decoder)    DROP_NO_CONV
+conv == current                 FEED                                n/a
+conv != current, a PUSH sn 0    REPLACE (the peer restarted) [1]    n/a
+conv != current, otherwise      DROP_CONV_MISMATCH                  n/a
+a PUSH with sn < window [2]     (as above)                          CREATE, if accepting
+KCP, but no such PUSH           (as above)                          DROP_NO_START [2]
+first header is not KCP         (as above)                          DROP_NOT_KCP [2]
+listener closed                 (as above)                          DROP_NOT_ACCEPTING
+==============================  ==================================  =========================
+
+"A PUSH" means a PUSH segment anywhere in the datagram (after the FEC header of a data shard),
+among the well-formed segments of the datagram's conv that KCP's input would process.
+
+[1] kcp-go replaces on sn == 0 in the *first* segment, whatever its cmd. kcpgo requires a PUSH
+    with sn 0 (an ACK of sn 0 or a probe cannot begin a conversation), and never lets a conv
+    that a session at this address already replaced take it back (a late duplicate of the old
+    session's first PUSH), docs/deviations.md D31.
+[2] kcp-go creates a session from any datagram with a conv (a late ACK, a probe, a mid-stream
+    retransmission: a "phantom" session that never receives data). kcpgo creates one only from
+    a datagram that can begin a conversation: a PUSH with sn below :attr:`Demux.window` (the
+    receive window of a new session; sn counts from 0). Others are dropped and counted in
+    :attr:`Demux.stray`, docs/deviations.md D30. (Issue 13: an OOB datagram, FEC type 0xF3,
+    will also begin one; see the hook in :meth:`Demux.route`.)
 
 REPLACE means: close the old session (also when the listener no longer accepts), then treat
-the datagram as from a new address: it creates a session if the listener accepts. CREATE is subject to the accept backlog
-(:class:`Backlog`, kcpgo's flood protection; see docs/deviations.md): when it is full, waiting
-sessions that already failed are evicted to make room, else the datagram is dropped
-(DROP_BACKLOG_FULL). Pure code: bytes in, decisions out.
+the datagram as from a new address: it creates a session if the listener accepts. CREATE is
+subject to the accept backlog (:class:`Backlog`, kcpgo's flood protection; see
+docs/deviations.md): when it is full, waiting sessions that already failed are evicted to make
+room, else the datagram is dropped (DROP_BACKLOG_FULL). :class:`BadSources` decides when a
+listener warns about datagrams that keep failing the checksum (D33). Pure code: bytes in,
+decisions out.
 """
 from __future__ import annotations
 
@@ -30,16 +48,22 @@ from typing import TYPE_CHECKING, Callable, Dict, Generic, Hashable, List, Optio
 
 from ..snmp import DEFAULT_SNMP, Snmp
 from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY
+from .kcpdefs import WND_RCV
 from .packet import PacketCodec
-from .wire import OVERHEAD, SN_OFFSET
+from .wire import CMD_PUSH, CMD_WINS, OVERHEAD
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..codec.crypt import BlockCrypt
+    from .connection import Connection
 
-__all__ = ["Route", "Demux", "Backlog", "ACCEPT_BACKLOG"]
+__all__ = ["Route", "Demux", "Backlog", "BadSources", "ACCEPT_BACKLOG", "receive_window"]
 
 #: §2.1 acceptBacklog: sessions created but not yet accepted.
 ACCEPT_BACKLOG = 128
+#: Per live conv, the convs its address used before it (REPLACE), kept for at most this many
+#: convs (oldest forgotten first) and this many predecessors each: D31's memory is bounded.
+REPLACED_MAX = 4096
+REPLACED_DEPTH = 4
 
 
 class Route(IntEnum):
@@ -52,14 +76,36 @@ class Route(IntEnum):
     DROP_CONV_MISMATCH = 12
     DROP_NOT_ACCEPTING = 13
     DROP_BACKLOG_FULL = 14
+    #: From an address without a session: KCP, but it cannot begin a conversation (an ACK,
+    #: a probe, a mid-stream PUSH: kcp-go would create a phantom session), D30.
+    DROP_NO_START = 15
+    #: From an address without a session: the first header is not a KCP header (unknown cmd,
+    #: length past the end): e.g. a peer that encrypts, talking to a listener that does not.
+    DROP_NOT_KCP = 16
 
 
 class Demux:
-    """Opens datagrams with the listener's cipher and applies the §5.2 rules."""
+    """Opens datagrams with the listener's cipher and applies the §5.2 rules, with kcpgo's
+    rules for who may begin a conversation (D30, D31; the module's table).
 
-    def __init__(self, crypt: Optional["BlockCrypt"] = None, snmp: Optional[Snmp] = None) -> None:
+    ``window``: a PUSH from an address without a session creates one only if its sn is below
+    this (the receive window a new session of the listener gets; kcp-go's default is 32,
+    ``ValueError`` below 1). Counters: :attr:`stray` (DROP_NO_START and DROP_NOT_KCP: datagrams
+    kcp-go would have made a phantom session of) and :attr:`mismatched` (DROP_CONV_MISMATCH);
+    kcp-go has neither, so they are not SNMP fields.
+    """
+
+    def __init__(self, crypt: Optional["BlockCrypt"] = None, snmp: Optional[Snmp] = None,
+                 window: int = WND_RCV) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1 (segments), got {window!r}")
         self.codec = PacketCodec(crypt, snmp=snmp if snmp is not None else DEFAULT_SNMP)
         self._open = self.codec.open
+        self.window = window
+        self.stray = 0
+        self.mismatched = 0
+        #: live conv -> the convs its address replaced, newest first (D31; bounded).
+        self._replaced: Dict[int, Tuple[int, ...]] = {}
 
     def route(self, wire: bytes, current: Optional[int], accepting: bool
               ) -> Tuple[Route, Optional[bytes], int]:
@@ -85,20 +131,73 @@ class Demux:
             conv = _u32(payload, off)[0]
             if conv == current:
                 return _FEED, payload, 0
-            if _u32(payload, off + SN_OFFSET)[0] != 0:
-                return _DROP_CONV_MISMATCH, payload, 0
-            return _REPLACE, payload, conv
+            return self._other_conv(payload, off, conv, current)
         if not has_conv:
             return _DROP_NO_CONV, payload, 0
         if not accepting:
             return _DROP_NOT_ACCEPTING, payload, 0
-        return _CREATE, payload, _u32(payload, off)[0]
+        # Issue 13 hook: an OOB datagram (FEC type 0xF3, conv at offset 8) can begin a
+        # conversation as well; once OOB is implemented, return CREATE for it here. Today it
+        # is read as raw KCP, like 5.6.1 (§5.2 pitfall), and so dropped as DROP_NOT_KCP.
+        conv, cmd, sn, ln = _conv_cmd_sn_len(payload, off)
+        if cmd == CMD_PUSH and sn < self.window and ln <= len(payload) - off - OVERHEAD:
+            return _CREATE, payload, conv       # a first PUSH: every new client's first datagram
+        start = _opening(payload, off, conv, self.window)
+        if start is _CREATE:
+            return _CREATE, payload, conv
+        self.stray += 1
+        return start, payload, 0
+
+    def _other_conv(self, payload: bytes, off: int, conv: int, current: int
+                    ) -> Tuple[Route, Optional[bytes], int]:
+        """Another conv from an address that has a session: the peer restarted (REPLACE) only
+        if the datagram begins a conversation (a PUSH with sn 0) and its conv is not one this
+        address already left behind (a late duplicate of an old session's first PUSH), D31."""
+        replaced = self._replaced
+        if _opening(payload, off, conv, 1) is not _CREATE or conv in replaced.get(current, ()):
+            self.mismatched += 1
+            return _DROP_CONV_MISMATCH, payload, 0
+        replaced[conv] = ((current,) + replaced.pop(current, ()))[:REPLACED_DEPTH]
+        if len(replaced) > REPLACED_MAX:
+            del replaced[next(iter(replaced))]          # the oldest entry
+        return _REPLACE, payload, conv
+
+    def forget(self, conv: int) -> None:
+        """The session with ``conv`` is gone: drop what D31 remembered for it."""
+        self._replaced.pop(conv, None)
+
+
+def receive_window(conn: "Connection") -> int:
+    """The receive window (segments) of ``conn``: ``Demux(window=...)`` for a listener whose
+    new sessions are built as ``conn`` was (D30)."""
+    return conn.kcp.rcv_wnd
+
+
+def _opening(payload: bytes, off: int, conv: int, limit: int) -> Route:
+    """Whether the KCP datagram at ``off`` can begin a conversation: CREATE if, among the
+    segments KCP's input would process (those before the first malformed one or one of another
+    conv, §1.6), there is a PUSH with sn < ``limit``; DROP_NOT_KCP if the first header is not a
+    KCP header (unknown cmd, or a length past the end); else DROP_NO_START. sn counts from 0:
+    every kcp-go session's first PUSH has sn 0 (§1.2)."""
+    end = len(payload)
+    first = off
+    while end - off >= OVERHEAD:
+        c, cmd, sn, ln = _conv_cmd_sn_len(payload, off)
+        if c != conv or cmd < CMD_PUSH or cmd > CMD_WINS or ln > end - off - OVERHEAD:
+            return _DROP_NOT_KCP if off == first else _DROP_NO_START
+        if cmd == CMD_PUSH and sn < limit:
+            return _CREATE
+        off += OVERHEAD + ln
+    return _DROP_NO_START
 
 
 _FEED, _REPLACE, _CREATE = Route.FEED, Route.REPLACE, Route.CREATE
 _DROP_CHECKSUM = (Route.DROP_CHECKSUM, None, 0)
 _DROP_NO_CONV, _DROP_CONV_MISMATCH = Route.DROP_NO_CONV, Route.DROP_CONV_MISMATCH
 _DROP_NOT_ACCEPTING = Route.DROP_NOT_ACCEPTING
+_DROP_NO_START, _DROP_NOT_KCP = Route.DROP_NO_START, Route.DROP_NOT_KCP
+#: §1.2 header <IBBHIIII: conv, cmd, (frg, wnd, ts skipped), sn, (una skipped), len.
+_conv_cmd_sn_len = struct.Struct("<IB7xI4xI").unpack_from
 _u32 = struct.Struct("<I").unpack_from
 
 
@@ -155,3 +254,47 @@ class Backlog(Generic[T]):
         for _, s in gone:
             close(s)
         return len(items) < self.limit
+
+
+class BadSources:
+    """When a listener warns that datagrams from an address keep failing the checksum (or are
+    not KCP at all), docs/deviations.md D33. Sans-IO: the caller passes ``now`` (ms) and logs.
+
+    :meth:`note` counts one bad datagram from ``addr``. Once one address has sent ``after``
+    of them, a warning is due, at most one per ``interval`` ms for the whole listener; bad
+    datagrams noted while a warning is held back are counted in :attr:`suppressed` and reported
+    with the next one. Memory is bounded: counts are kept for the last ``size`` addresses only
+    (a spoofed flood merely cycles them), :attr:`last` is the latest address, :attr:`total`
+    the number noted.
+    """
+
+    def __init__(self, after: int = 3, interval: int = 10_000, size: int = 64) -> None:
+        if after < 1 or interval < 0 or size < 1:
+            raise ValueError("after and size must be >= 1, interval >= 0")
+        self.after = after
+        self.interval = interval
+        self.size = size
+        self.counts: Dict[Hashable, int] = {}       # insertion order: least recent first
+        self.total = 0
+        self.suppressed = 0
+        self.last: Optional[Hashable] = None
+        self._quiet_until: Optional[int] = None
+
+    def note(self, addr: Hashable, now: int) -> Optional[Tuple[int, int]]:
+        """Count one bad datagram; ``(bad datagrams from addr, suppressed since the last
+        warning)`` when a warning is due now, else ``None``."""
+        self.total += 1
+        self.last = addr
+        counts = self.counts
+        n = counts.pop(addr, 0) + 1
+        counts[addr] = n
+        if len(counts) > self.size:
+            del counts[next(iter(counts))]
+        if n < self.after:
+            return None
+        if self._quiet_until is not None and now < self._quiet_until:
+            self.suppressed += 1
+            return None
+        self._quiet_until = now + self.interval
+        suppressed, self.suppressed = self.suppressed, 0
+        return n, suppressed

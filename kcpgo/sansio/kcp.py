@@ -32,14 +32,15 @@ from __future__ import annotations
 
 from collections import deque
 from heapq import heappop
+from operator import index
 from typing import Deque, List, Optional
 
 from ..snmp import DEFAULT_SNMP, Snmp
 from .kcp_input import InputMixin
 from .kcp_output import OutputMixin
-from .kcpdefs import (ASK_TELL, DEADLINK, FASTACK, FLUSH_NONE, INTERVAL, MAX_FRAGMENTS,
-                      MAX_WINDOW, MTU_DEF, PROBE_INIT, RTO_DEF, RTO_MIN, RTO_NDL, THRESH_INIT,
-                      WND_RCV, WND_SND, D)
+from .kcpdefs import (ASK_TELL, DEADLINK, FASTACK, FLUSH_FULL, FLUSH_NONE, FRG, INTERVAL,
+                      MAX_FRAGMENTS, MAX_MSG_FRAGMENTS, MAX_WINDOW, MTU_DEF, PROBE_INIT, RTO_DEF,
+                      RTO_MIN, RTO_NDL, THRESH_INIT, WND_RCV, WND_SND, D)
 from .wire import MTU_LIMIT, OVERHEAD, check_conv
 
 __all__ = ["KCP"]
@@ -56,11 +57,15 @@ class KCP(InputMixin, OutputMixin):
         self.snmp = snmp if snmp is not None else DEFAULT_SNMP
         self.mtu = MTU_DEF
         self.mss = MTU_DEF - OVERHEAD
+        self.snd_queue: Deque[list] = deque()
+        #: Whether the head of snd_queue continues a message whose first fragments were
+        #: admitted to snd_buf (set by flush; :meth:`set_mtu` must not re-cut those).
+        self._sq_split = False
+        self._max_frg = MAX_MSG_FRAGMENTS
         self.set_mtu(mtu)
         # Send side; sn values are unbounded ints, masked on the wire.
         self.snd_una = 0
         self.snd_nxt = 0
-        self.snd_queue: Deque[list] = deque()
         self.snd_buf: Deque[Optional[list]] = deque()
         self._holes: List[int] = []      # unacked sns below _ack_hi, ascending
         self._ack_hi = -1                # highest sn acked individually (or snd_una - 1)
@@ -74,6 +79,10 @@ class KCP(InputMixin, OutputMixin):
         self.snd_wnd = WND_SND
         self.rcv_wnd = WND_RCV
         self.rmt_wnd = WND_RCV
+        #: The receive window (segments) our last emitted datagram announced; the peer sizes
+        #: its sends by it. MAX_WINDOW until the first datagram, which will carry the window
+        #: anyway (so configuring a fresh session sends no extra WINS).
+        self.wnd_sent = MAX_WINDOW
         self.cwnd = 0
         self.incr = 0
         self.ssthresh = THRESH_INIT
@@ -110,14 +119,122 @@ class KCP(InputMixin, OutputMixin):
     # ------------------------------------------------------------------ configuration
 
     def set_mtu(self, mtu: int) -> None:
-        """Set the largest KCP datagram size. ``ValueError`` if it cannot hold a header and data."""
+        """Set the largest KCP datagram size in bytes (kcp-go ``SetMtu``, docs/protocol.md §1.4).
+
+        When the mss shrinks, segments still in snd_queue (not yet sent) that no longer fit
+        are re-cut for the new mss (docs/deviations.md D23): stream mode re-packs the bytes
+        into full segments; message mode re-fragments each whole message (frg counting down
+        to 0 again). Segments already in snd_buf keep their sn and size (their
+        retransmissions still exceed the new MTU), and so do the queued remaining fragments
+        of a message whose first fragments were sent (the receiver counts on their number).
+
+        Raises (changing nothing) ``TypeError`` if ``mtu`` is not an int, ``ValueError`` if
+        it cannot hold a header and one data byte (25..1500), or if a queued message would
+        need more than :attr:`max_fragments` fragments at the new mss.
+        """
+        mtu = index(mtu)
         if not OVERHEAD < mtu <= MTU_LIMIT:
             raise ValueError(f"KCP mtu must be in {OVERHEAD + 1}..{MTU_LIMIT}, got {mtu!r}")
+        mss = mtu - OVERHEAD
+        recut = self._recut_queue(mss) if mss < self.mss else None   # may raise: no change yet
+        if recut is not None:
+            sq = self.snd_queue
+            sq.clear()
+            sq.extend(recut)
         self.mtu = mtu
-        self.mss = mtu - OVERHEAD
+        self.mss = mss
+
+    def _recut_queue(self, mss: int) -> Optional[List[list]]:
+        """snd_queue's records cut for ``mss``, or ``None`` if every one already fits (D23).
+
+        Pure: ``ValueError`` (nothing changed) if a message would need more fragments than
+        the limit. A leading continuation of a message already partly in snd_buf, and a
+        trailing run without a frg-0 segment (never produced by send/write), stay as they are.
+        """
+        sq = self.snd_queue
+        for rec in sq:
+            if len(rec[D]) > mss:
+                break
+        else:
+            return None
+        recs = list(sq)
+        n = len(recs)
+        out: List[list] = []
+        i = 0
+        if self._sq_split:
+            while i < n:
+                rec = recs[i]
+                out.append(rec)
+                i += 1
+                if rec[FRG] == 0:
+                    break
+        stream = self.stream
+        limit = min(self._max_frg, MAX_FRAGMENTS)
+        pending: List[bytes] = []          # stream mode: consecutive single segments to re-pack
+
+        def repack() -> None:
+            data = b"".join(pending)
+            pending.clear()
+            out.extend([data[o:o + mss], 0, 0, 0, 0, 0, 0] for o in range(0, len(data), mss))
+
+        while i < n:
+            j = i
+            while j < n and recs[j][FRG] != 0:
+                j += 1
+            if j == n:                     # no frg 0 closes it: not ours to re-number
+                if pending:
+                    repack()
+                out.extend(recs[i:])
+                break
+            msg = recs[i:j + 1]
+            i = j + 1
+            if stream and len(msg) == 1:
+                pending.append(msg[0][D])
+                continue
+            if pending:
+                repack()
+            if all(len(r[D]) <= mss for r in msg):
+                out.extend(msg)
+                continue
+            data = b"".join(r[D] for r in msg)
+            count = (len(data) + mss - 1) // mss
+            if count > limit:
+                raise ValueError(
+                    f"cannot lower the mss to {mss}: a queued message of {len(data)} bytes "
+                    f"would need {count} fragments; the limit is {limit} (max_fragments, "
+                    f"docs/deviations.md D20/D23)")
+            out.extend([data[k * mss:(k + 1) * mss], count - k - 1, 0, 0, 0, 0, 0]
+                       for k in range(count))
+        if pending:
+            repack()
+        return out
+
+    @property
+    def max_fragments(self) -> int:
+        """Largest fragment count of a message-mode :meth:`send` (1..255; default 32).
+
+        A message is delivered only when all its fragments fit the receiver's receive queue,
+        i.e. count <= the peer's rcv_wnd (skywind3000/kcp#140), and the sender cannot know
+        that window: the default is kcp-go's default rcv_wnd (32), so a peer that keeps or
+        raises its default always completes the message. Raise it (up to the 255 the u8 frg
+        field allows) only when the peer's rcv_wnd is known to be at least as large
+        (docs/deviations.md D20). ``ValueError`` outside 1..255.
+        """
+        return self._max_frg
+
+    @max_fragments.setter
+    def max_fragments(self, count: int) -> None:
+        count = index(count)
+        if not 1 <= count <= MAX_FRAGMENTS:
+            raise ValueError(f"max_fragments must be in 1..{MAX_FRAGMENTS}, got {count}")
+        self._max_frg = count
 
     def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
-        """kcp-go ``NoDelay``: each argument applies only if >= 0; interval clamps to 10..5000."""
+        """kcp-go ``NoDelay``: each argument applies only if >= 0; interval clamps to 10..5000 ms.
+
+        ``TypeError`` (changing nothing) if an argument is not an int (§1.11).
+        """
+        nodelay, interval, resend, nc = index(nodelay), index(interval), index(resend), index(nc)
         if nodelay >= 0:
             self.nodelay = nodelay
             self.rx_minrto = RTO_NDL if nodelay else RTO_MIN
@@ -129,13 +246,35 @@ class KCP(InputMixin, OutputMixin):
             self.nocwnd = nc
 
     def set_wndsize(self, sndwnd: int, rcvwnd: int) -> None:
-        """kcp-go ``WndSize``: positive values apply (no minimum); rcv window must fit u16."""
+        """kcp-go ``WndSize``: positive values apply (no minimum); rcv window must fit u16.
+
+        Growing the receive window after the peer was told a small one announces it at once
+        (a WINS at the next flush, :meth:`_announce_window`; docs/deviations.md D35): kcp-go
+        waits for the peer's probe, 7 s for a 5.6.1 sender that filled the old window.
+        """
         if rcvwnd > MAX_WINDOW or sndwnd > MAX_WINDOW:
             raise ValueError(f"window sizes must be <= {MAX_WINDOW} (the wnd field is u16)")
         if sndwnd > 0:
             self.snd_wnd = sndwnd
         if rcvwnd > 0:
             self.rcv_wnd = rcvwnd
+            if self.rcv_buf:
+                self._move_to_queue()        # segments held back by the old window
+            self._announce_window()
+
+    def _announce_window(self) -> None:
+        """Request a window update (WINS, flushed at once) when the window we can announce now
+        has opened enough beyond the one the peer last heard: that one was at most half the
+        receive window and the new one is at least twice it (nonzero). Linux's rule for TCP
+        window updates (``__tcp_cleanup_rbuf``); it includes C KCP's "fast recover" (a full
+        queue that drained). Without it a peer told "0" sits out its probe timer."""
+        sent = self.wnd_sent
+        rcv_wnd = self.rcv_wnd
+        if sent * 2 <= rcv_wnd:
+            now_wnd = rcv_wnd - len(self.rcv_queue)
+            if now_wnd > sent and now_wnd >= sent * 2:
+                self.probe |= ASK_TELL
+                self.flush_requested = FLUSH_FULL
 
     # ------------------------------------------------------------------ state queries
 
@@ -166,7 +305,13 @@ class KCP(InputMixin, OutputMixin):
         return len(self._acks) >> 1
 
     def peek_size(self) -> int:
-        """Size of the next complete message, or -1 if none (kcp-go ``PeekSize``)."""
+        """Size in bytes of the next complete message (0 for a zero-length one), or -1 if none
+        (kcp-go ``PeekSize``, docs/protocol.md §1.7).
+
+        As kcp-go, a message is complete when at least head-frg + 1 segments are queued; it
+        also needs a segment with frg 0 to end it (a peer that numbers fragments wrongly could
+        otherwise make :meth:`recv` run off the queue): -1 until one arrives.
+        """
         rq = self.rcv_queue
         if not rq:
             return -1
@@ -179,8 +324,8 @@ class KCP(InputMixin, OutputMixin):
         for frg, data in rq:
             total += len(data)
             if frg == 0:
-                break
-        return total
+                return total
+        return -1
 
     def check(self, now: int) -> Optional[int]:
         """Absolute ms at which :meth:`flush` has work to do next, or ``None`` if nothing.
@@ -234,47 +379,63 @@ class KCP(InputMixin, OutputMixin):
 
     # ------------------------------------------------------------------ application side
 
-    def send(self, data: bytes) -> None:
-        """Queue one message (kcp-go ``KCP.Send``), fragmenting it into <= mss segments.
+    def send(self, data: bytes) -> int:
+        """Queue one message (kcp-go ``KCP.Send``, docs/protocol.md §1.5); returns its length.
 
-        Stream mode first tops up the last queued segment. Raises ``ValueError`` for an empty
-        buffer or a message needing more than 255 fragments (kcp-go returns -1 / -2); in stream
-        mode bytes already appended to the tail stay queued, as in kcp-go.
+        Message mode cuts it into ``ceil(len / mss)`` fragments, frg counting down to 0, and
+        refuses more than :attr:`max_fragments` (default 32, the receive window every kcp-go
+        peer has by default: a message larger than the receiver's window is never delivered,
+        skywind3000/kcp#140; docs/deviations.md D20). Stream mode tops up the last queued
+        segment, then appends <= mss segments with frg 0, with no limit: a stream segment is
+        a message of its own, so nothing can wedge (kcp-go refuses > 255; D21).
+
+        Raises ``ValueError`` for an empty buffer or too many fragments, ``TypeError`` for an
+        object without the buffer protocol; a call that raises queues nothing (kcp-go
+        returns -2 after topping up the tail in stream mode; D21).
         """
-        if not data:
-            raise ValueError("cannot send an empty message")
-        data = bytes(data)
+        if type(data) is not bytes:
+            data = bytes(memoryview(data))
+        n = len(data)
+        if not n:
+            raise ValueError("cannot send an empty message (kcp-go Send returns -1)")
         mss = self.mss
         sq = self.snd_queue
-        if self.stream and sq:
-            tail = sq[-1]
-            room = mss - len(tail[D])
-            if room > 0:
-                tail[D] += data[:room]
-                data = data[room:]
-                if not data:
-                    return
-        n = len(data)
+        if self.stream:
+            off = 0
+            if sq:
+                tail = sq[-1]
+                room = mss - len(tail[D])
+                if room > 0:
+                    tail[D] += data[:room]
+                    off = room
+            append = sq.append
+            for o in range(off, n, mss):
+                append([data[o:o + mss], 0, 0, 0, 0, 0, 0])
+            return n
         count = (n + mss - 1) // mss
-        if count > MAX_FRAGMENTS:
-            raise ValueError(f"message of {n} bytes needs {count} fragments; the limit is "
-                             f"{MAX_FRAGMENTS} (mss {mss})")
-        stream = self.stream
+        limit = self._max_frg
+        if count > limit:
+            raise ValueError(
+                f"a message of {n} bytes needs {count} fragments of at most {mss} bytes (mss); "
+                f"the limit is {limit} fragments ({limit * mss} bytes): a message must fit the "
+                f"receiver's window (max_fragments, docs/deviations.md D20)")
         for i in range(count):
-            frg = 0 if stream else count - i - 1
-            sq.append([data[i * mss:(i + 1) * mss], frg, 0, 0, 0, 0, 0])
+            sq.append([data[i * mss:(i + 1) * mss], count - i - 1, 0, 0, 0, 0, 0])
+        return n
 
     def write(self, data: bytes) -> int:
         """Queue a byte buffer the way kcp-go's session ``Write`` does (§1.5, §5.4).
 
         The buffer is cut into <= mss chunks with one :meth:`send` each, so every segment has
-        frg 0 and there is no 255-fragment limit. In stream mode that packs bytes contiguously
-        (the first chunk tops up the queued tail). Returns ``len(data)``.
+        frg 0 and there is no fragment limit. In stream mode that packs bytes contiguously
+        (the first chunk tops up the queued tail). Returns the number of bytes queued (all of
+        them); ``TypeError``, queueing nothing, for an object without the buffer protocol.
         """
+        if type(data) is not bytes:
+            data = bytes(memoryview(data))
         n = len(data)
         if n == 0:
             return 0
-        data = bytes(data)
         mss = self.mss
         sq = self.snd_queue
         off = 0
@@ -292,14 +453,12 @@ class KCP(InputMixin, OutputMixin):
     def recv(self) -> Optional[bytes]:
         """Take the next complete message, or ``None`` (kcp-go ``Recv``).
 
-        In stream mode every segment is a message. Draining a full receive queue requests a WINS
-        window update (``probe``), so the peer learns the window reopened.
+        In stream mode every segment is a message. A read that reopens a window the peer was
+        told is (nearly) closed requests a WINS update at once (:meth:`_announce_window`).
         """
         rq = self.rcv_queue
         if not rq:
             return None
-        rcv_wnd = self.rcv_wnd
-        fast_recover = len(rq) >= rcv_wnd
         frg, data = rq[0]
         if frg == 0:
             rq.popleft()
@@ -315,8 +474,8 @@ class KCP(InputMixin, OutputMixin):
             data = b"".join(parts)
         if self.rcv_buf:
             self._move_to_queue()
-        if fast_recover and len(rq) < rcv_wnd:
-            self.probe |= ASK_TELL
+        if self.wnd_sent * 2 <= self.rcv_wnd:
+            self._announce_window()
         return data
 
     def recv_stream(self, limit: int) -> bytes:
@@ -330,8 +489,6 @@ class KCP(InputMixin, OutputMixin):
             return b""
         if rq[0][0] != 0 or len(rq[0][1]) >= limit:
             return self.recv() or b""
-        rcv_wnd = self.rcv_wnd
-        fast_recover = len(rq) >= rcv_wnd
         parts = []
         total = 0
         while rq:
@@ -343,8 +500,8 @@ class KCP(InputMixin, OutputMixin):
             total += len(data)
         if self.rcv_buf:
             self._move_to_queue()
-        if fast_recover and len(rq) < rcv_wnd:
-            self.probe |= ASK_TELL
+        if self.wnd_sent * 2 <= self.rcv_wnd:
+            self._announce_window()
         return b"".join(parts)
 
     def _move_to_queue(self) -> None:
@@ -352,7 +509,7 @@ class KCP(InputMixin, OutputMixin):
         rq = self.rcv_queue
         nxt = self.rcv_nxt
         rcv_wnd = self.rcv_wnd
-        while nxt in rb and len(rq) < rcv_wnd:
+        while nxt in rb and (len(rq) < rcv_wnd or rq[0][0] >= len(rq)):
             rq.append(rb.pop(nxt))
             nxt += 1
         self.rcv_nxt = nxt

@@ -7,6 +7,7 @@ of the "holes" list; once per datagram: the RTT sample (kcp-go's estimator) and 
 """
 from __future__ import annotations
 
+from operator import index
 
 from .kcpdefs import (ASK_TELL, FASTACK, FLUSH_ACK_ONLY, FLUSH_FULL, HALF, MASK, RTO_MAX, TS,
                       unpack_header)
@@ -24,8 +25,12 @@ class InputMixin:
         -1: shorter than a header, or a segment with another conv; -2: a length field beyond the
         datagram; -3: unknown cmd. Segments before the bad one stay processed (as in kcp-go).
         ``regular`` is False for FEC-recovered datagrams: they update neither the remote window
-        nor RTT nor RepeatSegs. Instead of flushing, sets :attr:`flush_requested`.
+        nor RTT nor RepeatSegs. Instead of flushing, sets :attr:`flush_requested`. ``now`` is
+        the caller's integer ms clock: anything else raises ``TypeError`` before any change
+        (a float used to fail at the RTT sample, after the datagram was half processed).
         """
+        if type(now) is not int:
+            now = index(now)
         end = len(data)
         if end < OVERHEAD:
             return -1
@@ -75,7 +80,10 @@ class InputMixin:
                 if ds < rcv_wnd and ds - rcv_wnd >= -HALF:
                     acks.append(rcv_nxt + ds)
                     acks.append(ts)
-                    if ds == 0 and not rcv_buf and len(rq) < rcv_wnd:
+                    # The queue holds rcv_wnd segments, more only to complete the message
+                    # at its head (frg counts the fragments after it): a message of more
+                    # fragments than the window must still arrive (D20).
+                    if ds == 0 and not rcv_buf and (len(rq) < rcv_wnd or rq[0][0] >= len(rq)):
                         rq.append((frg, data[off:off + ln]))   # in-order fast path
                         rcv_nxt += 1
                     elif ds >= 0:
@@ -84,7 +92,8 @@ class InputMixin:
                             repeats += 1
                         else:
                             rcv_buf[s] = (frg, data[off:off + ln])
-                            while rcv_nxt in rcv_buf and len(rq) < rcv_wnd:
+                            while rcv_nxt in rcv_buf and (len(rq) < rcv_wnd
+                                                          or rq[0][0] >= len(rq)):
                                 rq.append(rcv_buf.pop(rcv_nxt))
                                 rcv_nxt += 1
                     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 from itertools import chain
+from operator import index
 from typing import List
 
 from .kcpdefs import (ASK_SEND, ASK_TELL, D, FASTACK, FLUSH_FULL, FLUSH_NONE,
@@ -33,9 +34,11 @@ class OutputMixin:
         size = 0
         mtu = self.mtu
         conv = self.conv
-        wnd = self.rcv_wnd - len(self.rcv_queue)
-        if wnd < 0:
-            wnd = 0
+        rq = self.rcv_queue
+        wnd = self.rcv_wnd - len(rq)
+        if wnd <= 0:
+            # Full, unless the head message is incomplete: then its missing fragments (D20).
+            wnd = rq[0][0] + 1 - len(rq) if rq and rq[0][0] >= len(rq) else 0
         una_w = self.rcv_nxt & MASK
         nsegs = 0
         # Phase 1: ACKs. Those already covered by una are dropped except the last (§1.9).
@@ -60,6 +63,7 @@ class OutputMixin:
         if ack_only:
             if parts:
                 out.append(b"".join(parts))
+                self.wnd_sent = wnd
             self.snmp.OutSegs += nsegs
             return out
 
@@ -80,7 +84,9 @@ class OutputMixin:
                     nsegs += 1
             self.probe = 0
 
-        # Phase 4: admit queued segments into the send window.
+        # Phase 4: admit queued segments into the send window. (ts_w first: a non-int now
+        # raises TypeError here, before segments are admitted that would then have no timer.)
+        ts_w = now & MASK
         cwnd = min(self.snd_wnd, self.rmt_wnd)
         if not self.nocwnd and self.cwnd < cwnd:
             cwnd = self.cwnd
@@ -101,6 +107,8 @@ class OutputMixin:
             for _ in range(admit):
                 append(popleft())
             self.snd_nxt = new_from + admit
+            # Once per flush: does the queue's head continue a message now partly sent?
+            self._sq_split = buf[-1][FRG] != 0
         else:
             admit = 0
 
@@ -108,7 +116,6 @@ class OutputMixin:
         resent = self.fastresend if self.fastresend > 0 else MASK
         rx_rto = self.rx_rto
         timers = self._timers
-        ts_w = now & MASK
         fast = early = lost = 0
         retx: List[int] = []
         for h in self._holes:
@@ -177,6 +184,8 @@ class OutputMixin:
                 self.dead = True
         if parts:
             out.append(b"".join(parts))
+        if out:
+            self.wnd_sent = wnd                   # every segment carries it
         nsegs += len(retx) + admit
         snmp = self.snmp
         snmp.OutSegs += nsegs
@@ -247,8 +256,11 @@ class OutputMixin:
         A full flush when one was requested, the periodic tick is due while it has work
         (:meth:`check`), or a retransmission timer expired; otherwise, with ACKs pending, an
         ACK-only flush if requested (ACK no-delay) or if ``flush_acks`` is set (the runtime
-        sets it once per received batch, so ACKs never wait for the tick).
+        sets it once per received batch, so ACKs never wait for the tick). ``now`` must be an
+        int (ms): anything else raises ``TypeError`` before any change.
         """
+        if type(now) is not int:
+            now = index(now)
         fr = self.flush_requested
         if fr == FLUSH_FULL:
             return self.flush(now)

@@ -26,6 +26,10 @@ PROBE_INIT = 7000     # [5.6.1]
 PROBE_INIT_LATEST = 500   # [latest]
 PROBE_LIMIT = 120000
 MAX_FRAGMENTS = 255   # §1.5: kcp-go's Send refuses more
+#: D20: default fragment limit of a message-mode ``KCP.send``. A message is only delivered once
+#: all its fragments fit the receiver's rcv_queue (rcv_wnd segments, skywind3000/kcp#140), and
+#: the sender cannot know that window: kcp-go's default receive window is the safe bound.
+MAX_MSG_FRAGMENTS = WND_RCV
 MAX_WINDOW = 0xFFFF   # the wnd field is u16 (§8.6)
 
 #: Values of :attr:`KCP.flush_requested`.

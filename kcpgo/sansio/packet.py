@@ -71,6 +71,10 @@ class PacketCodec:
             (FEC_HEADER_SIZE_PLUS2 if fec else 0)
         #: Total bytes the pipeline adds to a KCP datagram (an AEAD tag included).
         self.overhead = pipeline_overhead(crypt, fec)
+        #: This codec's share of InCsumErrors and KCPInErrors (counted on the failure paths
+        #: only): a session that never heard its peer names them (docs/deviations.md D33).
+        self.csum_errors = 0
+        self.input_errors = 0
 
     # ------------------------------------------------------------------ send
 
@@ -106,6 +110,7 @@ class PacketCodec:
             payload = crypt.open(wire)
             if payload is None:
                 self.snmp.InCsumErrors += 1
+                self.csum_errors += 1
                 return None
         else:
             payload = wire
@@ -126,6 +131,7 @@ class PacketCodec:
         if flag != _FEC_DATA_FLAG and flag != _FEC_PARITY_FLAG:
             if kcp.input(payload, now, True):
                 snmp.KCPInErrors += 1
+                self.input_errors += 1
             return
         dec = self.fec_decoder
         if dec is None:
@@ -135,9 +141,11 @@ class PacketCodec:
         if flag == _FEC_DATA_FLAG:
             if kcp.input(payload[FEC_HEADER_SIZE_PLUS2:], now, True):
                 snmp.KCPInErrors += 1
+                self.input_errors += 1
         for r in recovered:
             if kcp.input(r, now, False):
                 snmp.KCPInErrors += 1
+                self.input_errors += 1
             else:
                 snmp.FECRecovered += 1
 

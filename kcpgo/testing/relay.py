@@ -55,6 +55,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from gevent.monkey import get_original
 
+from ..address import parse_address
 from ..runtime.udp import UDPEndpoint
 from ..sansio.memnet import LinkCounters, LinkModel, LinkProfile
 from .process import RelayProcess, read_line
@@ -120,6 +121,8 @@ class Relay:
     def __init__(self, upstream: Address, up: Optional[LinkProfile] = None,
                  down: Optional[LinkProfile] = None, seed: Optional[int] = 0,
                  listen: Address = ("127.0.0.1", 0), flow_idle: float = FLOW_IDLE) -> None:
+        upstream = parse_address(upstream, "Relay upstream")
+        listen = parse_address(listen, "Relay listen", passive=True)
         _check_loopback(upstream, "upstream")
         _check_loopback(listen, "listen")
         self.upstream: Address = (socket.gethostbyname(upstream[0]), int(upstream[1]))
@@ -355,8 +358,13 @@ class _RealEvent:
 
 
 def _hostport(text: str) -> Address:
-    host, _, port = text.rpartition(":")
-    return (host or "127.0.0.1", int(port))
+    """``HOST:PORT`` or ``:PORT`` (127.0.0.1) from the command line; ``argparse`` reports a
+    malformed one (:func:`kcpgo.address.parse_address`)."""
+    try:
+        host, port = parse_address(text, "relay address", passive=True)[:2]
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return (host or "127.0.0.1", port)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -366,8 +374,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                "reorder, reorder_delay, duplicate (dup), corrupt, corrupt_bits, corrupt_skip, "
                "rate (bytes/s, or e.g. 20mbit), queue (limit). Example: "
                "loss=10%,delay=25ms,reorder=1%,dup=1%")
-    ap.add_argument("--listen", default="127.0.0.1:0", help="front address clients send to")
-    ap.add_argument("--upstream", required=True, help="address datagrams are relayed to")
+    ap.add_argument("--listen", default="127.0.0.1:0", type=_hostport,
+                    help="front address clients send to (HOST:PORT)")
+    ap.add_argument("--upstream", required=True, type=_hostport,
+                    help="address datagrams are relayed to (HOST:PORT)")
     ap.add_argument("--both", default=None, metavar="IMPAIRMENT", help="both directions")
     ap.add_argument("--up", default="", metavar="IMPAIRMENT", help="client -> upstream")
     ap.add_argument("--down", default="", metavar="IMPAIRMENT", help="upstream -> client")
@@ -382,8 +392,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.both is not None and (args.up or args.down):
         ap.error("--both excludes --up/--down")
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
-    relay = Relay(_hostport(args.upstream), up=up, down=down, seed=seed,
-                  listen=_hostport(args.listen)).start()
+    relay = Relay(args.upstream, up=up, down=down, seed=seed, listen=args.listen).start()
     print(f"LISTENING {relay.address[0]}:{relay.address[1]}", flush=True)
     print(f"netem: seed {seed}; up: {up}; down: {down}", file=sys.stderr, flush=True)
 

@@ -6,8 +6,9 @@
 //
 // Modes (-mode):
 //
-//	sink  client writes -size byte buffers for -duration seconds; server reads and discards,
-//	      reporting bytes and the time from its first to its last byte.
+//	sink  client writes -size byte buffers for -duration seconds (or exactly -bytes bytes);
+//	      server reads and discards, reporting bytes and the time from its first to its last
+//	      byte.
 //	echo  client writes and reads back concurrently for -duration; server echoes.
 //	ping  client sends -size bytes and waits for the echo, -count times; reports RTTs (µs).
 //	conc  client opens -sessions sessions, each sending -size bytes every -period seconds and
@@ -41,6 +42,7 @@ type config struct {
 	role, mode, addr, transport, crypt, key, nodelay string
 	ds, ps, mtu, sndwnd, rcvwnd, sockbuf, size       int
 	count, sessions                                  int
+	bytes                                            int64
 	stream                                           bool
 	duration, period, idle                           float64
 }
@@ -65,6 +67,7 @@ func main() {
 	flag.IntVar(&c.sessions, "sessions", 100, "conc: sessions")
 	flag.BoolVar(&c.stream, "stream", true, "KCP stream mode")
 	flag.Float64Var(&c.duration, "duration", 5, "seconds to run (client)")
+	flag.Int64Var(&c.bytes, "bytes", 0, "sink: send exactly this many bytes (0: for -duration)")
 	flag.Float64Var(&c.period, "period", 1, "conc: seconds between messages of a session")
 	flag.Float64Var(&c.idle, "idle", 1, "server: exit after this long without data (sink/echo/ping)")
 	flag.Parse()
@@ -246,8 +249,12 @@ func clientSink(c *config) error {
 	end := time.Now().Add(time.Duration(c.duration * float64(time.Second)))
 	conn.SetWriteDeadline(end.Add(10 * time.Second)) // never hang on a stalled session
 	var sent int64
-	for time.Now().Before(end) {
-		n, err := conn.Write(buf)
+	for (c.bytes == 0 && time.Now().Before(end)) || (c.bytes > 0 && sent < c.bytes) {
+		chunk := buf
+		if c.bytes > 0 && c.bytes-sent < int64(len(buf)) {
+			chunk = buf[:c.bytes-sent]
+		}
+		n, err := conn.Write(chunk)
 		if err != nil {
 			return err
 		}
