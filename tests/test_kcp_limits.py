@@ -7,6 +7,7 @@ before issue 10 (checked against a clone of that revision).
 from __future__ import annotations
 
 import array
+import errno
 import os
 import select
 
@@ -484,3 +485,61 @@ def test_misnumbered_fragments_never_crash_recv():
     b.receive_datagram(push(2, b"ef", frg=0), 0)
     assert b.kcp.peek_size() == 6
     assert b.recv() == b"abcdef"
+
+
+# ---------------------------------------------------------------- send errors after queueing
+
+
+@pytest.mark.parametrize("err", [errno.ENOBUFS, errno.EPERM, errno.EMSGSIZE])
+def test_send_that_hits_a_transient_socket_error_succeeds_and_delivers(err):
+    """Item 7's kind at the socket layer: ``sendall`` queues the data in KCP, then flushes.
+    A flush that meets ENOBUFS (full device queue), EPERM (a firewall rule) or EMSGSIZE used
+    to raise from ``sendall`` with the data already queued, so a retry duplicated it.
+    Expected (UDP semantics, Linux udp(7): these errors lose the datagram; KCP retransmits):
+    the call returns normally, the drop is counted, and the peer receives the bytes once."""
+    ln, c, s = _pair()
+    try:
+        ep = c._chan.endpoint
+        real = ep._sendto
+        failures = [3]
+
+        def flaky(data, addr):
+            if failures[0]:
+                failures[0] -= 1
+                raise OSError(err, os.strerror(err))
+            return real(data, addr)
+        ep._sendto = flaky
+        ep.gso = False
+        c.sendall(b"once")
+        assert ep.send_drops >= 1 and ep.last_send_error.errno == err
+        got = b""
+        while len(got) < 4:
+            got += s.recv(100)
+        assert got == b"once"
+    finally:
+        c.close()
+        s.close()
+        ln.close()
+
+
+def test_send_that_hits_a_fatal_socket_error_returns_then_fails_the_session():
+    """A socket error that is not a drop (here EBADF) after the data was queued: ``sendall``
+    still returns (it queued everything; a retry would duplicate it, D21), and the error is
+    latched: the next call raises it, as a TCP socket reports an asynchronous error on the
+    next call (stdlib socket semantics)."""
+    ln, c, s = _pair()
+    try:
+        ep = c._chan.endpoint
+
+        def broken(data, addr):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        ep._sendto = broken
+        ep.gso = False
+        c.sendall(b"x")
+        with pytest.raises(OSError) as info:
+            c.sendall(b"y")
+        assert info.value.errno == errno.EBADF
+    finally:
+        c.close()
+        s.close()
+        ln.close()

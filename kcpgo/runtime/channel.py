@@ -139,7 +139,7 @@ class Channel:
         conn = self.conn
         out = conn.datagrams_to_send(now, acks=False)
         if out:
-            self.endpoint.send_many(out, self.peer, self.local)
+            self._transmit(out)
         self._post_io(now)
         if conn.pending_acks and not self._acks_scheduled:
             self._acks_scheduled = True
@@ -177,7 +177,7 @@ class Channel:
         now = now_ms()
         out = self.conn.datagrams_to_send(now)
         if out:
-            self.endpoint.send_many(out, self.peer, self.local)
+            self._transmit(out)
         self._post_io(now)
 
     def kick(self) -> None:
@@ -213,6 +213,16 @@ class Channel:
 
     # ------------------------------------------------------------------ internals
 
+    def _transmit(self, out: list) -> None:
+        """Send a flush's datagrams. The data is already in KCP's buffers whatever happens
+        here: transient errors are drops (``UDPEndpoint.send_many``; KCP retransmits), any
+        other socket error fails this session, latched for its next call, so that the call
+        that queued the data never raises after queueing it (docs/deviations.md D21)."""
+        try:
+            self.endpoint.send_many(out, self.peer, self.local)
+        except OSError as exc:
+            self.fail(exc)
+
     def _send_acks(self) -> None:
         self._acks_scheduled = False
         conn = self.conn
@@ -221,7 +231,7 @@ class Channel:
         now = now_ms()
         out = conn.flush_acks(now)
         if out:
-            self.endpoint.send_many(out, self.peer, self.local)
+            self._transmit(out)
         self._post_io(now)
 
     def _on_timer(self, now: int) -> None:
@@ -234,7 +244,7 @@ class Channel:
                                    + self.unheard_suffix(now)))
         out = self.conn.datagrams_to_send(now)
         if out:
-            self.endpoint.send_many(out, self.peer, self.local)
+            self._transmit(out)
         self._post_io(now)
 
     def _post_io(self, now: int) -> None:

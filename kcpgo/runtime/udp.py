@@ -71,6 +71,12 @@ _IPV6_PKTINFO = getattr(_stdlib_socket, "IPV6_PKTINFO", None)
 _CMSG_PKTINFO = _stdlib_socket.CMSG_SPACE(20) if _CMSG_GRO else 0
 #: sendmsg errors that may mean "not from this local address" (it was removed: Linux says
 #: EINVAL or ENETUNREACH): the datagram is sent again without it.
+#: Send errors that lose this flush's datagrams like a lossy link (KCP retransmits them):
+#: ICMP errors reported on a later send (which is not sent), a full buffer or memory
+#: (ENOBUFS, ENOMEM), a firewall rule (EPERM), a datagram above the path MTU (EMSGSIZE).
+#: Anything else (EBADF, ENOTSOCK...) is raised to the session, which fails with it.
+_TRANSIENT_SEND_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                          errno.ENOBUFS, errno.ENOMEM, errno.EPERM, errno.EMSGSIZE)
 _LOCAL_ERRORS = (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.ENOPROTOOPT,
                  errno.EOPNOTSUPP)
 #: Distinct local addresses remembered as ready control messages (cleared when full).
@@ -131,6 +137,8 @@ class UDPEndpoint:
         self.on_error = on_error
         self.closed = False
         self.send_drops = 0
+        #: The last send error taken as a drop (``_TRANSIENT_SEND_ERRORS``), for diagnostics.
+        self.last_send_error: Optional[OSError] = None
         #: The first socket error the reader hit; sessions report it to their callers.
         self.error: Optional[OSError] = None
         self._limit = MAX_BATCH
@@ -194,9 +202,11 @@ class UDPEndpoint:
         except OSError as e:
             if self.closed:
                 return False
-            if e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                return False        # ICMP feedback: the peer may come back, KCP retries
-            raise
+            if e.errno not in _TRANSIENT_SEND_ERRORS:
+                raise
+            self.send_drops += 1        # like a lost datagram: KCP retries
+            self.last_send_error = e
+            return False
         snmp = self.snmp
         if snmp is not None:
             snmp.OutPkts += 1
@@ -207,8 +217,9 @@ class UDPEndpoint:
         """Send a flush's datagrams in order; runs of equal-sized ones go out as one GSO call.
 
         ``local``: the local address to send from, as :attr:`batch_locals` gave it (``None``:
-        the system chooses). A full socket buffer drops what did not fit (KCP retransmits);
-        ICMP-reported errors are ignored as UDP allows.
+        the system chooses). A full socket buffer drops what did not fit, and the errors of
+        ``_TRANSIENT_SEND_ERRORS`` (ICMP feedback, ENOBUFS, EPERM, EMSGSIZE...) drop the rest
+        of the flush, counted in :attr:`send_drops` (KCP retransmits); others raise ``OSError``.
         """
         n = len(datagrams)
         sent = 0
@@ -235,9 +246,11 @@ class UDPEndpoint:
             else:
                 sent, nbytes = self._send_gso(datagrams, address, local)
         except OSError as e:
-            if not self.closed and e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                                                   errno.ENETUNREACH):
-                raise
+            if not self.closed:
+                if e.errno not in _TRANSIENT_SEND_ERRORS:
+                    raise
+                self.send_drops += n - sent
+                self.last_send_error = e
         snmp = self.snmp
         if snmp is not None:
             snmp.OutPkts += sent
