@@ -344,13 +344,16 @@ class UDPEndpoint:
                 recvmsg = self.sock.recvmsg
                 while len(batch) < limit:
                     data, anc, _, addr = recvmsg(_GRO_BUFSIZE, _CMSG_GRO)
-                    if anc and len(data) > RECV_SIZE:
+                    if anc:
                         # A GRO burst: equal segments of the announced size, the last shorter.
+                        # Its total can be below one datagram's limit (1400 + 45 bytes), so
+                        # the segment size decides, never the length.
                         seg = int.from_bytes(anc[0][2], _sys.byteorder)
-                        for off in range(0, len(data), seg):
-                            append((data[off:off + seg], addr))
-                    else:
-                        append((data, addr))
+                        if 0 < seg < len(data):
+                            for off in range(0, len(data), seg):
+                                append((data[off:off + seg], addr))
+                            continue
+                    append((data, addr))
             else:
                 recvfrom = self.sock.recvfrom
                 for _ in range(limit):
@@ -383,12 +386,13 @@ class UDPEndpoint:
                             cache.clear()
                         local = cache[raw] = _reply_cmsg(*raw)
                     locals_[addr] = local
-                    if len(data) > RECV_SIZE and anc[0][0] == _SOL_UDP:
-                        # A GRO burst: equal segments of the announced size, the last shorter.
+                    if anc[0][0] == _SOL_UDP:
+                        # A GRO burst (see _receive: the segment size decides).
                         seg = int.from_bytes(anc[0][2], _sys.byteorder)
-                        for off in range(0, len(data), seg):
-                            append((data[off:off + seg], addr))
-                        continue
+                        if 0 < seg < len(data):
+                            for off in range(0, len(data), seg):
+                                append((data[off:off + seg], addr))
+                            continue
                 append((data, addr))
         except (BlockingIOError, InterruptedError):
             pass
