@@ -176,7 +176,10 @@ def _make_crypt(spec: CryptSpec, key: KeySpec) -> Optional[BlockCrypt]:
         return None
     if isinstance(spec, str):
         if key is None:
-            raise ValueError(f"crypt={spec!r} needs a key (a passphrase str or key bytes)")
+            if spec.lower() == "none":
+                key = b""                   # the "none" cipher has no key (kcptun ignores it)
+            else:
+                raise ValueError(f"crypt={spec!r} needs a key (a passphrase str or key bytes)")
         if isinstance(key, str):
             key = derive_key(key)
         return _crypt.new(spec, key)

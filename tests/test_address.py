@@ -16,6 +16,7 @@ import gevent
 import pytest
 
 import kcpgo
+import kcpgo.address as kcpgo_address
 import kcpgo.monkey
 from kcpgo.snmp import Snmp
 
@@ -436,3 +437,23 @@ def test_address_module_imports_only_the_standard_library():
              if isinstance(n, ast.ImportFrom) and n.module and not n.level}
     assert mods <= set(sys.stdlib_module_names) | {"__future__"}, mods
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", ""])
+def test_dial_to_a_wildcard_listeners_own_address(host):
+    """``dial(ln.getsockname())`` on a wildcard listener, the idiom of socket code: Linux sends
+    to an unspecified address as to the loopback (connect(2) semantics; Python's
+    ``create_connection(("0.0.0.0", p))`` works), and the replies come from 127.0.0.1 / ::1.
+    Expected: the echo arrives (before: TimeoutError, every reply counted in InErrs).
+    Found in a new user's trial of issue 10."""
+    if host != "0.0.0.0" and not kcpgo_address.dualstack_available():
+        pytest.skip("no dual-stack IPv6 on this system")
+    with kcpgo.listen((host, 0)) as ln:
+        ln.settimeout(5)
+        with kcpgo.dial(ln.getsockname(), timeout=5) as c:
+            c.sendall(b"ping")
+            s, _ = ln.accept()
+            with s:
+                s.settimeout(5)
+                s.sendall(s.recv(10))
+                assert c.recv(10) == b"ping"

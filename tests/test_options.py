@@ -117,3 +117,18 @@ def test_command_line_flags():
         from_arguments(ap.parse_args(["--fec", "10"]))
     with pytest.raises(ValueError, match="needs a key"):
         from_arguments(ap.parse_args(["--crypt", "aes"]))
+
+
+def test_cipher_none_needs_no_key():
+    """kcp-go's "none" cipher ignores its key (docs/protocol.md §4: identity plus the nonce and
+    CRC header), and kcptun accepts ``--crypt none`` with any key: a kcpgo session with
+    ``crypt="none"`` and no key talks to one whose key is "x" (found in a new user's trial)."""
+    import kcpgo
+    with kcpgo.listen(("127.0.0.1", 0), crypt="none") as ln:
+        ln.settimeout(5)
+        with kcpgo.dial(ln.getsockname(), crypt="none", key="x", timeout=5) as c:
+            c.sendall(b"ping")
+            s, _ = ln.accept()
+            with s:
+                s.settimeout(5)
+                assert s.recv(10) == b"ping"

@@ -32,6 +32,10 @@ Address = Tuple[Any, ...]
 _POLICY = dict(admit_limit=ADMIT_PER_FLUSH, probe_init=PROBE_INIT_LATEST)
 
 
+#: Unspecified (wildcard) addresses a client may be given, and where the system sends them.
+_UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
 def open_client(address: Address, opts: Options, conv: Optional[int],
                 timeout: Optional[float]) -> KCPSocket:
     """A client session to ``address`` (a tuple or ``"host:port"``, :mod:`kcpgo.address`) on a
@@ -41,10 +45,18 @@ def open_client(address: Address, opts: Options, conv: Optional[int],
     timeout = check_timeout(timeout)
     conv = check_conv(conv) if conv is not None else int.from_bytes(os.urandom(4), "little")
     host, port = addr[0], addr[1]
-    infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_DGRAM)
+    try:
+        infos = _socket.getaddrinfo(host, port, 0, _socket.SOCK_DGRAM)
+    except _socket.gaierror as e:
+        raise _socket.gaierror(e.errno, f"{e.strerror}: {host!r}") from None
     if not infos:  # pragma: no cover - getaddrinfo raises instead
         raise OSError(f"cannot resolve {host!r}")
     family, _, _, _, peer = infos[0]
+    if peer[0] in _UNSPECIFIED:
+        # Linux sends to "any address" as to the loopback (as connect() does), and replies
+        # then come from the loopback address: name that one, or the strict source check
+        # (D13) drops them. dial(listener.getsockname()) on a wildcard listener works.
+        peer = (_UNSPECIFIED[peer[0]],) + tuple(peer[1:])
     if len(addr) == 4 and family == _socket.AF_INET6:
         peer = peer[:2] + addr[2:]                  # the caller's flowinfo and scope_id
     conn = opts.connection(conv, **_POLICY)

@@ -397,7 +397,11 @@ class KCPSocket(Blocking):
 
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when ``recv`` would
-        not block (an eventfd kept in step with the session; created on first call)."""
+        not block (an eventfd kept in step with the session; created on first call).
+
+        Wait on it with ``gevent.select``/``gevent.selectors`` or under monkey-patching: a
+        stdlib ``select`` that blocks the thread also blocks the hub that runs the session.
+        It is always writable (use ``send`` in non-blocking mode to learn about room)."""
         self._check_usable()
         if self._fd is None:
             self._fd = ReadyFD()
