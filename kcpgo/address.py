@@ -106,6 +106,10 @@ def parse_address(address: Union[AddressSpec, int], where: str = "address", *,
 
 
 def _parse_text(text: str, where: str, forms: str, passive: bool, port_only: bool) -> Address:
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        raise ValueError(f"{where}: a scheme ({scheme + sep!r}) is not accepted: KCP runs over "
+                         f"UDP, write {rest!r} ({forms}), got {text!r}")
     if text.startswith("["):
         end = text.find("]")
         host, rest = text[1:end], text[end + 1:] if end > 0 else ""
@@ -118,7 +122,12 @@ def _parse_text(text: str, where: str, forms: str, passive: bool, port_only: boo
         if not sep:
             if port_only and port_text.isdigit():
                 return ("", _port_text(port_text, where, text, forms, True))
-            raise ValueError(f"{where}: expected {forms}, got {text!r}")
+            hint = ""
+            if port_text.isascii() and port_text.isdigit():     # a port without a host
+                hint = (f"; to listen on port {port_text} of every address write "
+                        f"':{port_text}'" if passive else
+                        f"; a port alone has no host to send to: write 'host:{port_text}'")
+            raise ValueError(f"{where}: expected {forms}, got {text!r}{hint}")
         if ":" in host:
             raise ValueError(f"{where}: write an IPv6 host in brackets, e.g. '[::1]:9000', "
                              f"got {text!r}")
@@ -127,6 +136,9 @@ def _parse_text(text: str, where: str, forms: str, passive: bool, port_only: boo
 
 
 def _port_text(port: str, where: str, text: str, forms: str, passive: bool) -> int:
+    if port.startswith("-") and port[1:].isascii() and port[1:].isdigit():
+        lo = 0 if passive else 1
+        raise ValueError(f"{where}: port {port} of {text!r} is out of range {lo}..65535")
     if not (port.isascii() and port.isdigit()):
         raise ValueError(f"{where}: the port of {text!r} must be a number; expected {forms}")
     return parse_port(int(port), where, passive=passive)

@@ -32,7 +32,10 @@ Command line, to run an unmodified program over KCP (like ``python -m gevent.mon
 
     python -m kcpgo.monkey [--gevent] [--server [HOST:]PORT]... [--client HOST:PORT|PORT]...
                            [--crypt NAME --key PASS] [--mode fast3] [--fec 10/3]
-                           [--idle-timeout S] script.py [args...]
+                           [--no-stream] [--idle-timeout S] script.py [args...]
+
+Sessions are byte streams by default, like the TCP they replace; ``--no-stream`` selects
+message mode (``--stream`` states the default).
 """
 from __future__ import annotations
 
@@ -300,6 +303,11 @@ def main(argv: Optional[list] = None) -> None:
     ap.add_argument("--client", action="append", default=[], type=_address,
                     metavar="[HOST:]PORT", help="PORT, HOST:PORT or [IPV6]:PORT (repeatable)")
     add_arguments(ap)
+    # Stream mode is the default here (a byte stream, like the TCP it replaces), so --stream
+    # alone would change nothing: --no-stream selects message mode.
+    ap.add_argument("--no-stream", dest="stream", action="store_false", default=None,
+                    help="message mode (the default here is stream mode, like TCP; --stream "
+                         "says so explicitly)")
     ap.add_argument("script")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     ns = ap.parse_args(argv)

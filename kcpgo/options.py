@@ -12,6 +12,7 @@ bad value raises ``ValueError`` with the valid range, at construction, not at fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
@@ -153,6 +154,21 @@ class Options:
 
 #: The field names accepted as keywords.
 FIELDS = frozenset(f.name for f in dataclasses.fields(Options) if f.init)
+_dataclass_init = Options.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _checked_init(self: Options, *args: Any, **fields: Any) -> None:
+    """The dataclass constructor, whose ``TypeError`` for an unknown keyword also lists the
+    valid ones (as ``dial``/``listen`` do)."""
+    unknown = set(fields) - FIELDS
+    if unknown:
+        raise TypeError(f"Options() got unexpected option(s) {', '.join(sorted(unknown))}; "
+                        f"valid: {', '.join(sorted(FIELDS))}")
+    _dataclass_init(self, *args, **fields)
+
+
+Options.__init__ = _checked_init        # type: ignore[method-assign]
 
 def _rebuild(fields: Dict[str, Any]) -> Options:
     return Options(**fields)

@@ -156,9 +156,9 @@ def test_serve_conn_and_kcpserver_on_a_wildcard_socket_reply_from_the_dialed_add
 def test_pktinfo_only_where_needed_and_bounded_under_a_spoofed_flood():
     """Only a listener bound to a wildcard address reads local addresses (a listener on one
     address and every client keep plain recvfrom/sendto). Under datagrams from 300 sources to
-    300 local addresses, what pktinfo keeps is bounded: one batch of source -> local entries
-    and at most _LOCAL_CACHE_MAX distinct locals, no per-peer table. Source: the issue's
-    memory rule (spoofed-source floods, README "Reliability")."""
+    300 local addresses, what pktinfo keeps is bounded: the local address rides with each
+    datagram of the batch, at most _LOCAL_CACHE_MAX distinct locals are cached, no per-peer
+    table. Source: the issue's memory rule (spoofed-source floods, README "Reliability")."""
     from kcpgo.runtime import udp
     one = kcpgo.listen(("127.0.0.1", 0))
     wild = kcpgo.listen(("0.0.0.0", 0))
@@ -177,13 +177,103 @@ def test_pktinfo_only_where_needed_and_bounded_under_a_spoofed_flood():
                 s.sendto(b"\0" * 30, (h, port))     # no valid conv segment: no session
         gevent.sleep(0.3)
         ep = wild._endpoint
-        assert len(ep.batch_locals) <= udp.MAX_BATCH
+        assert not hasattr(ep, "batch_locals")         # no source -> local table at all
         assert 0 < len(ep._local_cache) <= udp._LOCAL_CACHE_MAX
         assert wild.session_count <= 128
     finally:
         c.close()
         one.close()
         wild.close()
+
+
+@need_127_0_0_2
+def test_datagrams_that_fail_the_crypto_check_do_not_choose_the_reply_address():
+    """listen(("0.0.0.0", p), crypt="aes"); a client of 127.0.0.2. After each message the
+    client's own socket (so the listener sees the client's source address, as an off-path
+    attacker spoofing it would) sends 60 random bytes to 127.0.0.3:p, which fail the AES/CRC
+    check and arrive in the same batch. Expected: all 20 echoes arrive, the client counts
+    InErrs 0, and the session still replies from 127.0.0.2. Source: D25's rule (replies leave
+    from the address the client sent to) with D13's strict source check (kcp-go latest:
+    replies from another address are dropped); issue 10 review, pktinfo_spoof.py: before the
+    fix the last datagram of a batch chose the reply address, and echoes timed out."""
+    ln = kcpgo.listen(("0.0.0.0", 0), crypt="aes", key="pw", **FAST)
+    if not ln._endpoint.pktinfo:
+        ln.close()
+        pytest.skip("no IP_PKTINFO on this platform")
+    port = ln.getsockname()[1]
+    snmp = Snmp()
+    c = kcpgo.dial(("127.0.0.2", port), crypt="aes", key="pw", timeout=1, snmp=snmp, **FAST)
+    try:
+        ln.settimeout(3)
+        c.sendall(b"hello")
+        s, _ = ln.accept()
+        s.settimeout(3)
+        assert s.recv(100) == b"hello"
+
+        def echo():
+            while True:
+                s.sendall(s.recv(100))
+        g = gevent.spawn(echo)
+        junk = os.urandom(60)
+        client_sock = c._chan.endpoint.sock
+        ok = 0
+        for i in range(20):
+            msg = b"m%d" % i
+            c.sendall(msg)
+            client_sock.sendto(junk, ("127.0.0.3", port))   # same source, fails the check
+            got = b""
+            while len(got) < len(msg):
+                got += c.recv(100)
+            ok += got == msg
+        assert ok == 20 and snmp.InErrs == 0
+        assert ln.bad_datagrams >= 20
+        import ipaddress
+        local = s._chan.local[0][2]                      # the IP_PKTINFO control message
+        assert ipaddress.IPv4Address(local[4:8]) == ipaddress.IPv4Address("127.0.0.2")
+        g.kill()
+    finally:
+        c.close()
+        ln.close()
+
+
+@need_127_0_0_2
+@pytest.mark.parametrize("host", ["0.0.0.0", ""])
+def test_accepted_session_reports_the_address_its_client_dialed(host):
+    """A session accepted on a wildcard listener reports as getsockname() the address its
+    client sent to (127.0.0.2), as an accepted TCP socket does (getsockname(2) of a
+    connection: the local address of that connection), not the wildcard; the port is the
+    listener's. ``Listener.family`` is the socket's family, as ``socket.socket.family``:
+    AF_INET for 0.0.0.0, AF_INET6 for a dual-stack "" (where IPv4 peers and local addresses
+    are v4-mapped: ("::ffff:127.0.0.2", port, 0, 0), D26). A listener on one address reports
+    that address. Source: new-user report (getsockname() was ("::", port, 0, 0))."""
+    if host == "" and not HAVE_DUALSTACK:
+        pytest.skip("no dual-stack sockets here")
+    with kcpgo.listen((host, 0), **FAST) as ln:
+        if not ln._endpoint.pktinfo:
+            pytest.skip("no IP_PKTINFO on this platform")
+        port = ln.getsockname()[1]
+        c = kcpgo.dial(("127.0.0.2", port), timeout=3, **FAST)
+        with c:
+            c.sendall(b"x")
+            ln.settimeout(3)
+            s, _ = ln.accept()
+            assert s.recv(10) == b"x"
+            if host == "0.0.0.0":
+                assert ln.family == socket.AF_INET and s.family == socket.AF_INET
+                assert s.getsockname() == ("127.0.0.2", port)
+            else:
+                assert ln.family == socket.AF_INET6
+                assert s.getsockname() == ("::ffff:127.0.0.2", port, 0, 0)
+            s.close()
+    with kcpgo.listen(("127.0.0.1", 0), **FAST) as one:
+        assert one.family == socket.AF_INET
+        c = kcpgo.dial(one.getsockname(), timeout=3, **FAST)
+        with c:
+            c.sendall(b"y")
+            one.settimeout(3)
+            s, _ = one.accept()
+            assert s.getsockname() == one.getsockname()
+            s.close()
 
 
 def test_a_local_address_that_is_gone_falls_back_to_the_system_choice():
@@ -330,6 +420,40 @@ def test_listen_refuses_bad_addresses(address, exc):
     Source: RFC 768 (16-bit ports); Go's net.ResolveUDPAddr form."""
     with pytest.raises(exc, match="port"):
         kcpgo.listen(address)
+
+
+@pytest.mark.parametrize("fn, address, words", [
+    (kcpgo.dial, "127.0.0.1:-1", "port -1 of '127.0.0.1:-1' is out of range 1..65535"),
+    (kcpgo.listen, "127.0.0.1:-1", "port -1 of '127.0.0.1:-1' is out of range 0..65535"),
+    (kcpgo.dial, "tcp://127.0.0.1:9000", "a scheme ('tcp://') is not accepted"),
+    (kcpgo.listen, "udp://127.0.0.1:9000", "write '127.0.0.1:9000'"),
+    (kcpgo.listen, "9000", "write ':9000'"),
+    (kcpgo.dial, "9000", "write 'host:9000'"),
+])
+def test_address_messages_say_what_is_wrong(fn, address, words):
+    """New-user report: "127.0.0.1:-1" said the port "must be a number" (it is one, out of
+    range), "tcp://127.0.0.1:9000" said "write an IPv6 host in brackets" (it has a scheme,
+    which kcp-go's Go address form never has), and listen("9000") did not suggest ":9000"
+    (kcp-go's and kcptun's "-l :29900"). Expected: ValueError naming the actual fault.
+    Source: Go net.SplitHostPort / ResolveUDPAddr forms; RFC 768 ports."""
+    with pytest.raises(ValueError) as info:
+        fn(address)
+    assert words in str(info.value)
+
+
+def test_serve_conn_refuses_an_unbound_socket():
+    """serve_conn(an unbound UDP socket) raises ValueError saying it must be bound: such a
+    socket would take an ephemeral port at its first send, which no client can know (its
+    message already said "needs a bound UDP socket"; new-user report: it was accepted).
+    Source: kcp-go ServeConn takes a net.PacketConn, which is always bound (net.ListenUDP)."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with pytest.raises(ValueError, match="bound"):
+            kcpgo.serve_conn(u)
+        u.bind(("127.0.0.1", 0))
+        kcpgo.serve_conn(u).close()
+    finally:
+        u.close()
 
 
 def test_listen_accepts_the_kcp_go_forms():

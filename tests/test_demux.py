@@ -60,7 +60,30 @@ def test_checksum_failures_are_counted_and_dropped() -> None:
     assert d.route(bytes(bad), None, True) == (Route.DROP_CHECKSUM, None, 0)
     assert d.route(bytes(bad), 3, True)[0] is Route.DROP_CHECKSUM
     assert snmp.InCsumErrors == 2
-    assert d.route(b"\x00" * 10, None, True)[0] is Route.DROP_CHECKSUM   # too short
+    assert d.route(b"\x00" * 10, None, True)[0] is Route.DROP_TOO_SHORT  # too short: no csum
+    assert snmp.InCsumErrors == 2
+
+
+def test_too_short_is_not_a_checksum_failure() -> None:
+    """A datagram too short for a KCP header (a 1-byte NAT keepalive, a port scan) is not a
+    checksum failure: kcp-go drops it without counting (5.6.1 packetInput: ``len(data) >=
+    nonceSize+crcSize`` before the CRC check; a plaintext below IKCP_OVERHEAD is skipped),
+    so InCsumErrors stays 0 and the route is DROP_TOO_SHORT, counted in ``stray`` only from
+    an address without a session. A 30-byte datagram that aes cannot authenticate is one
+    (InCsumErrors 1, DROP_CHECKSUM). Without a cipher nothing can fail the checksum: short
+    bytes are DROP_TOO_SHORT too. Before the fix both were DROP_CHECKSUM (issue 10 review,
+    /tmp/break10/short_datagrams_warning.py)."""
+    snmp = Snmp()
+    d = Demux(crypt.new("aes", crypt.derive_key("k")), snmp)
+    for wire in (b"\x00", b"\x00" * 19, b"\x00" * 10):
+        assert d.route(wire, None, True) == (Route.DROP_TOO_SHORT, None, 0)
+    assert d.route(b"\x00", 5, True) == (Route.DROP_TOO_SHORT, None, 0)
+    assert snmp.InCsumErrors == 0 and d.stray == 3
+    assert d.route(b"\x01" * 30, None, True) == (Route.DROP_CHECKSUM, None, 0)
+    assert snmp.InCsumErrors == 1 and d.stray == 3
+    assert d.route(b"\x00", None, True)[0] is Route.DROP_TOO_SHORT     # and after one
+    plain = Demux(None, Snmp())
+    assert plain.route(b"\x00" * 23, None, True) == (Route.DROP_TOO_SHORT, None, 0)
 
 
 def test_backlog_evicts_only_failed_entries() -> None:
@@ -191,8 +214,28 @@ def test_only_a_new_conversation_replaces_a_live_session() -> None:
     for old in (1, 2):
         assert route_name(d, kcp_datagram(old, 0), 3) == "DROP_CONV_MISMATCH"
     assert d.mismatched == 6
-    d.forget(3)            # the conv-3 session is gone: what was kept for it is freed
-    assert route_name(d, kcp_datagram(1, 0), 3) == "REPLACE"
+
+
+def test_a_replaced_conv_may_return_after_30_s() -> None:
+    """D31's memory of replaced convs expires: a client that restarts with a conv its address
+    used before (kcp-go NewConn3 or kcpgo ``dial(conv=...)`` with a fixed conv, from a fixed
+    port) replaces the live session once the old one ended CLOSED_TTL = 30,000 ms ago;
+    before, it was locked out until the live session ended (issue 10 review,
+    /tmp/break10/demux_cases.py). A late duplicate within the 30 s is still refused, and does
+    not extend them. Expected: X -> Y at t=1000; X at t=30,999 DROP_CONV_MISMATCH, at
+    t=31,000 REPLACE. ``now`` is optional: without it the latest ``now`` given applies."""
+    from kcpgo.sansio.demux import CLOSED_TTL
+    assert CLOSED_TTL == 30_000
+    d = Demux(None, Snmp())
+    addr = ("10.0.0.1", 4000)
+    assert d.route(kcp_datagram(1, 0), None, True, 0, addr)[::2] == (Route.CREATE, 1)
+    assert d.route(kcp_datagram(2, 0), 1, True, 1000, addr)[::2] == (Route.REPLACE, 2)
+    for t in (1001, 20_000, 30_999):                  # late duplicates of X's first PUSH
+        assert d.route(kcp_datagram(1, 0), 2, True, t, addr)[0] is Route.DROP_CONV_MISMATCH
+    assert d.route(kcp_datagram(1, 0), 2, True, addr=addr)[0] is Route.DROP_CONV_MISMATCH
+    assert d.route(kcp_datagram(1, 0), 2, True, 31_000, addr)[::2] == (Route.REPLACE, 1)
+    # the memory is per address: another address may use conv 2 at once
+    assert d.route(kcp_datagram(2, 0), 7, True, 31_001, ("10.0.0.2", 1))[0] is Route.REPLACE
 
 
 def test_bad_sources_warn_rate_limited_with_bounded_memory() -> None:

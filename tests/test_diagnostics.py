@@ -79,6 +79,43 @@ def test_mismatched_crypto_is_explained_on_both_sides(caplog, server, client) ->
         assert "not KCP" in text and "encrypts" in text, text
 
 
+@pytest.mark.parametrize("server", [dict(), dict(crypt="aes", key="k")], ids=["plain", "aes"])
+def test_short_datagrams_are_no_checksum_failure(caplog, server) -> None:
+    """Datagrams too short for a KCP header (three 1-byte UDP keepalives, a port scanner)
+    sent to a listener, with and without a cipher. kcp-go counts them nowhere (5.6.1
+    packetInput checks the length before the CRC; InCsumErrors stays 0). Before (issue 10
+    review, short_datagrams_warning.py): the listener's WARNING said they "failed the
+    checksum/authentication (InCsumErrors ...)" with InCsumErrors 0, even without a cipher.
+    Expected: InCsumErrors 0, bad_datagrams 0, no WARNING, ``accept()`` times out plainly;
+    three 60-byte non-KCP datagrams then do warn, worded by what happened: "failed the
+    checksum/authentication" (aes, InCsumErrors 3) or "are not KCP" (no cipher)."""
+    caplog.set_level(logging.WARNING, logger="kcpgo")
+    snmp = Snmp()
+    with kcpgo.listen(LOCAL, snmp=snmp, **server) as ln, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        ln.settimeout(0.3)
+        for _ in range(3):
+            raw.sendto(b"\x00", ln.getsockname())
+        with pytest.raises(TimeoutError) as acc:
+            ln.accept()
+        assert str(acc.value) == "timed out"
+        assert snmp.InCsumErrors == 0 and ln.bad_datagrams == 0 and ln.stray == 3
+        assert [r for r in caplog.records if r.name == "kcpgo.listener"] == []
+        for _ in range(3):
+            raw.sendto(b"\xff" * 60, ln.getsockname())
+        with pytest.raises(TimeoutError) as acc:
+            ln.accept()
+        texts = [r.getMessage() for r in caplog.records if r.name == "kcpgo.listener"]
+        assert len(texts) == 1 and ln.bad_datagrams == 3, texts
+        if server:
+            assert snmp.InCsumErrors == 3
+            assert "3 datagrams" in texts[0] and "failed the checksum" in texts[0], texts
+            assert "3 datagrams failed the checksum/authentication" in str(acc.value)
+        else:
+            assert "are not KCP" in texts[0] and "checksum" not in texts[0], texts
+            assert "3 datagrams were not KCP" in str(acc.value), acc.value
+
+
 def test_kcpserver_logs_the_warning(caplog) -> None:
     """KCPServer (socketserver) sits on the same listener, so a client with the wrong key is
     reported there too. Before the fix: nothing logged. Expected: one WARNING, no handler run."""
@@ -94,7 +131,12 @@ def test_kcpserver_logs_the_warning(caplog) -> None:
     try:
         c = kcpgo.dial(server.server_address, crypt="aes", key="wrong", **FAST)
         c.sendall(b"hello?")
-        gevent.sleep(0.5)
+        # The warning needs 3 bad datagrams: the first send and the retransmissions at
+        # ~200 ms and ~500 ms (initial RTO 200 ms, x1.5 with nodelay): wait up to 2 s.
+        for _ in range(40):
+            gevent.sleep(0.05)
+            if any(r.name == "kcpgo.listener" for r in caplog.records):
+                break
         c.close()
     finally:
         server.shutdown()

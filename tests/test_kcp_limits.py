@@ -10,6 +10,7 @@ import array
 import errno
 import os
 import select
+import time
 
 import gevent
 import pytest
@@ -119,6 +120,67 @@ def test_receiver_delivers_messages_longer_than_its_window(frags):
     a.send(msg)
     assert pump_kcp(a, b) == [msg]
     assert not b.rcv_queue and not b.rcv_buf
+
+
+def test_receiver_accepts_the_window_it_announces_for_a_long_message():
+    """Review of issue 10 (``/tmp/break10/oversize_window_mismatch.py``): while a message of
+    more fragments than rcv_wnd completes, flush announces its missing fragments (D20's
+    receive side), but input accepted only sn < rcv_nxt + rcv_wnd (kcp-go's rule), so a
+    segment the peer was invited to send was dropped without ACK whenever one before it was
+    lost, and cost an RTO retransmission. Receiver rcv_wnd 16, a 40-fragment message; sn
+    0..15 arrive (queue full, head misses 24: announced window 24), sn 16 is lost, 17..39
+    arrive. Expected: all 23 are ACKed and kept (before: sn 32..39, beyond rcv_nxt 16 + 16,
+    were dropped, 15 ACKs), sn 40 (beyond both the message and rcv_nxt + rcv_wnd) is not;
+    once sn 16 arrives, the message; queue + buffer never above the 40 fragments."""
+    b = KCP(CONV, snmp=Snmp())
+    b.set_wndsize(16, 16)
+    b.input(b"".join(push(sn, b"%02d" % sn, frg=39 - sn) for sn in range(16)), 0)
+    assert (len(b.rcv_queue), b.rcv_nxt) == (16, 16)
+    acks = [s for d in b.flush(0) for s in decode_segments(d)]
+    assert {s.wnd for s in acks} == {24}
+    b.input(b"".join(push(sn, b"%02d" % sn, frg=39 - sn) for sn in range(17, 40))
+            + push(40, b"xx", frg=0), 0)
+    acks = [s for d in b.flush(0) for s in decode_segments(d)]
+    assert sorted(s.sn for s in acks) == list(range(17, 40))
+    assert len(b.rcv_buf) == 23 and b.snmp.RepeatSegs == 1          # sn 40
+    b.input(push(16, b"16", frg=23), 0)
+    assert len(b.rcv_queue) + len(b.rcv_buf) == 40
+    assert b.recv() == b"".join(b"%02d" % sn for sn in range(40))
+
+
+def test_long_messages_over_a_lossy_link_need_no_rto_storm():
+    """The same review finding end to end: ten 255-fragment messages from a sender with
+    max_fragments 255 to a receiver with rcv_wnd 16, 2 % loss on the data direction (seeded),
+    10 ms delay. Expected: the receiver drops no PUSH (RepeatSegs 0: the link neither
+    duplicates nor reorders, so every drop was a segment outside the accepted window) and the
+    transfer ends as with rcv_wnd 256. Measured by the reproduction: before, 4203 drops and
+    4299 RTO retransmissions (done at 2332 ms); after, 0 and 0 (759 ms)."""
+    import random
+    rnd = random.Random(1)
+    a = Connection(CONV, mode="fast3", window=(1024, 1024), snmp=Snmp())
+    b = Connection(CONV, mode="fast3", window=(16, 16), snmp=Snmp())
+    a.kcp.max_fragments = 255
+    msgs = [bytes([i]) * (a.mss * 255) for i in range(10)]
+    for m in msgs:
+        a.kcp.send(m)
+    flying = []                       # (deliver_at, destination, datagram)
+    got = []
+    now = 0
+    while now < 20000 and len(got) < len(msgs):
+        for src, dst in ((a, b), (b, a)):
+            for d in src.datagrams_to_send(now):
+                if src is b or rnd.random() >= 0.02:
+                    flying.append((now + 10, dst, d))
+        due = [f for f in flying if f[0] <= now]
+        flying = [f for f in flying if f[0] > now]
+        for _, dst, d in due:
+            dst.receive_datagram(d, now)
+        while (m := b.recv()) is not None:
+            got.append(m)
+        now += 1
+    assert got == msgs
+    assert b.snmp.RepeatSegs == 0 and a.snmp.LostSegs == 0
+    assert now < 2000
 
 
 def test_connection_message_mode_large_send_arrives_as_mss_chunks():
@@ -312,7 +374,7 @@ def test_empty_pushes_never_hold_the_window_closed():
     a = KCP(CONV, snmp=Snmp())
     b = Connection(CONV)
     for _ in range(40):
-        a.snd_queue.append([b"", 0, 0, 0, 0, 0, 0])
+        a.snd_queue.append([b"", 0, 0, 0, 0, 0, 0, 0])
     a.write(b"payload")
     got = []
     now = 0
@@ -348,7 +410,7 @@ def test_empty_push_fileno_matches_recv(stream):
 
         def inject_empty():
             conn = c._conn
-            conn.kcp.snd_queue.append([b"", 0, 0, 0, 0, 0, 0])
+            conn.kcp.snd_queue.append([b"", 0, 0, 0, 0, 0, 0, 0])
             conn.kcp.flush_requested = FLUSH_FULL
             c._chan.flush()
 
@@ -374,6 +436,47 @@ def test_empty_push_fileno_matches_recv(stream):
     finally:
         c.close()
         ln.close()
+
+
+def test_readiness_that_reopens_the_window_announces_it():
+    """A raw peer fills a kcpgo client's 32-slot receive queue with empty PUSHes (C KCP sends
+    one for ikcp_send(kcp, buf, 0)); the client announces window 0. The application's first
+    ``fileno()`` computes readiness, which consumes them (D22) and so reopens the window
+    while the session is idle (nothing in flight, no timer). Expected: the client sends a
+    WINS (cmd 84) announcing 32 within 1 s. Source: D35 (a window that opened is announced
+    at once) and C KCP's fast recover (ikcp_recv: a queue drained from >= rcv_wnd sets
+    IKCP_ASK_TELL, sent by the next flush). Before (issue 10 review, fileno_wins.py): nothing
+    was sent, an idle session has no timer, so a peer without a probe timer short enough
+    waits (7 s for kcp-go 5.6.1)."""
+    import socket
+    from kcpgo.sansio.wire import CMD_WINS
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(LOCAL)
+    raw.setblocking(False)
+    c = kcpgo.dial(raw.getsockname(), timeout=5)
+
+    def rx(seconds):
+        segs = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                d, addr = raw.recvfrom(2000)
+                segs += [(seg, addr) for seg in decode_segments(d)]
+            except BlockingIOError:
+                gevent.sleep(0.01)
+        return segs
+    try:
+        c.sendall(b"hello")
+        seg, addr = rx(0.3)[0]
+        raw.sendto(b"".join(encode_segment(Segment(seg.conv, CMD_PUSH, 0, 128, 0, sn, 1, b""))
+                            for sn in range(32)), addr)
+        assert [s.wnd for s, _ in rx(0.5)][-1:] == [0]   # the queue is full: window 0
+        assert select.select([c.fileno()], [], [], 0)[0] == []     # nothing to read
+        wins = [s.wnd for s, _ in rx(1.0) if s.cmd == CMD_WINS]
+        assert wins == [32], wins
+    finally:
+        c.close()
+        raw.close()
 
 
 # ---------------------------------------------------------------- item 10: lowering the MTU
@@ -442,6 +545,50 @@ def test_lowered_mtu_that_cannot_recut_changes_nothing():
     assert [list(r) for r in k.snd_queue] == before
 
 
+def test_lowered_mtu_cuts_write_chunks_into_separate_messages():
+    """Review of issue 10 (``/tmp/break10/setmtu_raises.py``): ``KCP.write`` (what
+    Connection.send and the socket facade use) queues frg-0 chunks, each a message of its own
+    ("no fragments", D20), but set_mtu re-cut a queued 1376-byte chunk as a 39-fragment
+    message: ``Connection.set_mtu(60)`` raised ValueError (39 > max_fragments 32) or not
+    depending on what was queued, and a kcp-go peer with rcv_wnd < 39 could never deliver
+    it. Expected (D23): set_mtu(60) succeeds (mss 36); the first chunk, already sent, keeps
+    its 1376 bytes; each of the two queued ones becomes ceil(1376 / 36) = 39 segments (38 of
+    36 bytes, one of 8), all frg 0; the peer receives them as separate messages whose bytes
+    join to the input. A 100-byte message queued by message-mode ``KCP.send`` is still
+    re-fragmented whole, 3 fragments (frg 2, 1, 0; protocol.md §1.5), beside them."""
+    a = Connection(CONV, mode="fast3", snmp=Snmp())
+    a.kcp.snd_wnd = 1                       # only the first chunk enters the window
+    data = os.urandom(3 * MSS)
+    a.send(data)
+    assert a.datagrams_to_send(0) and len(a.kcp.snd_queue) == 2
+    msg = os.urandom(100)
+    a.kcp.send(msg)                          # a message: 1 fragment at mss 1376
+    a.set_mtu(60)
+    assert a.mss == 36
+    recs = [(len(r[0]), r[1]) for r in a.kcp.snd_queue]
+    assert recs == ([(36, 0)] * 38 + [(8, 0)]) * 2 + [(36, 2), (36, 1), (28, 0)]
+    b = Connection(CONV, snmp=Snmp())
+    a2 = Connection(CONV, mode="fast3", snmp=Snmp())
+    a2.kcp.snd_wnd = 1
+    a2.send(data)
+    first = a2.datagrams_to_send(0)
+    a2.set_mtu(60)
+    for d in first:
+        b.receive_datagram(d, 0)
+    got = []
+    now = 10
+    while (a2.waitsnd or b.kcp.rcv_queue) and now < 60000:
+        for d in a2.datagrams_to_send(now):
+            b.receive_datagram(d, now)
+        for d in b.datagrams_to_send(now):
+            a2.receive_datagram(d, now)
+        while (m := b.recv()) is not None:
+            got.append(m)
+        now += 10
+    assert b"".join(got) == data
+    assert [len(m) for m in got] == [MSS] + ([36] * 38 + [8]) * 2
+
+
 # ---------------------------------------------------------------- audit
 
 
@@ -487,6 +634,34 @@ def test_misnumbered_fragments_never_crash_recv():
     assert b.recv() == b"abcdef"
 
 
+@pytest.mark.parametrize("call", ["recv", "recv_stream"])
+def test_misnumbered_fragments_never_crash_kcp_recv(call):
+    """Review of issue 10 (``/tmp/break10/kcp_recv_misnumbered.py``): D24's guard covered
+    Connection only; the public sans-IO ``KCP.recv`` / ``KCP.recv_stream`` on fragments
+    numbered (1, 1) with no frg-0 end raised IndexError from an empty deque and had already
+    emptied the queue. Expected (D24, peek_size -1): ``None`` / ``b""`` with both segments
+    still queued, then the three segments as one message once a frg-0 segment ends it."""
+    k = KCP(CONV, snmp=Snmp())
+    assert k.input(push(0, b"ab", frg=1) + push(1, b"cd", frg=1), 0) == 0
+    read = (lambda: k.recv()) if call == "recv" else (lambda: k.recv_stream(100))
+    assert read() == (None if call == "recv" else b"")
+    assert len(k.rcv_queue) == 2
+    k.input(push(2, b"ef", frg=0), 0)
+    assert read() == b"abcdef" and not k.rcv_queue
+
+
+def test_kcp_set_wndsize_takes_ints_only():
+    """Review of issue 10: ``KCP.set_wndsize(1.5, 32)`` was accepted and stored a float
+    snd_wnd (flush then raised TypeError on ``range``); only ``Connection.set_window_size``
+    checked. kcp-go's ``WndSize`` takes ints (protocol.md §1.11); D21: a call that raises
+    changes nothing. Expected: TypeError, both windows unchanged (32, 32)."""
+    k = KCP(CONV, snmp=Snmp())
+    for args in ((1.5, 32), (32, 1.5), ("64", 64)):
+        with pytest.raises(TypeError):
+            k.set_wndsize(*args)
+        assert (k.snd_wnd, k.rcv_wnd) == (32, 32)
+
+
 # ---------------------------------------------------------------- send errors after queueing
 
 
@@ -520,6 +695,40 @@ def test_send_that_hits_a_transient_socket_error_succeeds_and_delivers(err):
         c.close()
         s.close()
         ln.close()
+
+
+@pytest.mark.parametrize("fail_at, sent", [(1, 0), (2, 64)])
+def test_a_transient_error_part_way_through_a_gso_flush_counts_what_was_sent(fail_at, sent):
+    """``UDPEndpoint.send_many`` with UDP GSO: 100 datagrams of 1,000 bytes leave as two
+    ``sendmsg`` calls (64 segments, the kernel's limit, then 36). When call ``fail_at`` meets
+    ENOBUFS, what the earlier calls sent is sent: OutPkts = ``sent`` (0 or 64), OutBytes =
+    1,000 x that, and only the rest is a drop: send_drops = 100 - ``sent``, last_send_error
+    ENOBUFS. Source: Linux udp(7)/sendmsg(2) (a GSO send is all or nothing; the earlier one
+    went out) and kcp-go's OutPkts (datagrams written). Before (issue 10 review): all 100
+    were counted as dropped and OutPkts stayed 0."""
+    import socket
+    from kcpgo.runtime.udp import UDPEndpoint
+    snmp = Snmp()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(LOCAL)
+    ep = UDPEndpoint(UDPEndpoint.open(LOCAL), lambda b, n: None, snmp=snmp)
+    try:
+        calls = []
+
+        def sendmsg(buffers, cmsg, flags, address):
+            calls.append(len(buffers[0]))
+            if len(calls) == fail_at:
+                raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+            return len(buffers[0])
+        ep._sendmsg = sendmsg
+        ep.gso = True
+        ep.send_many([b"x" * 1000] * 100, rx.getsockname())
+        assert calls[:fail_at] == [64_000, 36_000][:fail_at]
+        assert (snmp.OutPkts, snmp.OutBytes) == (sent, sent * 1000)
+        assert ep.send_drops == 100 - sent and ep.last_send_error.errno == errno.ENOBUFS
+    finally:
+        ep.close()
+        rx.close()
 
 
 def test_send_that_hits_a_fatal_socket_error_returns_then_fails_the_session():

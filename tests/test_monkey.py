@@ -234,6 +234,26 @@ def test_two_stdlib_programs_talk_kcp_via_monkey(tmp_path, server_gevent):
                                 "got live", "got STOP", "server done"]
 
 
+@pytest.mark.parametrize("flags, stream", [([], True), (["--stream"], True),
+                                           (["--no-stream"], False)])
+def test_monkey_command_line_stream_flags(tmp_path, flags, stream):
+    """``python -m kcpgo.monkey [--stream|--no-stream] --client HOST:PORT script.py``: the
+    script's ``socket.create_connection`` gets a KCP session in stream mode by default and
+    with ``--stream``, in message mode with ``--no-stream``. Source: the module docstring
+    (sessions are byte streams like the TCP they replace; new-user report: ``--stream`` did
+    nothing and message mode could not be chosen from the command line)."""
+    port = free_udp_port()
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(f'''
+        import socket
+        s = socket.create_connection(("127.0.0.1", {port}))
+        print(type(s).__name__, s._conn.stream)
+        s.close()
+    '''))
+    proc = run(["-m", "kcpgo.monkey", *flags, "--client", f"127.0.0.1:{port}", str(script)])
+    assert proc.stdout.split() == ["KCPSocket", str(stream)]
+
+
 def test_monkey_command_line_needs_a_script():
     proc = subprocess.run([sys.executable, "-m", "kcpgo.monkey"], env=ENV, cwd=ROOT,
                           capture_output=True, text=True, timeout=20)

@@ -132,3 +132,12 @@ def test_cipher_none_needs_no_key():
             with s:
                 s.settimeout(5)
                 assert s.recv(10) == b"ping"
+
+
+def test_options_constructor_lists_valid_names():
+    """README "Session options": an unknown name raises TypeError listing the valid ones, for
+    ``Options(...)`` as for ``dial``/``listen`` (a new user's ``Options(modee=...)`` got the
+    bare dataclass message)."""
+    import kcpgo
+    with pytest.raises(TypeError, match=r"modee.*valid: .*mode"):
+        kcpgo.Options(modee="fast3")

@@ -191,3 +191,134 @@ def test_the_start_window_is_the_listeners_receive_window(raw, window, creates) 
         gevent.sleep(0.1)
         assert ln.pending_count == (1 if creates else 0)
         assert ln.stray == (0 if creates else 1)
+
+
+# ------------------------------------------------------------------ late PUSH (TIME_WAIT)
+
+
+def test_late_push_after_the_server_closed_creates_no_session_sans_io() -> None:
+    """The new user's variant (phantom2.py ``late-push``): after the server session sent
+    ``b"hi"`` and was closed, the client sends one more message. Its PUSH has sn 1, below the
+    32-segment window, so kcp-go 5.6.1 (and kcpgo after D30 alone) creates a session whose
+    rcv_nxt is 0: it never delivers anything. Two rules stop it (D30): a PUSH with una > 0 (its
+    sender already received something of the conversation, here ``b"hi"``) never begins one,
+    remembered or not: DROP_NO_START; and the listener remembers for CLOSED_TTL = 30 s that
+    (address, conv) ended (``Demux.conversation_closed``), which stops the late PUSHes of a
+    conversation the server never answered (una 0): DROP_CLOSED until 30 s after the close.
+    Both are counted in ``stray``. A new conv from the same address (a restarted client) is
+    CREATE at once. Source: kcp-go's rule that sn and una count from 0 in every new conversation
+    (§1.2: snd_nxt = rcv_nxt = 0 at creation; every segment carries una = rcv_nxt)."""
+    from kcpgo.sansio.demux import CLOSED_TTL
+    addr = ("192.0.2.7", 5000)
+    demux = Demux(None, Snmp())
+    client = Connection(0x1234, mode="fast3", snmp=Snmp())
+    client.send(b"question")
+    route, payload, conv = demux.route(client.datagrams_to_send(0)[0], None, True, 0, addr)
+    assert (route, conv) == (Route.CREATE, 0x1234)
+    server = Connection(conv, mode="fast3", snmp=Snmp())
+    server.receive_payload(payload, 1)
+    assert server.recv() == b"question"
+    server.send(b"hi")
+    for d in server.flush(2):
+        client.receive_datagram(d, 3)
+    demux.conversation_closed(addr, conv, 2)          # the handler closed the session
+    assert client.recv() == b"hi"
+    client.send(b"more")
+    late = client.datagrams_to_send(4)                # ACK of b"hi" + PUSH sn 1, una 1
+    assert any(b"more" in d for d in late)
+    for now in (5, 2 + CLOSED_TTL):                   # remembered, and after it expired
+        assert [demux.route(d, None, True, now, addr)[0].name for d in late] == \
+            ["DROP_NO_START"] * len(late)             # una 1: never a first datagram
+    assert demux.stray == 2 * len(late)
+    # a late PUSH of a conversation the server never answered (una 0) is only refused
+    # while remembered
+    silent = Connection(0x5678, mode="fast3", snmp=Snmp())
+    silent.send(b"a")
+    silent.send(b"b")
+    first, *_ = silent.datagrams_to_send(0)
+    assert demux.route(first, None, True, 10, addr)[0] is Route.CREATE
+    demux.conversation_closed(addr, 0x5678, 20)
+    assert demux.route(first, None, True, 21, addr)[0] is Route.DROP_CLOSED
+    assert demux.route(first, None, True, 20 + CLOSED_TTL - 1, addr)[0] is Route.DROP_CLOSED
+    assert demux.route(first, None, True, 20 + CLOSED_TTL, addr)[0] is Route.CREATE
+    # a restarted client (new conv) at the same address begins at once
+    fresh = Connection(0x9999, mode="fast3", snmp=Snmp())
+    fresh.send(b"hello")
+    assert demux.route(fresh.datagrams_to_send(30)[0], None, True, 30, addr)[::2] == \
+        (Route.CREATE, 0x9999)
+
+
+def test_the_memory_of_ended_conversations_is_bounded() -> None:
+    """CLOSED_MAX = 4096 (address, conv) pairs at most, oldest forgotten first, and expired
+    ones are dropped as new ones come: a listener that closes sessions at any rate (a flood
+    of one-datagram clients) keeps a bounded table. Source: the issue's memory rule (spoofed
+    floods must not grow state; README "Reliability")."""
+    from kcpgo.sansio.demux import CLOSED_MAX, CLOSED_TTL
+    assert CLOSED_MAX == 4096
+    demux = Demux(None, Snmp())
+    for i in range(10_000):
+        demux.conversation_closed(("10.0.%d.%d" % divmod(i % 65536, 256), i), i, 0)
+    assert len(demux._closed) == CLOSED_MAX
+    demux.conversation_closed(("10.9.9.9", 1), 1, CLOSED_TTL)   # all the others expired
+    assert len(demux._closed) == 1
+
+
+def _one_shot(ln, accepted):
+    """phantom2.py's handler: read one message, send b"hi", close at once."""
+    while True:
+        try:
+            s, _ = ln.accept()
+        except OSError:
+            return
+        accepted.append(s)
+        s.recv(100)
+        s.sendall(b"hi")
+        s.close()
+
+
+def test_late_push_after_the_server_closed_creates_no_session() -> None:
+    """phantom2.py ``late-push`` on sockets: a client sends, reads ``b"hi"`` from a handler
+    that closed at once, then sends ``b"more"``. kcp-go 5.6.1 and kcpgo before the fix:
+    ``accept()`` returns a second session (conv = the client's) that never receives anything,
+    while the client's drain() succeeds (that session ACKed b"more"). Expected: one session
+    accepted; b"more" is dropped and counted in ``stray``."""
+    with kcpgo.listen(LOCAL, mode="fast3") as ln:
+        accepted = []
+        server = gevent.spawn(_one_shot, ln, accepted)
+        c = kcpgo.dial(ln.getsockname(), mode="fast3", timeout=2)
+        c.sendall(b"hello")
+        assert c.recv(100) == b"hi"
+        c.sendall(b"more")
+        gevent.sleep(0.5)
+        c.close()
+        assert len(accepted) == 1, accepted
+        assert ln.session_count == 0 and ln.pending_count == 0 and ln.stray >= 1
+    server.join(2)
+
+
+def test_a_closed_conv_is_refused_but_a_new_conv_from_the_address_begins_at_once(raw) -> None:
+    """From one address (a raw socket): conv 111 asks, the handler answers and closes. Then
+    conv 111's late PUSHes arrive: sn 1 with una 1 (it got the answer: DROP_NO_START) and
+    sn 1 with una 0 (as if it had not: DROP_CLOSED): no session, counted in ``stray``. Then
+    the client restarts with conv 222 from the same address: accepted at once. kcp-go
+    5.6.1: a session for each of the late PUSHes (both have sn < 32). Source: D30's
+    TIME_WAIT-like rule (30 s per (address, conv)) and the una rule (a conversation's first
+    datagrams carry una 0)."""
+    def push(conv, sn, una, data):
+        return encode_segment(Segment(conv, CMD_PUSH, 0, 32, 0, sn, una, data))
+    with kcpgo.listen(LOCAL, stream=True) as ln:
+        accepted = []
+        server = gevent.spawn(_one_shot, ln, accepted)
+        to = ln.getsockname()
+        raw.sendto(push(111, 0, 0, b"q"), to)
+        gevent.sleep(0.2)                              # answered and closed meanwhile
+        assert len(accepted) == 1 and ln.session_count == 0
+        raw.sendto(push(111, 1, 1, b"late"), to)
+        raw.sendto(push(111, 1, 0, b"late"), to)
+        gevent.sleep(0.2)
+        assert len(accepted) == 1 and ln.pending_count == 0 and ln.stray == 2
+        raw.sendto(push(222, 0, 0, b"new"), to)
+        gevent.sleep(0.2)
+        assert len(accepted) == 2 and accepted[1].conv == 222
+        ln.close()
+    server.join(2)

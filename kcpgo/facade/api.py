@@ -94,6 +94,11 @@ def wrap_listener(udp_socket: _socket.socket, opts: Options,
                         f"AF_INET6, SOCK_DGRAM)), got {type(udp_socket).__name__}")
     if udp_socket.type != _socket.SOCK_DGRAM:
         raise ValueError("serve_conn needs a UDP (SOCK_DGRAM) socket")
+    name = udp_socket.getsockname()
+    if isinstance(name, tuple) and name[1] == 0:
+        # An unbound socket would get an ephemeral port at the first send: no client knows it.
+        raise ValueError(f"serve_conn needs a bound UDP socket (call bind((host, port)) "
+                         f"first), got an unbound one: {udp_socket!r}")
     sock = RealSocket(udp_socket.family, _socket.SOCK_DGRAM, 0, os.dup(udp_socket.fileno()))
     return _listener(sock, opts, backlog)
 

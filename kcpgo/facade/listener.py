@@ -7,21 +7,23 @@ remote address, as kcp-go 5.6.1 does, not by conv:
 
 * a datagram that passes the crypto check creates a session for a new address (while the
   accept backlog has room) only if it can begin a conversation: it carries a PUSH whose sn is
-  below the receive window a new session gets. kcp-go creates one from any datagram with a
-  conv; kcpgo drops ACK-only, probe-only and mid-stream datagrams and bytes that are not KCP,
-  counted in :attr:`Listener.stray` (docs/deviations.md D30). FEC parity alone never creates
-  one;
+  below the receive window a new session gets and whose una is 0 (its sender has received
+  nothing of the conversation yet). kcp-go creates one from any datagram with a conv; kcpgo
+  drops ACK-only, probe-only and mid-stream datagrams and bytes that are not KCP, counted in
+  :attr:`Listener.stray` (docs/deviations.md D30). FEC parity alone never creates one;
 * from a known address, a different conv is taken as a restarted peer only if the datagram
-  carries a PUSH with sn 0 and a conv this address has not used before the live session
-  (kcpgo, D31; kcp-go: sn 0 in the first segment, whatever its cmd): the old session is reset
-  (its calls raise ``ConnectionResetError`` after the data already received, as after a TCP
-  RST) and a new one replaces it; otherwise the datagram is dropped (:attr:`Listener.mismatched`);
-* a closed session is forgotten (kcp sessions have no teardown handshake), but the late ACKs
-  and retransmissions its peer still sends no longer create a "phantom" session, as they do
-  in kcp-go (D30);
+  carries a PUSH with sn 0 (kcpgo, D31; kcp-go: sn 0 in the first segment, whatever its cmd):
+  the old session is reset (its calls raise ``ConnectionResetError`` after the data already
+  received, as after a TCP RST) and a new one replaces it; otherwise the datagram is dropped
+  (:attr:`Listener.mismatched`);
+* a closed (or replaced) session is forgotten (kcp sessions have no teardown handshake), but
+  for 30 s, like TCP's TIME_WAIT, its address cannot begin a session with its conv again:
+  the late ACKs and retransmissions its peer still sends no longer create a "phantom"
+  session, as they do in kcp-go (D30, D31); a new conv from the address (a restarted
+  client) begins one at once;
 * datagrams that keep failing the checksum from one address (or, without a cipher, that are
   not KCP) are logged to ``kcpgo.listener`` as a WARNING, at most once per 10 s per listener
-  (D33).
+  (D33); datagrams too short for a KCP header (port scans, keepalives) are not.
 
 Flood protection (nothing here is in kcp-go):
 
@@ -53,6 +55,7 @@ import socket as _socket
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..runtime.channel import Channel, format_peer
+from ..runtime.clock import now_ms
 from ..runtime.udp import UDPEndpoint
 from ..sansio.connection import Connection
 from ..sansio.demux import ACCEPT_BACKLOG, Backlog, BadSources, Demux, Route, receive_window
@@ -98,11 +101,19 @@ class Listener(Blocking):
         self._error: Optional[OSError] = None
         self._fd: Optional[ReadyFD] = None
         # pktinfo: on a wildcard address, each session replies from the local address its
-        # peer sent to (Channel.local, refreshed per batch; docs/deviations.md D25).
+        # peer sent to (Channel.local, from the datagrams routed to it; docs/deviations.md D25).
         self._endpoint = UDPEndpoint(sock, self._on_batch, owned=owned, snmp=snmp,
                                      on_error=self._fail, pktinfo=True)
+        if self._endpoint.pktinfo:
+            self._endpoint.on_batch = self._on_batch_pktinfo
         self._runtime = self._endpoint.runtime
         self._address = sock.getsockname()
+
+    @property
+    def family(self) -> int:
+        """The address family of the listener's UDP socket (``AF_INET`` or ``AF_INET6``), as
+        ``socket.socket.family``."""
+        return self._endpoint.family
 
     @property
     def evicted(self) -> int:
@@ -112,23 +123,25 @@ class Listener(Blocking):
     @property
     def stray(self) -> int:
         """Datagrams from an address without a session that could not begin a conversation
-        (late ACKs, probes, mid-stream segments, bytes that are not KCP), dropped instead of
-        creating a phantom session as kcp-go does (docs/deviations.md D30; not an SNMP field:
-        kcp-go has no such counter)."""
+        (late ACKs, probes, mid-stream segments, late datagrams of a conversation this address
+        ended less than 30 s ago, bytes that are not KCP or too short for a KCP header),
+        dropped instead of creating a phantom session as kcp-go does (docs/deviations.md D30;
+        not an SNMP field: kcp-go has no such counter)."""
         return self._demux.stray
 
     @property
     def mismatched(self) -> int:
         """Datagrams with another conv from an address that has a session, dropped because
-        they do not begin a new conversation (no PUSH with sn 0, or a conv this address
-        already replaced: docs/deviations.md D31)."""
+        they do not begin a new conversation (no PUSH with sn 0, or a conv whose session at
+        this address ended less than 30 s ago: docs/deviations.md D31)."""
         return self._demux.mismatched
 
     @property
     def bad_datagrams(self) -> int:
         """Datagrams that failed the checksum/authentication (this listener's share of
         InCsumErrors), plus, without a cipher, those from new addresses that are not KCP
-        (D33: what the rate-limited WARNING on ``kcpgo.listener`` reports)."""
+        (D33: what the rate-limited WARNING on ``kcpgo.listener`` reports). Datagrams too
+        short for a KCP header (port scans, NAT keepalives) are neither."""
         return self._bad.total
 
     def _bad_datagram(self, addr: Address, chan: Optional[Channel], action: Route,
@@ -165,34 +178,69 @@ class Listener(Blocking):
         touched: Dict[Channel, None] = {}
         for data, addr in batch:
             old = sessions.get(addr)
-            action, payload, conv = route(data, None if old is None else old.conv, accepting)
+            action, payload, conv = route(data, None if old is None else old.conv, accepting,
+                                          now, addr)
             if action is _FEED:
                 old.receive_payload(payload, now)           # type: ignore[union-attr,arg-type]
                 touched[old] = None                         # type: ignore[index]
                 continue
-            if action is _REPLACE:
-                # The peer restarted with a new conv: like a TCP RST, calls on the old session
-                # raise ECONNRESET (after any data already received), and it leaves the table
-                # and the backlog at once.
-                touched.pop(old, None)                      # type: ignore[arg-type]
-                old.fail(ConnectionResetError(                # type: ignore[union-attr]
-                    errno.ECONNRESET, "the peer restarted the session with a new conv"))
-                old.release()                               # type: ignore[union-attr]
-                if not accepting:
-                    continue
-            elif action is not _CREATE:
-                if action is _DROP_CHECKSUM or action is _DROP_NOT_KCP:
-                    self._bad_datagram(addr, old, action, now)
+            chan = self._not_fed(action, payload, conv, addr, old, accepting, now, touched)
+            if chan is not None:
+                touched[chan] = None
+        self._batch_done(touched, now)
+
+    def _on_batch_pktinfo(self, batch: list, now: int) -> None:
+        """:meth:`_on_batch` on a socket that reports local addresses: items are ``(data,
+        address, local)``. A session replies from the local address of the latest datagram
+        routed to it (FEED, CREATE, REPLACE: it passed the crypto check). A datagram that
+        fails it, spoofed with a client's source address to another local address, must not
+        choose where that client's replies leave from (docs/deviations.md D25)."""
+        route = self._demux.route
+        sessions = self._sessions
+        accepting = not self._closed
+        touched: Dict[Channel, None] = {}
+        for data, addr, local in batch:
+            old = sessions.get(addr)
+            action, payload, conv = route(data, None if old is None else old.conv, accepting,
+                                          now, addr)
+            if action is _FEED:
+                if local is not None:
+                    old.local = local                       # type: ignore[union-attr]
+                old.receive_payload(payload, now)           # type: ignore[union-attr,arg-type]
+                touched[old] = None                         # type: ignore[index]
                 continue
-            if not self._backlog.make_room(_failed, _discard):
-                continue                     # backlog full: no session, datagram lost (§5.2)
-            chan = self._create(conv, addr)
-            chan.receive_payload(payload, now)              # type: ignore[arg-type]
-            touched[chan] = None
-        locals_ = self._endpoint.batch_locals
-        if locals_:
-            for chan in touched:
-                chan.local = locals_.get(chan.peer, chan.local)
+            chan = self._not_fed(action, payload, conv, addr, old, accepting, now, touched)
+            if chan is not None:
+                chan.local = local
+                touched[chan] = None
+        self._batch_done(touched, now)
+
+    def _not_fed(self, action: Route, payload: Optional[bytes], conv: int, addr: Address,
+                 old: Optional[Channel], accepting: bool, now: int,
+                 touched: Dict[Channel, None]) -> Optional[Channel]:
+        """A datagram that is not for the address's session: replace it, create one, or drop
+        the datagram. Returns the session created (it took the datagram), if any."""
+        if action is _REPLACE:
+            # The peer restarted with a new conv: like a TCP RST, calls on the old session
+            # raise ECONNRESET (after any data already received), and it leaves the table
+            # and the backlog at once.
+            touched.pop(old, None)                          # type: ignore[arg-type]
+            old.fail(ConnectionResetError(                    # type: ignore[union-attr]
+                errno.ECONNRESET, "the peer restarted the session with a new conv"))
+            old.release()                                   # type: ignore[union-attr]
+            if not accepting:
+                return None
+        elif action is not _CREATE:
+            if action is _DROP_CHECKSUM or action is _DROP_NOT_KCP:
+                self._bad_datagram(addr, old, action, now)
+            return None
+        if not self._backlog.make_room(_failed, _discard):
+            return None                      # backlog full: no session, datagram lost (§5.2)
+        chan = self._create(conv, addr)
+        chan.receive_payload(payload, now)                  # type: ignore[arg-type]
+        return chan
+
+    def _batch_done(self, touched: Dict[Channel, None], now: int) -> None:
         for chan in touched:
             chan.after_batch(now)
         if self._backlog:
@@ -213,7 +261,8 @@ class Listener(Blocking):
         if it was never accepted, from the backlog."""
         if self._sessions.get(chan.peer) is chan:
             del self._sessions[chan.peer]
-            self._demux.forget(chan.conv)
+            # TIME_WAIT-like: its peer's late datagrams begin no new session (D30, D31).
+            self._demux.conversation_closed(chan.peer, chan.conv, now_ms())
         self._backlog.discard(chan)
         if self._closed and not self._sessions:
             self._endpoint.close()
@@ -260,11 +309,17 @@ class Listener(Blocking):
             failed = bad.total - before
             if not failed:
                 raise
+            # With a cipher only checksum failures are noted, without one only bytes that are
+            # not KCP (too short ones never: a port scan or a keepalive is no mismatch).
+            if self._demux.codec.crypt is not None:
+                what = "failed the checksum/authentication"
+            else:
+                what = "were not KCP (this listener has no crypt)"
+            many = failed != 1
             raise TimeoutError(
-                f"timed out; no session, but {failed} datagram{'s' * (failed != 1)} failed "
-                f"the checksum/authentication (or were not KCP) meanwhile, the last from "
-                f"{format_peer(bad.last)}: check that key/crypt settings match the "
-                f"peer's") from None
+                f"timed out; no session, but {failed} datagram{'s' * many} {what} meanwhile, "
+                f"the last from {format_peer(bad.last)}: check that key/crypt settings "
+                f"match the peer's") from None
 
     def close(self) -> None:
         """Stop accepting (idempotent). Waiting ``accept`` calls raise ``OSError(EBADF)``.

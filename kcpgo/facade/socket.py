@@ -23,6 +23,7 @@ import weakref
 from typing import Any, Callable, Optional, Tuple
 
 from ..runtime.channel import Channel
+from ..runtime.udp import local_sockname
 from ..snmp import Snmp
 from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, ebadf, set_dscp
 
@@ -69,7 +70,7 @@ class KCPSocket(Blocking):
         """The channel changed something (data, window, error): wake whoever can proceed."""
         failed = self._chan.error is not None
         rd = self._rd
-        if rd.waiters and (failed or self._leftover or self._conn.readable()):
+        if rd.waiters and (failed or self._leftover or self._readable()):
             rd.event.set()
         wr = self._wr
         if wr.waiters and (failed or self._conn.writable() or not self._conn.waitsnd):
@@ -107,7 +108,18 @@ class KCPSocket(Blocking):
 
     def _would_not_block(self) -> bool:
         return bool(self._closed or self._chan.error is not None or self._shut_rd
-                    or self._leftover or self._conn.readable())
+                    or self._leftover or self._readable())
+
+    def _readable(self) -> bool:
+        """``Connection.readable``: every readiness check goes through here. It may consume
+        zero-length messages (D22) and so reopen the receive window: the window update then
+        leaves on the scheduler's next turn, whoever asked (``fileno``, a waiter, ...), since
+        an idle session has no timer to send it later (D35)."""
+        conn = self._conn
+        ready = conn.readable()
+        if conn.window_update_due:
+            self._chan.kick()
+        return ready
 
     # ------------------------------------------------------------------ receiving
 
@@ -429,7 +441,10 @@ class KCPSocket(Blocking):
         return self._chan.peer
 
     def getsockname(self) -> Address:
-        return self._chan.endpoint.sock.getsockname()
+        """The local address: for a session of a listener on a wildcard address, the one its
+        peer sent to and replies leave from (D25), as a connected socket reports it."""
+        chan = self._chan
+        return local_sockname(chan.local, chan.endpoint.sock.getsockname())
 
     # ------------------------------------------------------------------ KCP knobs
 
@@ -485,10 +500,12 @@ class KCPSocket(Blocking):
         """Largest datagram on the wire in bytes, headers included (50..1500; §1.4).
 
         Lowering it mid-session re-cuts what is queued but not yet sent for the new size
-        (docs/deviations.md D23); segments already sent keep their size and sn, so their
-        retransmissions may exceed the new MTU. ``ValueError`` outside 50..1500 or when a
-        queued message cannot be re-cut (``KCP.max_fragments``), ``TypeError`` for a non-int;
-        a call that raises changes nothing.
+        (docs/deviations.md D23): in message mode each queued chunk becomes chunks of at most
+        the new :attr:`mss`, each one message for the peer's ``recv`` (stream mode re-packs
+        the bytes); this never fails. Segments already sent keep their size and sn, so their
+        retransmissions may exceed the new MTU. ``ValueError`` outside 50..1500 (or when no
+        data fits after the headers), ``TypeError`` for a non-int; a call that raises changes
+        nothing.
         """
         self._conn.set_mtu(mtu)
 

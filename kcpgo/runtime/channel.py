@@ -56,8 +56,9 @@ class Channel:
         self.receive_payload = conn.receive_payload
         self.endpoint = endpoint
         self.peer = peer
-        #: The local address to reply from (``UDPEndpoint.batch_locals``; set by a wildcard
-        #: listener with pktinfo, docs/deviations.md D25); ``None``: the system chooses.
+        #: The local address to reply from (a pktinfo batch item's ``local``; set by a wildcard
+        #: listener from the datagrams routed to this session, docs/deviations.md D25);
+        #: ``None``: the system chooses.
         self.local: Any = None
         self.passive = passive
         self.runtime = endpoint.runtime

@@ -29,7 +29,7 @@ from ._originals import RealSocket
 from .clock import monotonic as _monotonic
 from .scheduler import Runtime
 
-__all__ = ["UDPEndpoint", "spawn_count", "DEFAULT_SOCKBUF", "RECV_SIZE"]
+__all__ = ["UDPEndpoint", "spawn_count", "local_sockname", "DEFAULT_SOCKBUF", "RECV_SIZE"]
 
 log = logging.getLogger("kcpgo.runtime")
 
@@ -69,20 +69,18 @@ _IP_PKTINFO = getattr(_stdlib_socket, "IP_PKTINFO", 8 if _sys.platform.startswit
 _IPV6_RECVPKTINFO = getattr(_stdlib_socket, "IPV6_RECVPKTINFO", None)
 _IPV6_PKTINFO = getattr(_stdlib_socket, "IPV6_PKTINFO", None)
 _CMSG_PKTINFO = _stdlib_socket.CMSG_SPACE(20) if _CMSG_GRO else 0
-#: sendmsg errors that may mean "not from this local address" (it was removed: Linux says
-#: EINVAL or ENETUNREACH): the datagram is sent again without it.
 #: Send errors that lose this flush's datagrams like a lossy link (KCP retransmits them):
 #: ICMP errors reported on a later send (which is not sent), a full buffer or memory
 #: (ENOBUFS, ENOMEM), a firewall rule (EPERM), a datagram above the path MTU (EMSGSIZE).
 #: Anything else (EBADF, ENOTSOCK...) is raised to the session, which fails with it.
 _TRANSIENT_SEND_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
                           errno.ENOBUFS, errno.ENOMEM, errno.EPERM, errno.EMSGSIZE)
+#: sendmsg errors that may mean "not from this local address" (it was removed: Linux says
+#: EINVAL or ENETUNREACH): the datagram is sent again without it.
 _LOCAL_ERRORS = (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.ENOPROTOOPT,
                  errno.EOPNOTSUPP)
 #: Distinct local addresses remembered as ready control messages (cleared when full).
 _LOCAL_CACHE_MAX = 256
-#: :attr:`UDPEndpoint.batch_locals` of an endpoint without pktinfo (never written).
-_NO_LOCALS: Dict[Any, Any] = {}
 
 
 def _sys_platform_linux() -> bool:
@@ -98,10 +96,12 @@ class UDPEndpoint:
     Both may be set right after construction: the reader starts on the next loop turn.
 
     ``pktinfo=True`` (a listener's socket): if the socket is bound to a wildcard address and
-    the platform reports local addresses, :attr:`pktinfo` is True and, during ``on_batch``,
-    :attr:`batch_locals` maps each source address of the batch to the local address its
-    datagram was sent to, as the ``local`` argument of :meth:`send_many` (a reply from there).
-    It holds one batch only, so memory stays bounded whatever the sources.
+    the platform reports local addresses, :attr:`pktinfo` is True and the batch's items are
+    ``(data, address, local)``: ``local`` is where that datagram was sent to, as the ``local``
+    argument of :meth:`send_many` (a reply from there; ``None`` if the kernel did not say).
+    It is per datagram, so the owner can take it only from datagrams it accepts (a spoofed
+    datagram that fails the crypto check must not choose where replies leave from, D25);
+    nothing is kept per source, so memory stays bounded whatever the sources.
     """
 
     def __init__(self, sock: _stdlib_socket.socket,
@@ -128,8 +128,6 @@ class UDPEndpoint:
                 pass
         #: Local addresses are read and replies sent from them (see the class docstring).
         self.pktinfo = False
-        #: Source address -> ``local`` for :meth:`send_many`, for the batch being handled.
-        self.batch_locals: Dict[Any, Any] = _NO_LOCALS
         self._local_cache: Dict[Tuple[int, int, bytes], Any] = {}
         if pktinfo and self._sendmsg is not None and _CMSG_PKTINFO:
             self._enable_pktinfo()
@@ -216,7 +214,7 @@ class UDPEndpoint:
     def send_many(self, datagrams: List[bytes], address: Any, local: Any = None) -> None:
         """Send a flush's datagrams in order; runs of equal-sized ones go out as one GSO call.
 
-        ``local``: the local address to send from, as :attr:`batch_locals` gave it (``None``:
+        ``local``: the local address to send from, as a pktinfo batch item gave it (``None``:
         the system chooses). A full socket buffer drops what did not fit, and the errors of
         ``_TRANSIENT_SEND_ERRORS`` (ICMP feedback, ENOBUFS, EPERM, EMSGSIZE...) drop the rest
         of the flush, counted in :attr:`send_drops` (KCP retransmits); others raise ``OSError``.
@@ -272,7 +270,11 @@ class UDPEndpoint:
     def _send_gso(self, datagrams: List[bytes], address: Any,
                   local: Any = None) -> Tuple[int, int]:
         """Group runs of equal-sized datagrams (the last of a run may be shorter, as GSO
-        allows) into UDP_SEGMENT sends (with ``local``'s control message, if given)."""
+        allows) into UDP_SEGMENT sends (with ``local``'s control message, if given).
+
+        Returns ``(datagrams sent, bytes sent)``. Drops are counted here: a full buffer drops
+        the run, an error of ``_TRANSIENT_SEND_ERRORS`` everything from the failed send on
+        (what went out before it still counts as sent); other errors are raised."""
         sendto = self._sendto
         sendmsg = self._sendmsg
         n = len(datagrams)
@@ -313,10 +315,20 @@ class UDPEndpoint:
                             self.gso = False
                             for d in datagrams[i:j]:
                                 self._send_one(d, address, local)
+                                sent += 1
+                                nbytes += len(d)
+                                i += 1
+                            continue
                 sent += j - i
                 nbytes += total
             except (BlockingIOError, InterruptedError):
                 self.send_drops += j - i
+            except OSError as e:
+                if e.errno not in _TRANSIENT_SEND_ERRORS:
+                    raise
+                self.send_drops += n - i            # this send and the rest of the flush
+                self.last_send_error = e
+                break
             i = j
         return sent, nbytes
 
@@ -365,11 +377,10 @@ class UDPEndpoint:
         return batch
 
     def _receive_pktinfo(self, limit: int) -> list:
-        """:meth:`_receive` that also records each source's local address in
-        :attr:`batch_locals` (a new dict per batch)."""
+        """:meth:`_receive` whose items are ``(data, address, local)``: each datagram with the
+        local address it was sent to (see the class docstring)."""
         batch: list = []
         append = batch.append
-        self.batch_locals = locals_ = {}
         cache = self._local_cache
         recvmsg = self.sock.recvmsg
         bufsize = _GRO_BUFSIZE if self.gro else RECV_SIZE
@@ -377,23 +388,24 @@ class UDPEndpoint:
         try:
             while len(batch) < limit:
                 data, anc, _, addr = recvmsg(bufsize, ancsize)
-                if anc:
-                    # The kernel puts the GRO message first and the local address last.
-                    raw = anc[-1]
-                    local = cache.get(raw)
-                    if local is None:
-                        if len(cache) >= _LOCAL_CACHE_MAX:
-                            cache.clear()
-                        local = cache[raw] = _reply_cmsg(*raw)
-                    locals_[addr] = local
-                    if anc[0][0] == _SOL_UDP:
-                        # A GRO burst (see _receive: the segment size decides).
-                        seg = int.from_bytes(anc[0][2], _sys.byteorder)
-                        if 0 < seg < len(data):
-                            for off in range(0, len(data), seg):
-                                append((data[off:off + seg], addr))
-                            continue
-                append((data, addr))
+                if not anc:
+                    append((data, addr, None))
+                    continue
+                # The kernel puts the GRO message first and the local address last.
+                raw = anc[-1]
+                local = cache.get(raw)
+                if local is None:
+                    if len(cache) >= _LOCAL_CACHE_MAX:
+                        cache.clear()
+                    local = cache[raw] = _reply_cmsg(*raw)
+                if anc[0][0] == _SOL_UDP:
+                    # A GRO burst (see _receive: the segment size decides).
+                    seg = int.from_bytes(anc[0][2], _sys.byteorder)
+                    if 0 < seg < len(data):
+                        for off in range(0, len(data), seg):
+                            append((data[off:off + seg], addr, local))
+                        continue
+                append((data, addr, local))
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as e:
@@ -504,6 +516,21 @@ def _reply_cmsg(level: int, kind: int, value: bytes) -> Optional[list]:
         return [(_IPPROTO_IPV6, _IPV6_PKTINFO, value[:16] + (value[16:20] if link_local
                                                              else bytes(4)))]
     return None
+
+
+def local_sockname(local: Optional[list], sockname: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    """The socket address a session replies from: the wildcard ``sockname`` of its socket
+    with the host of ``local`` (a control message of :func:`_reply_cmsg`; ``None``: the
+    system chooses, ``sockname`` unchanged). IPv6 sockets give IPv4 peers' addresses
+    v4-mapped, as the socket reports them."""
+    if not local:
+        return sockname
+    level, _, value = local[0]
+    if level == _IPPROTO_IP:
+        return (_stdlib_socket.inet_ntop(_stdlib_socket.AF_INET, value[4:8]),) + sockname[1:]
+    host = _stdlib_socket.inet_ntop(_stdlib_socket.AF_INET6, value[:16])
+    scope = int.from_bytes(value[16:20], _sys.byteorder)
+    return (host, sockname[1], 0, scope)
 
 
 class _Closed(Exception):

@@ -104,11 +104,13 @@ class Connection:
         """Set the session MTU: the largest wire datagram in bytes, headers included (§1.4).
 
         Lowering it re-cuts the data queued but not yet sent for the new mss (``KCP.set_mtu``,
-        docs/deviations.md D23); segments already sent keep their size, so their
+        docs/deviations.md D23): each chunk queued by :meth:`send` (a message of its own, frg
+        0) becomes chunks of at most the new mss, each again a message (stream mode re-packs
+        the bytes), which never fails; segments already sent keep their size, so their
         retransmissions (and the FEC parity of their groups) can still exceed the new MTU.
-        ``ValueError`` outside 50..1500, when no data fits after the headers, or when a queued
-        message cannot be re-cut within ``KCP.max_fragments``; ``TypeError`` for a non-int.
-        A call that raises changes nothing.
+        ``ValueError`` outside 50..1500, when no data fits after the headers, or when a
+        message queued directly with message-mode ``KCP.send`` cannot be re-cut within
+        ``KCP.max_fragments``; ``TypeError`` for a non-int. A call that raises changes nothing.
         """
         self.kcp.set_mtu(kcp_mtu_for(mtu, self.codec.overhead))
         self.mtu = mtu
@@ -250,6 +252,11 @@ class Connection:
         reopen the window (see :attr:`window_update_due`).
         """
         kcp = self.kcp
+        rq = kcp.rcv_queue
+        if rq:
+            frg, data = rq[0]
+            if frg == 0 and data:
+                return True                  # the common case: a non-empty whole segment
         size = kcp.peek_size()
         while size == 0:
             kcp.recv()
@@ -263,6 +270,19 @@ class Connection:
         returned, because ``b""`` means end-of-stream to socket code (D10).
         """
         kcp = self.kcp
+        rq = kcp.rcv_queue
+        if rq:
+            frg, data = rq[0]
+            if frg == 0 and data:
+                # Fast path, the common case (one non-empty segment): KCP.recv's frg-0 branch
+                # inlined, with its housekeeping (the buffer's next segments, the WINS rule).
+                rq.popleft()
+                if kcp.rcv_buf:
+                    kcp._move_to_queue()
+                if kcp.wnd_sent * 2 <= kcp.rcv_wnd:
+                    kcp._announce_window()
+                self.snmp.BytesReceived += len(data)
+                return data
         while True:
             size = kcp.peek_size()
             if size < 0:
@@ -276,6 +296,13 @@ class Connection:
         """Stream mode: up to ``limit`` bytes of whole segments joined (at least one segment,
         even if longer), or ``b""`` if no data is ready; zero-length messages are skipped."""
         kcp = self.kcp
+        rq = kcp.rcv_queue
+        if rq:
+            frg, data = rq[0]
+            if frg == 0 and data:            # fast path: takes at least this segment
+                data = kcp.recv_stream(limit)
+                self.snmp.BytesReceived += len(data)
+                return data
         while kcp.peek_size() >= 0:
             data = kcp.recv_stream(limit)
             if data:

@@ -8,29 +8,42 @@ address already has (or ``None``):
 datagram                        address has a session               address has none
 ==============================  ==================================  =========================
 fails the crypto/CRC check      DROP_CHECKSUM (InCsumErrors)        DROP_CHECKSUM
+too short for a KCP header      DROP_TOO_SHORT (not counted) [3]    DROP_TOO_SHORT (stray)
 FEC parity (no conv)            FEED (the session's FEC decoder)    DROP_NO_CONV
 conv == current                 FEED                                n/a
 conv != current, a PUSH sn 0    REPLACE (the peer restarted) [1]    n/a
 conv != current, otherwise      DROP_CONV_MISMATCH                  n/a
 a PUSH with sn < window [2]     (as above)                          CREATE, if accepting
+... of a conv closed here [4]   DROP_CONV_MISMATCH                  DROP_CLOSED (stray)
 KCP, but no such PUSH           (as above)                          DROP_NO_START [2]
 first header is not KCP         (as above)                          DROP_NOT_KCP [2]
 listener closed                 (as above)                          DROP_NOT_ACCEPTING
 ==============================  ==================================  =========================
 
 "A PUSH" means a PUSH segment anywhere in the datagram (after the FEC header of a data shard),
-among the well-formed segments of the datagram's conv that KCP's input would process.
+among the well-formed segments of the datagram's conv that KCP's input would process, whose
+una is 0: its sender has received nothing of this conversation yet, as in every first
+datagram of a conversation (a late PUSH of a conversation the listener already answered has
+una > 0).
 
 [1] kcp-go replaces on sn == 0 in the *first* segment, whatever its cmd. kcpgo requires a PUSH
     with sn 0 (an ACK of sn 0 or a probe cannot begin a conversation), and never lets a conv
-    that a session at this address already replaced take it back (a late duplicate of the old
-    session's first PUSH), docs/deviations.md D31.
+    that this address used for a session that ended (replaced or closed) in the last
+    :data:`CLOSED_TTL` ms take it back (a late duplicate of the old session's first PUSH),
+    docs/deviations.md D31.
 [2] kcp-go creates a session from any datagram with a conv (a late ACK, a probe, a mid-stream
     retransmission: a "phantom" session that never receives data). kcpgo creates one only from
     a datagram that can begin a conversation: a PUSH with sn below :attr:`Demux.window` (the
     receive window of a new session; sn counts from 0). Others are dropped and counted in
     :attr:`Demux.stray`, docs/deviations.md D30. (Issue 13: an OOB datagram, FEC type 0xF3,
     will also begin one; see the hook in :meth:`Demux.route`.)
+[3] Shorter than the crypto header, or a plaintext shorter than one KCP header: a port scan,
+    a NAT keepalive. kcp-go drops it without counting it; it is no checksum failure (D33).
+[4] TIME_WAIT-like: for :data:`CLOSED_TTL` ms after a session of (address, conv) ended
+    (:meth:`Demux.conversation_closed`, or a REPLACE), that address cannot begin a session
+    with that conv again: the late datagrams of a client whose server closed the session
+    create no phantom (D30). A new conv from the address (a restarted client, a new dial)
+    begins one at once. At most :data:`CLOSED_MAX` pairs are kept (oldest forgotten first).
 
 REPLACE means: close the old session (also when the listener no longer accepts), then treat
 the datagram as from a new address: it creates a session if the listener accepts. CREATE is
@@ -43,6 +56,7 @@ decisions out.
 from __future__ import annotations
 
 import struct
+from collections import OrderedDict
 from enum import IntEnum
 from typing import TYPE_CHECKING, Callable, Dict, Generic, Hashable, List, Optional, Tuple, TypeVar
 
@@ -56,14 +70,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..codec.crypt import BlockCrypt
     from .connection import Connection
 
-__all__ = ["Route", "Demux", "Backlog", "BadSources", "ACCEPT_BACKLOG", "receive_window"]
+__all__ = ["Route", "Demux", "Backlog", "BadSources", "ACCEPT_BACKLOG", "CLOSED_TTL",
+           "CLOSED_MAX", "receive_window"]
 
 #: §2.1 acceptBacklog: sessions created but not yet accepted.
 ACCEPT_BACKLOG = 128
-#: Per live conv, the convs its address used before it (REPLACE), kept for at most this many
-#: convs (oldest forgotten first) and this many predecessors each: D31's memory is bounded.
-REPLACED_MAX = 4096
-REPLACED_DEPTH = 4
+#: D30/D31: how long (ms) an (address, conv) whose session ended cannot begin a session again,
+#: and how many such pairs are kept at most (oldest forgotten first): the memory is bounded.
+CLOSED_TTL = 30_000
+CLOSED_MAX = 4096
 
 
 class Route(IntEnum):
@@ -82,6 +97,11 @@ class Route(IntEnum):
     #: From an address without a session: the first header is not a KCP header (unknown cmd,
     #: length past the end): e.g. a peer that encrypts, talking to a listener that does not.
     DROP_NOT_KCP = 16
+    #: Too short to hold a KCP header (after the crypto header): no checksum failure (D33).
+    DROP_TOO_SHORT = 17
+    #: From an address without a session: it would begin a conversation, but this address's
+    #: session with that conv ended less than CLOSED_TTL ago (a late datagram), D30.
+    DROP_CLOSED = 18
 
 
 class Demux:
@@ -90,9 +110,14 @@ class Demux:
 
     ``window``: a PUSH from an address without a session creates one only if its sn is below
     this (the receive window a new session of the listener gets; kcp-go's default is 32,
-    ``ValueError`` below 1). Counters: :attr:`stray` (DROP_NO_START and DROP_NOT_KCP: datagrams
-    kcp-go would have made a phantom session of) and :attr:`mismatched` (DROP_CONV_MISMATCH);
-    kcp-go has neither, so they are not SNMP fields.
+    ``ValueError`` below 1). Counters: :attr:`stray` (DROP_NO_START, DROP_NOT_KCP, DROP_CLOSED
+    and DROP_TOO_SHORT from an address without a session: datagrams kcp-go would have made a
+    phantom session of, or ignored) and :attr:`mismatched` (DROP_CONV_MISMATCH); kcp-go has
+    neither, so they are not SNMP fields.
+
+    Time: ``now`` (ms, any monotonic origin) is read only where a session would begin or be
+    replaced, to expire the memory of ended conversations (:data:`CLOSED_TTL`); a caller that
+    never passes it gets a memory bounded by :data:`CLOSED_MAX` only.
     """
 
     def __init__(self, crypt: Optional["BlockCrypt"] = None, snmp: Optional[Snmp] = None,
@@ -104,20 +129,26 @@ class Demux:
         self.window = window
         self.stray = 0
         self.mismatched = 0
-        #: live conv -> the convs its address replaced, newest first (D31; bounded).
-        self._replaced: Dict[int, Tuple[int, ...]] = {}
+        #: (address, conv) of ended sessions -> when they may begin one again (ms), oldest
+        #: first (D30, D31; at most CLOSED_MAX). An OrderedDict: taking from the front of a
+        #: plain dict costs a scan over the slots already deleted there.
+        self._closed: "OrderedDict[Tuple[Hashable, int], int]" = OrderedDict()
+        self._now = 0                       # the latest ``now`` a caller gave
+        self._csum_errors = 0               # the codec's count, as last seen (DROP_CHECKSUM)
 
-    def route(self, wire: bytes, current: Optional[int], accepting: bool
+    def route(self, wire: bytes, current: Optional[int], accepting: bool,
+              now: Optional[int] = None, addr: Hashable = None
               ) -> Tuple[Route, Optional[bytes], int]:
-        """``(route, payload, conv)`` for one datagram from an address whose session has conv
-        ``current`` (``None``: no session). ``payload`` is the opened datagram for
-        ``Connection.receive_payload`` (``None`` when dropped for its checksum); ``conv`` the
-        conv a new session must take (0 unless CREATE/REPLACE)."""
+        """``(route, payload, conv)`` for one datagram from ``addr``, whose session has conv
+        ``current`` (``None``: no session), at ``now`` (ms; ``None``: the latest given).
+        ``payload`` is the opened datagram for ``Connection.receive_payload`` (``None`` when
+        dropped for its checksum or length); ``conv`` the conv a new session must take (0
+        unless CREATE/REPLACE)."""
         # Runs once per datagram a listener receives: the headers are read in place (§2.2:
         # the KCP datagram starts after the 8-byte FEC header in a data shard; parity has none).
         payload = self._open(wire)
         if payload is None:
-            return _DROP_CHECKSUM
+            return self._unopened(current)
         flag = payload[4] | (payload[5] << 8)
         if flag == TYPE_DATA:
             off = FEC_HEADER_SIZE_PLUS2
@@ -131,7 +162,7 @@ class Demux:
             conv = _u32(payload, off)[0]
             if conv == current:
                 return _FEED, payload, 0
-            return self._other_conv(payload, off, conv, current)
+            return self._other_conv(payload, off, conv, current, now, addr)
         if not has_conv:
             return _DROP_NO_CONV, payload, 0
         if not accepting:
@@ -139,32 +170,77 @@ class Demux:
         # Issue 13 hook: an OOB datagram (FEC type 0xF3, conv at offset 8) can begin a
         # conversation as well; once OOB is implemented, return CREATE for it here. Today it
         # is read as raw KCP, like 5.6.1 (§5.2 pitfall), and so dropped as DROP_NOT_KCP.
-        conv, cmd, sn, ln = _conv_cmd_sn_len(payload, off)
-        if cmd == CMD_PUSH and sn < self.window and ln <= len(payload) - off - OVERHEAD:
-            return _CREATE, payload, conv       # a first PUSH: every new client's first datagram
-        start = _opening(payload, off, conv, self.window)
+        conv, cmd, sn, una, ln = _conv_cmd_sn_una_len(payload, off)
+        if (cmd == CMD_PUSH and sn < self.window and not una
+                and ln <= len(payload) - off - OVERHEAD):
+            start = _CREATE                     # a first PUSH: every new client's first datagram
+        else:
+            start = _opening(payload, off, conv, self.window)
         if start is _CREATE:
-            return _CREATE, payload, conv
+            if not self._closed or not self._ended((addr, conv), now):
+                return _CREATE, payload, conv
+            start = _DROP_CLOSED                # a late datagram of a conversation that ended
         self.stray += 1
         return start, payload, 0
 
-    def _other_conv(self, payload: bytes, off: int, conv: int, current: int
-                    ) -> Tuple[Route, Optional[bytes], int]:
+    def _unopened(self, current: Optional[int]) -> Tuple[Route, Optional[bytes], int]:
+        """A datagram :meth:`PacketCodec.open` refused: DROP_CHECKSUM if it failed the crypto
+        check (the codec counted it in InCsumErrors), else DROP_TOO_SHORT (D33)."""
+        n = self.codec.csum_errors
+        if n != self._csum_errors:
+            self._csum_errors = n
+            return _DROP_CHECKSUM
+        if current is None:
+            self.stray += 1
+        return _DROP_TOO_SHORT
+
+    def _other_conv(self, payload: bytes, off: int, conv: int, current: int,
+                    now: Optional[int], addr: Hashable) -> Tuple[Route, Optional[bytes], int]:
         """Another conv from an address that has a session: the peer restarted (REPLACE) only
         if the datagram begins a conversation (a PUSH with sn 0) and its conv is not one this
-        address already left behind (a late duplicate of an old session's first PUSH), D31."""
-        replaced = self._replaced
-        if _opening(payload, off, conv, 1) is not _CREATE or conv in replaced.get(current, ()):
+        address ended recently (a late duplicate of an old session's first PUSH), D31."""
+        if _opening(payload, off, conv, 1) is not _CREATE or (
+                self._closed and self._ended((addr, conv), now)):
             self.mismatched += 1
             return _DROP_CONV_MISMATCH, payload, 0
-        replaced[conv] = ((current,) + replaced.pop(current, ()))[:REPLACED_DEPTH]
-        if len(replaced) > REPLACED_MAX:
-            del replaced[next(iter(replaced))]          # the oldest entry
+        self.conversation_closed(addr, current, now)      # the session it replaces
         return _REPLACE, payload, conv
 
-    def forget(self, conv: int) -> None:
-        """The session with ``conv`` is gone: drop what D31 remembered for it."""
-        self._replaced.pop(conv, None)
+    def conversation_closed(self, addr: Hashable, conv: int, now: Optional[int] = None
+                            ) -> None:
+        """The session of ``conv`` at ``addr`` ended (closed, replaced, evicted) at ``now``
+        (ms): for :data:`CLOSED_TTL` ms, datagrams of that conv from that address begin no
+        session (D30) and do not replace another one (D31)."""
+        if now is None:
+            now = self._now
+        else:
+            self._now = now
+        closed = self._closed
+        key = (addr, conv)
+        closed.pop(key, None)                   # re-inserted last: the order is by time
+        while closed:                           # expired ones first (each goes once)
+            oldest, until = next(iter(closed.items()))
+            if until > now:
+                break
+            closed.popitem(last=False)
+        closed[key] = now + CLOSED_TTL
+        if len(closed) > CLOSED_MAX:
+            closed.popitem(last=False)          # the oldest
+
+    def _ended(self, key: Tuple[Hashable, int], now: Optional[int]) -> bool:
+        """Whether ``key`` (address, conv) ended less than CLOSED_TTL ago. A late datagram
+        does not extend that time."""
+        until = self._closed.get(key)
+        if until is None:
+            return False
+        if now is None:
+            now = self._now
+        else:
+            self._now = now
+        if now < until:
+            return True
+        del self._closed[key]
+        return False
 
 
 def receive_window(conn: "Connection") -> int:
@@ -176,16 +252,18 @@ def receive_window(conn: "Connection") -> int:
 def _opening(payload: bytes, off: int, conv: int, limit: int) -> Route:
     """Whether the KCP datagram at ``off`` can begin a conversation: CREATE if, among the
     segments KCP's input would process (those before the first malformed one or one of another
-    conv, §1.6), there is a PUSH with sn < ``limit``; DROP_NOT_KCP if the first header is not a
-    KCP header (unknown cmd, or a length past the end); else DROP_NO_START. sn counts from 0:
-    every kcp-go session's first PUSH has sn 0 (§1.2)."""
+    conv, §1.6), there is a PUSH with sn < ``limit`` and una 0; DROP_NOT_KCP if the first
+    header is not a KCP header (unknown cmd, or a length past the end); else DROP_NO_START.
+    sn counts from 0: every kcp-go session's first PUSH has sn 0 (§1.2), and una is 0 until
+    its sender received something of the conversation (a late PUSH after the listener
+    answered has una > 0)."""
     end = len(payload)
     first = off
     while end - off >= OVERHEAD:
-        c, cmd, sn, ln = _conv_cmd_sn_len(payload, off)
+        c, cmd, sn, una, ln = _conv_cmd_sn_una_len(payload, off)
         if c != conv or cmd < CMD_PUSH or cmd > CMD_WINS or ln > end - off - OVERHEAD:
             return _DROP_NOT_KCP if off == first else _DROP_NO_START
-        if cmd == CMD_PUSH and sn < limit:
+        if cmd == CMD_PUSH and sn < limit and not una:
             return _CREATE
         off += OVERHEAD + ln
     return _DROP_NO_START
@@ -193,11 +271,12 @@ def _opening(payload: bytes, off: int, conv: int, limit: int) -> Route:
 
 _FEED, _REPLACE, _CREATE = Route.FEED, Route.REPLACE, Route.CREATE
 _DROP_CHECKSUM = (Route.DROP_CHECKSUM, None, 0)
+_DROP_TOO_SHORT = (Route.DROP_TOO_SHORT, None, 0)
 _DROP_NO_CONV, _DROP_CONV_MISMATCH = Route.DROP_NO_CONV, Route.DROP_CONV_MISMATCH
-_DROP_NOT_ACCEPTING = Route.DROP_NOT_ACCEPTING
+_DROP_NOT_ACCEPTING, _DROP_CLOSED = Route.DROP_NOT_ACCEPTING, Route.DROP_CLOSED
 _DROP_NO_START, _DROP_NOT_KCP = Route.DROP_NO_START, Route.DROP_NOT_KCP
-#: §1.2 header <IBBHIIII: conv, cmd, (frg, wnd, ts skipped), sn, (una skipped), len.
-_conv_cmd_sn_len = struct.Struct("<IB7xI4xI").unpack_from
+#: §1.2 header <IBBHIIII: conv, cmd, (frg, wnd, ts skipped), sn, una, len.
+_conv_cmd_sn_una_len = struct.Struct("<IB7xIII").unpack_from
 _u32 = struct.Struct("<I").unpack_from
 
 

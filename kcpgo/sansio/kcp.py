@@ -39,8 +39,8 @@ from ..snmp import DEFAULT_SNMP, Snmp
 from .kcp_input import InputMixin
 from .kcp_output import OutputMixin
 from .kcpdefs import (ASK_TELL, DEADLINK, FASTACK, FLUSH_FULL, FLUSH_NONE, FRG, INTERVAL,
-                      MAX_FRAGMENTS, MAX_MSG_FRAGMENTS, MAX_WINDOW, MTU_DEF, PROBE_INIT, RTO_DEF,
-                      RTO_MIN, RTO_NDL, THRESH_INIT, WND_RCV, WND_SND, D)
+                      MAX_FRAGMENTS, MAX_MSG_FRAGMENTS, MAX_WINDOW, MSG, MTU_DEF, PROBE_INIT,
+                      RTO_DEF, RTO_MIN, RTO_NDL, THRESH_INIT, WND_RCV, WND_SND, D)
 from .wire import MTU_LIMIT, OVERHEAD, check_conv
 
 __all__ = ["KCP"]
@@ -123,14 +123,16 @@ class KCP(InputMixin, OutputMixin):
 
         When the mss shrinks, segments still in snd_queue (not yet sent) that no longer fit
         are re-cut for the new mss (docs/deviations.md D23): stream mode re-packs the bytes
-        into full segments; message mode re-fragments each whole message (frg counting down
-        to 0 again). Segments already in snd_buf keep their sn and size (their
-        retransmissions still exceed the new MTU), and so do the queued remaining fragments
-        of a message whose first fragments were sent (the receiver counts on their number).
+        into full segments; a chunk queued by :meth:`write` (each a message of its own, frg 0)
+        is cut into frg-0 pieces, which never fails; a message queued by message-mode
+        :meth:`send` is re-fragmented whole (frg counting down to 0 again). Segments already
+        in snd_buf keep their sn and size (their retransmissions still exceed the new MTU),
+        and so do the queued remaining fragments of a message whose first fragments were sent
+        (the receiver counts on their number).
 
         Raises (changing nothing) ``TypeError`` if ``mtu`` is not an int, ``ValueError`` if
-        it cannot hold a header and one data byte (25..1500), or if a queued message would
-        need more than :attr:`max_fragments` fragments at the new mss.
+        it cannot hold a header and one data byte (25..1500), or if a message queued by
+        :meth:`send` would need more than :attr:`max_fragments` fragments at the new mss.
         """
         mtu = index(mtu)
         if not OVERHEAD < mtu <= MTU_LIMIT:
@@ -147,9 +149,11 @@ class KCP(InputMixin, OutputMixin):
     def _recut_queue(self, mss: int) -> Optional[List[list]]:
         """snd_queue's records cut for ``mss``, or ``None`` if every one already fits (D23).
 
-        Pure: ``ValueError`` (nothing changed) if a message would need more fragments than
-        the limit. A leading continuation of a message already partly in snd_buf, and a
-        trailing run without a frg-0 segment (never produced by send/write), stay as they are.
+        Pure: ``ValueError`` (nothing changed) if a message queued by message-mode
+        :meth:`send` (records marked ``MSG``) would need more fragments than the limit;
+        :meth:`write` chunks become frg-0 pieces. A leading continuation of a message already
+        partly in snd_buf, and a trailing run without a frg-0 segment (never produced by
+        send/write), stay as they are.
         """
         sq = self.snd_queue
         for rec in sq:
@@ -170,15 +174,30 @@ class KCP(InputMixin, OutputMixin):
                     break
         stream = self.stream
         limit = min(self._max_frg, MAX_FRAGMENTS)
-        pending: List[bytes] = []          # stream mode: consecutive single segments to re-pack
+        pending: List[bytes] = []          # stream mode: consecutive chunks to re-pack
 
         def repack() -> None:
             data = b"".join(pending)
             pending.clear()
-            out.extend([data[o:o + mss], 0, 0, 0, 0, 0, 0] for o in range(0, len(data), mss))
+            out.extend([data[o:o + mss], 0, 0, 0, 0, 0, 0, 0] for o in range(0, len(data), mss))
 
         while i < n:
-            j = i
+            rec = recs[i]
+            if not rec[MSG]:
+                # A chunk queued by write() or a stream-mode send (frg 0): a message of its
+                # own, so it is cut into frg-0 pieces, never into fragments (no limit).
+                i += 1
+                if stream:
+                    pending.append(rec[D])
+                    continue
+                data = rec[D]
+                if len(data) > mss:
+                    out.extend([data[o:o + mss], 0, 0, 0, 0, 0, 0, 0]
+                               for o in range(0, len(data), mss))
+                else:
+                    out.append(rec)
+                continue
+            j = i                          # a message-mode send: up to its frg-0 fragment
             while j < n and recs[j][FRG] != 0:
                 j += 1
             if j == n:                     # no frg 0 closes it: not ours to re-number
@@ -188,9 +207,6 @@ class KCP(InputMixin, OutputMixin):
                 break
             msg = recs[i:j + 1]
             i = j + 1
-            if stream and len(msg) == 1:
-                pending.append(msg[0][D])
-                continue
             if pending:
                 repack()
             if all(len(r[D]) <= mss for r in msg):
@@ -203,7 +219,7 @@ class KCP(InputMixin, OutputMixin):
                     f"cannot lower the mss to {mss}: a queued message of {len(data)} bytes "
                     f"would need {count} fragments; the limit is {limit} (max_fragments, "
                     f"docs/deviations.md D20/D23)")
-            out.extend([data[k * mss:(k + 1) * mss], count - k - 1, 0, 0, 0, 0, 0]
+            out.extend([data[k * mss:(k + 1) * mss], count - k - 1, 0, 0, 0, 0, 0, 1]
                        for k in range(count))
         if pending:
             repack()
@@ -251,7 +267,10 @@ class KCP(InputMixin, OutputMixin):
         Growing the receive window after the peer was told a small one announces it at once
         (a WINS at the next flush, :meth:`_announce_window`; docs/deviations.md D35): kcp-go
         waits for the peer's probe, 7 s for a 5.6.1 sender that filled the old window.
+        ``TypeError`` for a non-int, ``ValueError`` above 65535; a call that raises changes
+        nothing (D21).
         """
+        sndwnd, rcvwnd = index(sndwnd), index(rcvwnd)
         if rcvwnd > MAX_WINDOW or sndwnd > MAX_WINDOW:
             raise ValueError(f"window sizes must be <= {MAX_WINDOW} (the wnd field is u16)")
         if sndwnd > 0:
@@ -262,17 +281,47 @@ class KCP(InputMixin, OutputMixin):
                 self._move_to_queue()        # segments held back by the old window
             self._announce_window()
 
+    def _free_window(self) -> int:
+        """The receive window to announce now, in segments (the wnd field of every segment).
+
+        rcv_wnd minus the queued segments; when that is <= 0 but the message at the head of
+        the queue is incomplete (more fragments than rcv_wnd, D20's receive side), the number
+        of its fragments still missing, so the sender keeps sending them (0 otherwise).
+        :meth:`flush` calls it once per flush; :meth:`input` accepts up to the same window.
+        """
+        rq = self.rcv_queue
+        wnd = self.rcv_wnd - len(rq)
+        if wnd <= 0:
+            wnd = rq[0][0] + 1 - len(rq) if rq and rq[0][0] >= len(rq) else 0
+        return wnd
+
     def _announce_window(self) -> None:
         """Request a window update (WINS, flushed at once) when the window we can announce now
-        has opened enough beyond the one the peer last heard: that one was at most half the
-        receive window and the new one is at least twice it (nonzero). Linux's rule for TCP
-        window updates (``__tcp_cleanup_rbuf``); it includes C KCP's "fast recover" (a full
-        queue that drained). Without it a peer told "0" sits out its probe timer."""
+        (:meth:`_free_window`) has opened enough beyond the one the peer last heard
+        (``wnd_sent``), docs/deviations.md D35:
+
+        * Linux's rule for TCP window updates (``__tcp_cleanup_rbuf``): the announced window
+          was at most half the receive window and the new one is at least twice it;
+        * receiver silly-window avoidance (RFC 1122 section 4.2.3.3, do not advertise small
+          increases): the increase is at least ``max(1, rcv_wnd // 8)`` segments, unless the
+          head message is incomplete (no read can open more until data arrives, so any
+          increase is announced).
+
+        It includes C KCP's "fast recover" (a full queue that drained). Without it a peer told
+        "0" sits out its probe timer (7 s for kcp-go 5.6.1); a slow reader sends one WINS per
+        ``rcv_wnd // 8`` messages read at most, not one per read."""
         sent = self.wnd_sent
         rcv_wnd = self.rcv_wnd
         if sent * 2 <= rcv_wnd:
-            now_wnd = rcv_wnd - len(self.rcv_queue)
-            if now_wnd > sent and now_wnd >= sent * 2:
+            now_wnd = self._free_window()
+            step = rcv_wnd >> 3
+            if step < 1:
+                step = 1
+            elif now_wnd - sent < step:
+                rq = self.rcv_queue
+                if rq and rq[0][0] >= len(rq):
+                    step = 1                 # head incomplete: reads cannot open more
+            if now_wnd - sent >= step and now_wnd >= sent * 2:
                 self.probe |= ASK_TELL
                 self.flush_requested = FLUSH_FULL
 
@@ -410,7 +459,7 @@ class KCP(InputMixin, OutputMixin):
                     off = room
             append = sq.append
             for o in range(off, n, mss):
-                append([data[o:o + mss], 0, 0, 0, 0, 0, 0])
+                append([data[o:o + mss], 0, 0, 0, 0, 0, 0, 0])
             return n
         count = (n + mss - 1) // mss
         limit = self._max_frg
@@ -420,7 +469,7 @@ class KCP(InputMixin, OutputMixin):
                 f"the limit is {limit} fragments ({limit * mss} bytes): a message must fit the "
                 f"receiver's window (max_fragments, docs/deviations.md D20)")
         for i in range(count):
-            sq.append([data[i * mss:(i + 1) * mss], count - i - 1, 0, 0, 0, 0, 0])
+            sq.append([data[i * mss:(i + 1) * mss], count - i - 1, 0, 0, 0, 0, 0, 1])
         return n
 
     def write(self, data: bytes) -> int:
@@ -447,7 +496,7 @@ class KCP(InputMixin, OutputMixin):
                 off = room
         append = sq.append
         for o in range(off, n, mss):
-            append([data[o:o + mss], 0, 0, 0, 0, 0, 0])
+            append([data[o:o + mss], 0, 0, 0, 0, 0, 0, 0])
         return n
 
     def recv(self) -> Optional[bytes]:
@@ -455,6 +504,8 @@ class KCP(InputMixin, OutputMixin):
 
         In stream mode every segment is a message. A read that reopens a window the peer was
         told is (nearly) closed requests a WINS update at once (:meth:`_announce_window`).
+        Fragments that no frg-0 segment ends (a peer that numbers them wrongly) are not a
+        message: ``None``, and they stay queued (:meth:`peek_size`, D24).
         """
         rq = self.rcv_queue
         if not rq:
@@ -463,8 +514,8 @@ class KCP(InputMixin, OutputMixin):
         if frg == 0:
             rq.popleft()
         else:
-            if len(rq) < frg + 1:
-                return None
+            if len(rq) < frg + 1 or self.peek_size() < 0:
+                return None                  # incomplete, or no frg 0 ends it (D24)
             parts = []
             while True:
                 frg, piece = rq.popleft()
@@ -482,7 +533,8 @@ class KCP(InputMixin, OutputMixin):
         """Take whole messages, concatenated, while their total stays <= ``limit``.
 
         For stream mode, where message boundaries mean nothing; always returns at least one
-        message if one is ready, even if it alone exceeds ``limit``. ``b""`` if none.
+        message if one is ready, even if it alone exceeds ``limit``. ``b""`` if none
+        (including misnumbered fragments without a frg-0 end, as :meth:`recv`).
         """
         rq = self.rcv_queue
         if not rq:

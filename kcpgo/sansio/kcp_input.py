@@ -43,6 +43,12 @@ class InputMixin:
         rq = self.rcv_queue
         acks = self._acks
         rmt_wnd = self.rmt_wnd
+        # D20: while the head message of the queue is incomplete, the window announced
+        # (_free_window) reaches to its last fragment, possibly beyond rcv_nxt + rcv_wnd: PUSHes
+        # below that sn are accepted too (at most 256 segments in queue and buffer for it).
+        msg_end = rcv_nxt
+        if rq and rq[0][0] >= len(rq):
+            msg_end = rcv_nxt + rq[0][0] + 1 - len(rq)
         latest_ts = -1
         window_slid = False
         repeats = 0
@@ -76,8 +82,9 @@ class InputMixin:
                     self._trim_holes(snd_una)
             if cmd == CMD_PUSH:
                 ds = ((sn - rcv_nxt + HALF) & MASK) - HALF
-                # diff(sn, rcv_nxt + rcv_wnd) < 0, including kcp-go's u32 wrap of that sum.
-                if ds < rcv_wnd and ds - rcv_wnd >= -HALF:
+                # diff(sn, rcv_nxt + rcv_wnd) < 0, including kcp-go's u32 wrap of that sum;
+                # or an sn the announced window of an incomplete head message covers (D20).
+                if (ds < rcv_wnd and ds - rcv_wnd >= -HALF) or 0 <= ds < msg_end - rcv_nxt:
                     acks.append(rcv_nxt + ds)
                     acks.append(ts)
                     # The queue holds rcv_wnd segments, more only to complete the message

@@ -34,11 +34,7 @@ class OutputMixin:
         size = 0
         mtu = self.mtu
         conv = self.conv
-        rq = self.rcv_queue
-        wnd = self.rcv_wnd - len(rq)
-        if wnd <= 0:
-            # Full, unless the head message is incomplete: then its missing fragments (D20).
-            wnd = rq[0][0] + 1 - len(rq) if rq and rq[0][0] >= len(rq) else 0
+        wnd = self._free_window()
         una_w = self.rcv_nxt & MASK
         nsegs = 0
         # Phase 1: ACKs. Those already covered by una are dropped except the last (§1.9).

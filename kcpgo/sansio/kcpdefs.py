@@ -43,5 +43,8 @@ HALF = 0x80000000
 pack_header = HEADER.pack
 unpack_header = HEADER.unpack_from
 
-# Fields of a send-side segment record (a small list, mutated in place).
-D, FRG, TS, XMIT, RESEND, RTO, FASTACK = range(7)
+# Fields of a send-side segment record (a small list, mutated in place). MSG is 1 for a
+# fragment of a message queued by message-mode ``KCP.send`` (re-cut as a whole message by
+# ``set_mtu``) and 0 for a chunk queued by ``write`` or stream-mode ``send``, a message of its
+# own (re-cut into separate frg-0 pieces; D23). Only ``set_mtu`` reads it.
+D, FRG, TS, XMIT, RESEND, RTO, FASTACK, MSG = range(8)
