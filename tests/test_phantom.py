@@ -96,16 +96,21 @@ def test_late_datagrams_over_a_20ms_link_create_no_session_memnet() -> None:
     assert after_close and set(after_close) == {"DROP_NO_START"}, after_close
 
 
-def _serve(ln, accepted):
-    """The issue's handler: send b"hi", read one message, close."""
+def _serve(ln, accepted, reply_first=True):
+    """The issue's handler: send b"hi", read one message, close (``reply_first=False``:
+    phantom2.py's, read one message, send b"hi", close at once)."""
     while True:
         try:
             s, _ = ln.accept()
         except OSError:
             return
         accepted.append(s)
-        s.sendall(b"hi")
-        s.recv(100)
+        if reply_first:
+            s.sendall(b"hi")
+            s.recv(100)
+        else:
+            s.recv(100)
+            s.sendall(b"hi")
         s.close()
 
 
@@ -263,19 +268,6 @@ def test_the_memory_of_ended_conversations_is_bounded() -> None:
     assert len(demux._closed) == 1
 
 
-def _one_shot(ln, accepted):
-    """phantom2.py's handler: read one message, send b"hi", close at once."""
-    while True:
-        try:
-            s, _ = ln.accept()
-        except OSError:
-            return
-        accepted.append(s)
-        s.recv(100)
-        s.sendall(b"hi")
-        s.close()
-
-
 def test_late_push_after_the_server_closed_creates_no_session() -> None:
     """phantom2.py ``late-push`` on sockets: a client sends, reads ``b"hi"`` from a handler
     that closed at once, then sends ``b"more"``. kcp-go 5.6.1 and kcpgo before the fix:
@@ -284,7 +276,7 @@ def test_late_push_after_the_server_closed_creates_no_session() -> None:
     accepted; b"more" is dropped and counted in ``stray``."""
     with kcpgo.listen(LOCAL, mode="fast3") as ln:
         accepted = []
-        server = gevent.spawn(_one_shot, ln, accepted)
+        server = gevent.spawn(_serve, ln, accepted, False)
         c = kcpgo.dial(ln.getsockname(), mode="fast3", timeout=2)
         c.sendall(b"hello")
         assert c.recv(100) == b"hi"
@@ -308,7 +300,7 @@ def test_a_closed_conv_is_refused_but_a_new_conv_from_the_address_begins_at_once
         return encode_segment(Segment(conv, CMD_PUSH, 0, 32, 0, sn, una, data))
     with kcpgo.listen(LOCAL, stream=True) as ln:
         accepted = []
-        server = gevent.spawn(_one_shot, ln, accepted)
+        server = gevent.spawn(_serve, ln, accepted, False)
         to = ln.getsockname()
         raw.sendto(push(111, 0, 0, b"q"), to)
         gevent.sleep(0.2)                              # answered and closed meanwhile

@@ -54,7 +54,8 @@ import logging
 import socket as _socket
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..runtime.channel import Channel, format_peer
+from ..address import format_address
+from ..runtime.channel import Channel
 from ..runtime.clock import now_ms
 from ..runtime.udp import UDPEndpoint
 from ..sansio.connection import Connection
@@ -167,7 +168,7 @@ class Listener(Blocking):
         more = (f"; {suppressed} more bad datagrams since the last warning were not reported"
                 if suppressed else "")
         log.warning("kcpgo listener %s: %d datagrams from %s %s: %s%s",
-                    format_peer(self._address), count, format_peer(addr), what, hint, more)
+                    format_address(self._address), count, format_address(addr), what, hint, more)
 
     # ------------------------------------------------------------------ demultiplexing
 
@@ -318,7 +319,7 @@ class Listener(Blocking):
             many = failed != 1
             raise TimeoutError(
                 f"timed out; no session, but {failed} datagram{'s' * many} {what} meanwhile, "
-                f"the last from {format_peer(bad.last)}: check that key/crypt settings "
+                f"the last from {format_address(bad.last)}: check that key/crypt settings "
                 f"match the peer's") from None
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 from typing import Any, Callable, Optional, Tuple
 
+from ..address import format_address
 from ..sansio.connection import Connection
 from .clock import now_ms
 from .udp import UDPEndpoint
@@ -285,7 +286,7 @@ class Channel:
             now = now_ms()
         codec = self.conn.codec
         csum, bad, other = codec.csum_errors, codec.input_errors, self.foreign
-        text = (f"no valid datagram received from {format_peer(self.peer)} in "
+        text = (f"no valid datagram received from {format_address(self.peer)} in "
                 f"{(now - self.opened) / 1000:.1f} s")
         facts = []
         if csum:
@@ -310,15 +311,6 @@ class Channel:
         return text + (": nothing came back; check the address and port, that the peer is "
                        "running, and that key/crypt/FEC settings match (a kcp-go or kcpgo "
                        "server drops datagrams it cannot decrypt without answering)")
-
-
-def format_peer(addr: Address) -> str:
-    """``"host:port"``, ``"[v6 host]:port"`` for IPv6, for messages."""
-    try:
-        host, port = addr[0], addr[1]
-    except (TypeError, IndexError):
-        return str(addr)
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def _nothing() -> None:

@@ -447,20 +447,10 @@ class KCP(InputMixin, OutputMixin):
         n = len(data)
         if not n:
             raise ValueError("cannot send an empty message (kcp-go Send returns -1)")
+        if self.stream:
+            return self.write(data)         # frg-0 segments, topping up the tail: no limit
         mss = self.mss
         sq = self.snd_queue
-        if self.stream:
-            off = 0
-            if sq:
-                tail = sq[-1]
-                room = mss - len(tail[D])
-                if room > 0:
-                    tail[D] += data[:room]
-                    off = room
-            append = sq.append
-            for o in range(off, n, mss):
-                append([data[o:o + mss], 0, 0, 0, 0, 0, 0, 0])
-            return n
         count = (n + mss - 1) // mss
         limit = self._max_frg
         if count > limit:
