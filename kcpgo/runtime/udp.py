@@ -394,7 +394,7 @@ class UDPEndpoint:
                 # The kernel puts the GRO message first and the local address last.
                 raw = anc[-1]
                 local = cache.get(raw)
-                if local is None:
+                if local is None and raw[0] != _SOL_UDP:    # (a GRO message alone: no address)
                     if len(cache) >= _LOCAL_CACHE_MAX:
                         cache.clear()
                     local = cache[raw] = _reply_cmsg(*raw)
