@@ -1,4 +1,5 @@
-"""Suite-wide pytest setup: the ``slow`` marker.
+"""Suite-wide pytest setup: the ``slow`` marker, and the ``raw`` fixture (a plain UDP socket
+on 127.0.0.1 for sending hand-made datagrams).
 
 (The repository root is on ``sys.path`` through setup.cfg's ``pythonpath``, for
 ``tests.support`` and the ``tools.*`` runners the tests smoke-test.)
@@ -12,6 +13,7 @@ stays fast::
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -35,3 +37,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def raw():
+    """A plain UDP socket bound to 127.0.0.1, for hand-made datagrams (closed afterwards)."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    yield u
+    u.close()

@@ -11,7 +11,6 @@ import errno
 import gc
 import os
 import socket
-import time
 import warnings
 
 import gevent
@@ -27,14 +26,6 @@ LOCAL = ("127.0.0.1", 0)
 def push(u: socket.socket, ln, conv: int, data: bytes, sn: int = 0) -> None:
     """One raw KCP PUSH from the UDP socket ``u`` (no cipher, no FEC)."""
     u.sendto(encode_segment(Segment(conv, CMD_PUSH, 0, 32, 0, sn, 0, data)), ln.getsockname())
-
-
-@pytest.fixture
-def raw():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(LOCAL)
-    yield u
-    u.close()
 
 
 def test_restarted_peer_never_leaves_a_dead_session_in_the_backlog(raw):

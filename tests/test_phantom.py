@@ -13,7 +13,6 @@ Expected (the issue's rule): no second session; the ACK is counted in ``Listener
 """
 from __future__ import annotations
 
-import socket
 
 import gevent
 import pytest
@@ -135,14 +134,6 @@ def test_late_ack_after_the_server_closed_creates_no_session() -> None:
 
 def raw_push(conv: int, sn: int = 0, cmd: int = CMD_PUSH, data: bytes = b"x") -> bytes:
     return encode_segment(Segment(conv, cmd, 0, 32, 0, sn, 0, data if cmd == CMD_PUSH else b""))
-
-
-@pytest.fixture
-def raw():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(LOCAL)
-    yield u
-    u.close()
 
 
 def test_late_duplicate_of_a_replaced_session_does_not_reset_the_live_one(raw) -> None:
