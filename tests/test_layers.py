@@ -3,6 +3,7 @@
 * the protocol core (``kcpgo.codec``, ``kcpgo.sansio``, ``kcpgo.snmp``) imports no I/O or clock
   module (gevent, socket, select, selectors, time, asyncio, threading's timers are not used);
 * each layer imports only the layers below it (the table ``MAY_IMPORT``);
+* smux (``kcpgo.sansio.smux*``) imports nothing outside the standard library and itself;
 * there is no import cycle between kcpgo modules (module-level imports);
 * nothing outside the core reads a private attribute of ``KCP``;
 * no module is longer than 600 lines.
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
@@ -25,9 +27,14 @@ IO_MODULES = {"gevent", "greenlet", "socket", "select", "selectors", "time", "as
 #: Layer of a kcpgo module (by prefix, longest first) -> the kcpgo layers it may import.
 LAYERS: Dict[str, str] = {
     "kcpgo.codec": "codec",
+    # snappy framing (docs/kcptun.md §3): pure, the stdlib and cramjam only
+    "kcpgo.codec.snappy": "codec",
     "kcpgo.snmp": "snmp",
     "kcpgo.address": "address",
     "kcpgo.sansio": "sansio",
+    # smux (docs/kcptun.md §4): pure, the standard library and its own two modules only
+    "kcpgo.sansio.smux": "smux",
+    "kcpgo.sansio.smux_frames": "smux",
     "kcpgo.options": "options",
     "kcpgo.runtime": "runtime",
     "kcpgo.facade": "facade",
@@ -41,18 +48,23 @@ MAY_IMPORT: Dict[str, Set[str]] = {
     "snmp": set(),
     # address parsing and validation: the standard library only, importable by everyone above
     "address": set(),
-    "sansio": {"codec", "snmp", "sansio"},
-    "options": {"codec", "snmp", "sansio", "address"},
-    "runtime": {"sansio", "snmp", "runtime", "address"},
-    "facade": {"runtime", "sansio", "options", "snmp", "codec", "facade", "address"},
-    "integration": {"facade", "runtime", "sansio", "options", "snmp", "codec", "package",
-                    "integration", "address"},
-    "testing": {"sansio", "codec", "snmp", "runtime", "testing", "address"},
+    "smux": {"smux"},
+    "sansio": {"codec", "snmp", "sansio", "smux"},
+    "options": {"codec", "snmp", "sansio", "smux", "address"},
+    "runtime": {"sansio", "smux", "snmp", "runtime", "address"},
+    "facade": {"runtime", "sansio", "smux", "options", "snmp", "codec", "facade", "address"},
+    "integration": {"facade", "runtime", "sansio", "smux", "options", "snmp", "codec",
+                    "package", "integration", "address"},
+    "testing": {"sansio", "smux", "codec", "snmp", "runtime", "testing", "address"},
     # the package's __init__: its own names at module level, the socket API lazily
-    "package": {"codec", "snmp", "sansio", "options", "facade", "address"},
+    "package": {"codec", "snmp", "sansio", "smux", "options", "facade", "address"},
 }
-CORE = ("codec", "sansio", "snmp")
+CORE = ("codec", "sansio", "snmp", "smux")
 MAX_LINES = 600
+#: Layers that may import nothing but the standard library (and the layers in MAY_IMPORT).
+STDLIB_ONLY = ("smux",)
+STDLIB = getattr(sys, "stdlib_module_names", None) or {
+    "__future__", "struct", "typing", "collections", "dataclasses", "enum", "itertools"}
 
 
 def modules() -> Iterator[Tuple[str, Path]]:
@@ -124,6 +136,8 @@ def check_layer(name: str, path: Path, found: List[Tuple[str, int]]) -> None:
         top = mod.split(".")[0]
         if layer in CORE:
             assert top not in IO_MODULES, f"{path}:{line}: core module {name} imports {mod}"
+        if layer in STDLIB_ONLY and top != "kcpgo":
+            assert top in STDLIB, f"{path}:{line}: {name} ({layer}) imports non-stdlib {mod}"
         if top != "kcpgo":
             continue
         target = layer_of(mod)
@@ -223,3 +237,8 @@ def test_the_checker_catches_a_violation() -> None:
         check_layer(name, where, [("time", 2)])
     with pytest.raises(AssertionError, match="may import"):
         check_layer(name, where, [("kcpgo.runtime.clock", 1)])
+    smux = "kcpgo.sansio.smux"
+    with pytest.raises(AssertionError, match="non-stdlib"):
+        check_layer(smux, PKG / "sansio" / "smux.py", [("cramjam", 1)])
+    with pytest.raises(AssertionError, match="may import"):
+        check_layer(smux, PKG / "sansio" / "smux.py", [("kcpgo.sansio.kcp", 1)])

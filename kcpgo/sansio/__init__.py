@@ -12,6 +12,8 @@ layers, bottom up (docs/protocol.md):
   pipeline (crypt + FEC + KCP, §2.3);
 * :class:`Connection`: one session, the object a driver talks to;
 * :class:`Demux` / :class:`Backlog`: the listener's rules (§5.2);
+* :class:`SmuxSession`: smux v1/v2 streams over one KCP byte stream, as kcptun speaks it
+  (docs/kcptun.md §4; frames and the strict parser in ``smux_frames``);
 * :class:`LinkProfile` (what a link does to datagrams: loss, delay, reordering, ...; shared with
   the UDP relay of :mod:`kcpgo.testing`) and :class:`Network`, an in-memory network of two
   connections with a fake clock.
@@ -45,6 +47,8 @@ _WHERE: Dict[str, str] = {
     "Network": ".memnet", "LinkProfile": ".memnet", "LinkCounters": ".memnet",
     "LinkModel": ".memnet",
     "PacketCodec": ".packet",
+    "SmuxSession": ".smux", "SmuxError": ".smux_frames", "SmuxProtocolError": ".smux_frames",
+    "SmuxSessionClosed": ".smux", "SmuxStreamError": ".smux",
     "CMD_ACK": ".wire", "CMD_PUSH": ".wire", "CMD_WASK": ".wire", "CMD_WINS": ".wire",
     "MTU_LIMIT": ".wire", "OVERHEAD": ".wire", "Segment": ".wire",
     "decode_segments": ".wire", "encode_segment": ".wire",
