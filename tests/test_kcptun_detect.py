@@ -1,6 +1,6 @@
 """kcpgo.sansio.kcptun_detect: what a kcptun peer speaks, from its first bytes
 (docs/kcptun.md §3.3: a snappy stream starts with the stream identifier 0xff; a bare smux
-stream with its version byte; §4.9: nothing is negotiated, a mismatch is silent)."""
+stream with its version byte; kcptun.md §4.9: nothing is negotiated, a mismatch is silent)."""
 from __future__ import annotations
 
 import pytest
@@ -45,7 +45,7 @@ def test_a_short_prefix_asks_for_more_never_guesses(compression):
     (SnappyEncoder().encode(b"\x07\x00\x00\x00\x03\x00\x00\x00"), "not a smux version"),
 ])
 def test_garbage_is_named(garbage, words):
-    """Expected: DetectError naming what is wrong (kcptun itself closes silently, §4.9)."""
+    """Expected: DetectError naming what is wrong (kcptun itself closes silently, kcptun.md §4.9)."""
     with pytest.raises(DetectError, match=words):
         detect(garbage)
 

@@ -1,4 +1,6 @@
-"""What a kcptun peer speaks, from the first bytes of its KCP stream (docs/kcptun.md §3.3, §4.9).
+"""What a kcptun peer speaks, from the first bytes of its KCP stream.
+
+See docs/kcptun.md §3.3 (snappy framing, ``--nocomp``) and kcptun.md §4.9 (version mismatch).
 
 kcptun negotiates nothing: compression (``--nocomp``) and the smux version (``--smuxver``) must
 match on both sides, and a mismatch is silent (the server closes the session; the client hears
