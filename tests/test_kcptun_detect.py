@@ -45,7 +45,8 @@ def test_a_short_prefix_asks_for_more_never_guesses(compression):
     (SnappyEncoder().encode(b"\x07\x00\x00\x00\x03\x00\x00\x00"), "not a smux version"),
 ])
 def test_garbage_is_named(garbage, words):
-    """Expected: DetectError naming what is wrong (kcptun itself closes silently, kcptun.md §4.9)."""
+    """Expected: DetectError naming what is wrong (kcptun itself closes silently,
+    kcptun.md §4.9)."""
     with pytest.raises(DetectError, match=words):
         detect(garbage)
 
