@@ -12,39 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
 
 from kcpgo.codec.reedsolomon import ReedSolomon
 from kcpgo.sansio.fec import FECDecoder, FECEncoder
 from kcpgo.snmp import Snmp
+from kcpgo.testing.timing import best_seconds_per_call as timed, report
 
 K, M, SHARD, PAYLOAD = 10, 3, 1400, 1376
-
-
-def timed(fn, seconds: float) -> float:
-    """Best seconds per call of fn() over a few rounds lasting about ``seconds`` in total."""
-    calls = 1
-    while True:  # calibrate a round to ~1/5 of the budget
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt > seconds / 20:
-            break
-        calls *= 2
-    per_round = max(1, int(calls * (seconds / 5) / dt))
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(per_round):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / per_round)
-    return best
-
-
-def report(label: str, seconds_per_call: float, bytes_per_call: int) -> None:
-    mbps = bytes_per_call / seconds_per_call / 1e6
-    print(f"{label:48s} {seconds_per_call * 1e6:9.2f} µs/call {mbps:9.1f} MB/s")
 
 
 def bench_rs(seconds: float) -> None:

@@ -20,40 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
 from pathlib import Path
 
 import cramjam
 
 from kcpgo.codec.snappy import STREAM_IDENTIFIER, SnappyDecoder, SnappyEncoder, crc32c
+from kcpgo.testing.timing import best_seconds_per_call as timed, report
 
 PIECE = 1298        # a KCP mss: what one recv hands the decoder
-
-
-def timed(fn, seconds: float) -> float:
-    """Best seconds per call of fn() over 5 rounds lasting about ``seconds`` in total."""
-    calls = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt > seconds / 20:
-            break
-        calls *= 2
-    per_round = max(1, int(calls * (seconds / 5) / dt))
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(per_round):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / per_round)
-    return best
-
-
-def report(label: str, seconds_per_call: float, nbytes: int) -> None:
-    print(f"{label:58s} {seconds_per_call * 1e6:10.1f} µs {nbytes / seconds_per_call / 1e6:9.1f}"
-          " MB/s", flush=True)
 
 
 def sample(kind: str, size: int) -> bytes:
