@@ -92,44 +92,32 @@ class Channel:
     # ------------------------------------------------------------------ driven by the reader
 
     def on_batch(self, batch: list, now: int) -> None:
-        """A client endpoint's batch: only datagrams from :attr:`peer` are accepted."""
-        if not self.heard:
-            self._on_batch_unheard(batch, now)
-            return
+        """A client endpoint's batch: only datagrams from :attr:`peer` are accepted. Until the
+        first valid datagram (:attr:`heard`) each one is also checked for having passed the
+        crypto check and been taken by KCP (the codec counts the failures, D33)."""
         conn = self.conn
+        codec = conn.codec
         peer = self.peer
+        heard = self.heard
         fed = False
         for data, addr in batch:
             if addr != peer:
                 conn.snmp.InErrs += 1
                 self.foreign += 1
                 continue
-            if conn.receive_datagram(data, now):    # failed the crypto check: not the peer
-                fed = True
-        if fed:
-            self.after_batch(now)
-
-    def _on_batch_unheard(self, batch: list, now: int) -> None:
-        """:meth:`on_batch` until the first valid datagram: also notes whether each one passed
-        the crypto check and was taken by KCP (the codec counts the failures)."""
-        conn = self.conn
-        codec = conn.codec
-        peer = self.peer
-        fed = False
-        for data, addr in batch:
-            if addr != peer:
-                conn.snmp.InErrs += 1
-                self.foreign += 1
+            if heard:
+                if conn.receive_datagram(data, now):    # failed the crypto check: not the peer
+                    fed = True
                 continue
             rejected = codec.input_errors
             if conn.receive_datagram(data, now):
                 fed = True
                 if codec.input_errors == rejected:
-                    self.heard = True
+                    heard = self.heard = True
         if fed:
             last = self.last_rx
             self.after_batch(now)
-            if not self.heard:
+            if not heard:
                 self.last_rx = last     # nothing valid yet: the idle clock keeps running
 
     def after_batch(self, now: int) -> None:

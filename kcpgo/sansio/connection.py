@@ -273,14 +273,8 @@ class Connection:
         rq = kcp.rcv_queue
         if rq:
             frg, data = rq[0]
-            if frg == 0 and data:
-                # Fast path, the common case (one non-empty segment): KCP.recv's frg-0 branch
-                # inlined, with its housekeeping (the buffer's next segments, the WINS rule).
-                rq.popleft()
-                if kcp.rcv_buf:
-                    kcp._move_to_queue()
-                if kcp.wnd_sent * 2 <= kcp.rcv_wnd:
-                    kcp._announce_window()
+            if frg == 0 and data:            # the common case: one non-empty whole segment
+                data = kcp.recv()
                 self.snmp.BytesReceived += len(data)
                 return data
         while True:
