@@ -26,7 +26,8 @@ def main() -> None:
 
     def one(i):
         with kcpgo.dial(server.server_address, mode="fast3", stream=True, timeout=10) as sock:
-            print(f"client {i}:", line_client(sock, [b"hello", b"from thread %d" % i]))
+            replies = line_client(sock, [b"hello", b"from thread %d" % i])
+        print(f"client {i}: {replies}")     # one string: one whole line per client
     clients = [threading.Thread(target=one, args=(i,)) for i in range(args.clients)]
     for t in clients:
         t.start()

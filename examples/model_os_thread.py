@@ -20,10 +20,14 @@ def main() -> None:
     serving = threading.Thread(target=server.serve_forever, name="kcp-server")
     serving.start()
 
+    printing = threading.Lock()     # one whole line per print, whichever thread finishes first
+
     def one(name):
         # this thread dials, so the session is this thread's
         with kcpgo.dial(server.server_address, mode="fast3", stream=True, timeout=10) as s:
-            print(f"{name}:", line_client(s, [b"hello from " + name.encode()]), flush=True)
+            replies = line_client(s, [b"hello from " + name.encode()])
+        with printing:
+            print(f"{name}: {replies}", flush=True)
     workers = [threading.Thread(target=one, args=(f"thread-{i}",)) for i in range(3)]
     for t in workers:
         t.start()

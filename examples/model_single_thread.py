@@ -19,7 +19,8 @@ from lineproto import LineEcho, line_client  # noqa: E402  (examples/ is on sys.
 
 def client(port: int) -> None:
     with kcpgo.dial(("127.0.0.1", port), mode="fast3", stream=True, timeout=10) as sock:
-        print("client:", line_client(sock, [b"hello", b"single thread"]), flush=True)
+        replies = line_client(sock, [b"hello", b"single thread"])
+    print(f"client: {replies}", flush=True)     # one write per process: lines never interleave
 
 
 def main() -> None:

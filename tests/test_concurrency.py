@@ -174,15 +174,18 @@ def test_unmodified_app_over_kcp(app_dir, model):
     assert (out["os_threads"] > 1) == (model == "c")
 
 
-@pytest.mark.parametrize("example", ["model_gevent", "model_single_thread", "model_os_thread"])
-def test_model_examples_run_as_they_are(example):
+@pytest.mark.parametrize("example,clients", [("model_gevent", 5), ("model_single_thread", 3),
+                                             ("model_os_thread", 4)])
+def test_model_examples_run_as_they_are(example, clients):
+    """Each example's default client count (its argparse default / thread list) prints one
+    whole reply line ending in BYE per client, and then "done"."""
     proc = subprocess.run([sys.executable, f"examples/{example}.py"], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
                           text=True, timeout=40)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == "done"
-    assert sum("'BYE']" in line for line in lines) >= 3
+    assert sum(line.endswith("'BYE']") for line in lines) == clients, lines
     if example == "model_os_thread":
         assert any("another thread's session: RuntimeError" in line for line in lines)
 
