@@ -27,9 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover - the socket API loads gevent lazily (see 
     import socket as _socket
 
     from .facade.listener import Listener
+    from .facade.smux import SmuxListener, SmuxSession
     from .facade.socket import KCPSocket
+    from .facade.stream import Stream
 
-__all__ = ["dial", "listen", "serve_conn", "Options", "KCPSocket", "Listener",
+__all__ = ["dial", "listen", "serve_conn", "dial_smux", "listen_smux", "Options", "KCPSocket",
+           "Listener", "SmuxSession", "SmuxListener", "Stream",
            "BlockCrypt", "derive_key", "crypt", "Snmp", "DEFAULT_SNMP",
            "MODES", "KCPTUN_CLIENT", "KCPTUN_SERVER", "CryptSpec"]
 
@@ -92,6 +95,71 @@ def serve_conn(udp_socket: _socket.socket, options: Optional[Options] = None, *,
     return wrap_listener(udp_socket, opts, backlog)
 
 
+#: :class:`~kcpgo.facade.smux.SmuxConfig` keywords that ``dial_smux``/``listen_smux`` take
+#: besides the session options.
+_SMUX_KEYS = ("keepalive_timeout", "max_receive_buffer", "max_stream_buffer", "max_frame_size",
+              "accept_limit")
+
+
+def _smux_split(where: str, smux: dict, session_options: dict) -> Any:
+    from .facade.smux import SmuxConfig
+    for key in _SMUX_KEYS:
+        if key in session_options:
+            smux[key] = session_options.pop(key)
+    if session_options.get("stream", True) is not True:
+        raise ValueError(f"{where}: smux runs on a stream-mode KCP session (stream=True)")
+    session_options["stream"] = True
+    return SmuxConfig.build(smux, where)
+
+
+def dial_smux(address: Address, options: Optional[Options] = None, *, smux_version: int = 1,
+              compression: bool = False, keepalive: Optional[float] = 10,
+              timeout: Optional[float] = None, conv: Optional[int] = None,
+              **session_options: Any) -> "SmuxSession":
+    """Open an smux client session over a new KCP session to ``address`` (what a kcptun
+    client runs per ``--conn``; docs/kcptun.md §2, §4, §5.3).
+
+    ``smux_version`` 1 or 2 and ``compression`` (snappy framing) must match the server's:
+    kcptun's defaults are ``smux_version=1, compression=True`` (20210922) and ``2, True``
+    (newest); ``--nocomp`` is ``compression=False``. ``keepalive``: seconds between NOPs
+    (kcptun ``--keepalive``; the session dies after ``max(30, 3 × keepalive)`` s without a
+    frame, or ``keepalive_timeout=``). ``timeout`` (seconds) is each new stream's initial
+    socket timeout. Also ``max_receive_buffer``, ``max_stream_buffer`` (kcptun
+    ``--smuxbuf``/``--streambuf``, bytes), ``max_frame_size``, ``accept_limit``. Everything
+    else are :class:`Options` fields as for :func:`dial` (the session is always in stream
+    mode; kcptun's settings are :data:`KCPTUN_CLIENT`). Returns at once (no handshake); raises
+    like :func:`dial`, and ``ValueError``/``TypeError`` for bad smux settings.
+    """
+    smux = _smux_split("dial_smux()", dict(smux_version=smux_version, compression=compression,
+                                           keepalive=keepalive), session_options)
+    opts = Options.build("dial_smux()", options, **session_options)
+    from .facade.api import open_smux_client
+    return open_smux_client(address, opts, conv, smux, timeout)
+
+
+def listen_smux(address: Address, options: Optional[Options] = None, *,
+                smux_version: Optional[int] = 1, compression: Optional[bool] = False,
+                keepalive: Optional[float] = 10, timeout: Optional[float] = None,
+                backlog: int = ACCEPT_BACKLOG, **session_options: Any) -> "SmuxListener":
+    """Listen for smux streams over KCP on UDP ``address`` (a kcptun server's side;
+    docs/kcptun.md §5.4). ``accept()`` returns ``(Stream, peer_address)`` for the streams of
+    every session.
+
+    ``smux_version``/``compression`` as for :func:`dial_smux`; ``None`` follows each client's
+    first bytes (kcptun.md §3.3; beyond kcptun), so one server serves kcptun 20210922 and
+    newest clients with or without ``--nocomp``. A client whose framing differs from a fixed
+    setting is logged on ``kcpgo.smux`` with both sides' kcptun flags. ``timeout``: each
+    accepted stream's initial socket timeout. ``backlog``: KCP sessions that have not opened
+    a stream yet. Other keywords as :func:`dial_smux` and :func:`listen`.
+    """
+    smux = _smux_split("listen_smux()", dict(smux_version=smux_version,
+                                             compression=compression, keepalive=keepalive),
+                       session_options)
+    opts = Options.build("listen_smux()", options, **session_options)
+    from .facade.api import open_smux_listener
+    return open_smux_listener(address, opts, smux, backlog, timeout)
+
+
 def __getattr__(name: str) -> Any:
     # The socket API imports gevent; load it only when it is used.
     if name == "KCPSocket":
@@ -100,6 +168,12 @@ def __getattr__(name: str) -> Any:
     if name == "Listener":
         from .facade.listener import Listener
         return Listener
+    if name in ("SmuxSession", "SmuxListener"):
+        from .facade import smux
+        return getattr(smux, name)
+    if name == "Stream":
+        from .facade.stream import Stream
+        return Stream
     raise AttributeError(f"module 'kcpgo' has no attribute {name!r}")
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from kcpgo.sansio import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, FLUSH_ACK_ONLY, FLUSH_FULL, KCP,
+from kcpgo.sansio import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, FLUSH_ACK_ONLY, FLUSH_FULL,
+                          FLUSH_NONE, KCP,
                           Segment, decode_segments, encode_segment)
 from kcpgo.sansio.kcpdefs import PROBE_INIT, PROBE_INIT_LATEST
 from kcpgo.snmp import Snmp
@@ -149,8 +150,23 @@ def test_ack_nodelay_requests_ack_only_flush_and_slide_requests_full():
     s.flush(0)
     s.write(b"x")
     s.flush(0)
+    s.write(b"y")               # queued: the window slid by one, room for it
+    s.snd_wnd = 1
     s.input(ack(0, 0, una=1), 5)
     assert s.flush_requested == FLUSH_FULL
+
+
+def test_slide_with_nothing_queued_leaves_acks_for_the_reply():
+    """A slide admits nothing when nothing is queued: no full flush is requested, so this
+    input's ACKs wait for the batch's deferred ACK flush, or ride on the reply the application
+    writes meanwhile (docs/deviations.md D1). Before, every request/response over smux sent
+    the ACK for the reply in a datagram of its own (2 datagrams per round trip)."""
+    s = make()
+    s.write(b"x")
+    s.flush(0)
+    s.input(ack(0, 0, una=1) + seg(CMD_PUSH, sn=0, una=1, data=b"reply"), 5)
+    assert s.flush_requested == FLUSH_NONE and s.pending_acks == 1
+    assert s.update(5) == [] and s.pending_acks == 1       # nothing sent before the reply
 
 
 # ---------------------------------------------------------------- RTT and RTO

@@ -19,7 +19,8 @@ from ._blocking import check_timeout
 from .listener import Listener
 from .socket import KCPSocket
 
-__all__ = ["open_client", "open_listener", "wrap_listener"]
+__all__ = ["open_client", "open_listener", "wrap_listener", "open_smux_client",
+           "open_smux_listener"]
 
 Address = Tuple[Any, ...]
 
@@ -41,8 +42,14 @@ def open_client(address: Address, opts: Options, conv: Optional[int],
     """A client session to ``address`` (a tuple or ``"host:port"``, :mod:`kcpgo.address`) on a
     new UDP socket of its own. Everything is checked before the socket is opened; a failure
     after that closes it again."""
-    addr = parse_address(address, "dial()")
     timeout = check_timeout(timeout)
+    return KCPSocket(client_channel(address, opts, conv, "dial()"), timeout=timeout)
+
+
+def client_channel(address: Address, opts: Options, conv: Optional[int],
+                   where: str) -> Channel:
+    """The channel of a new client session (see :func:`open_client`)."""
+    addr = parse_address(address, where)
     conv = check_conv(conv) if conv is not None else int.from_bytes(os.urandom(4), "little")
     host, port = addr[0], addr[1]
     try:
@@ -75,7 +82,7 @@ def open_client(address: Address, opts: Options, conv: Optional[int],
         raise
     endpoint.on_batch = chan.on_batch
     endpoint.on_error = chan.fail
-    return KCPSocket(chan, timeout=timeout)
+    return chan
 
 
 def open_listener(address: Address, opts: Options, backlog: int = ACCEPT_BACKLOG) -> Listener:
@@ -110,4 +117,33 @@ def _listener(sock: _socket.socket, opts: Options, backlog: int) -> Listener:
                         new_connection=partial(opts.connection, **_POLICY))
     except BaseException:
         sock.close()
+        raise
+
+
+def open_smux_client(address: Address, opts: Options, conv: Optional[int], config: Any,
+                     timeout: Optional[float]) -> Any:
+    """An smux client session (``kcpgo.dial_smux``) on a new stream-mode KCP client session."""
+    from ..runtime.clock import now_ms
+    from ..runtime.smux_driver import SmuxDriver
+    from .smux import SmuxSession
+    timeout = check_timeout(timeout)
+    stack = config.stack(client=True, now=now_ms())
+    chan = client_channel(address, opts, conv, "dial_smux()")
+    try:
+        driver = SmuxDriver(chan, stack, accept_limit=config.accept_limit)
+    except BaseException:
+        chan.release()
+        raise
+    return SmuxSession(driver, stream_timeout=timeout)
+
+
+def open_smux_listener(address: Address, opts: Options, config: Any, backlog: int,
+                       timeout: Optional[float]) -> Any:
+    """An smux listener (``kcpgo.listen_smux``) on a new KCP listener."""
+    from .smux import SmuxListener
+    listener = open_listener(address, opts, backlog)
+    try:
+        return SmuxListener(listener, config, stream_timeout=timeout)
+    except BaseException:
+        listener.close()
         raise

@@ -109,6 +109,10 @@ class Listener(Blocking):
             self._endpoint.on_batch = self._on_batch_pktinfo
         self._runtime = self._endpoint.runtime
         self._address = sock.getsockname()
+        #: What a new session's channel becomes in the backlog (and ``accept()`` returns):
+        #: a :class:`KCPSocket`, or whatever a facade built on the listener makes of it at
+        #: once (the smux listener runs smux on it from the first datagram).
+        self.adopt: Callable[[Channel], Any] = KCPSocket
 
     @property
     def family(self) -> int:
@@ -254,8 +258,13 @@ class Listener(Blocking):
         chan = Channel(conn, self._endpoint, addr, on_release=self._forget, passive=True,
                        idle_timeout=self._idle_timeout)
         self._sessions[addr] = chan
-        self._backlog.push((chan, KCPSocket(chan)), key=chan)
+        self._backlog.push((chan, self.adopt(chan)), key=chan)
         return chan
+
+    def claim(self, chan: Channel) -> None:
+        """Take ``chan``'s session out of the backlog without ``accept()`` (a facade that
+        adopted it found it in use: it no longer counts as half-open)."""
+        self._backlog.discard(chan)
 
     def _forget(self, chan: Channel) -> None:
         """A session was released (closed, replaced, evicted): drop it from the table and,
@@ -388,7 +397,7 @@ class Listener(Blocking):
         return f"<kcpgo.Listener {self._address} sessions={len(self._sessions)}>"
 
 
-_Entry = Tuple[Channel, KCPSocket]
+_Entry = Tuple[Channel, Any]
 _FEED, _REPLACE, _CREATE = Route.FEED, Route.REPLACE, Route.CREATE
 _DROP_CHECKSUM, _DROP_NOT_KCP = Route.DROP_CHECKSUM, Route.DROP_NOT_KCP
 

@@ -15,8 +15,6 @@ so, with what arrived instead and the likely causes: address, key, cipher, FEC
 from __future__ import annotations
 
 import errno
-import io
-import operator
 import socket as _socket
 import warnings
 import weakref
@@ -25,14 +23,15 @@ from typing import Any, Callable, Optional, Tuple
 from ..runtime.channel import Channel
 from ..runtime.udp import local_sockname
 from ..snmp import Snmp
-from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, ebadf, set_dscp
+from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, set_dscp
+from ._sockbase import SocketFacade
 
 __all__ = ["KCPSocket"]
 
 Address = Tuple[Any, ...]
 
 
-class KCPSocket(Blocking):
+class KCPSocket(SocketFacade):
     """A KCP session (kcp-go ``UDPSession``) with the blocking API of a connected TCP socket.
 
     Created by :func:`kcpgo.dial` or returned by :meth:`kcpgo.Listener.accept`; not meant to be
@@ -41,25 +40,15 @@ class KCPSocket(Blocking):
     """
 
     family: int
-    type = _socket.SOCK_STREAM
-    proto = 0
+    _what = "KCP session"
 
     def __init__(self, channel: Channel, *, timeout: Optional[float] = None) -> None:
         self._chan = channel
         self._conn = channel.conn
         self._runtime = channel.runtime
         self.family = channel.endpoint.family
-        self._timeout: Optional[float] = None
-        self.settimeout(timeout)
-        self._closed = False        # close() was called
-        self._released = False      # resources freed (after the last makefile() closed)
-        self._io_refs = 0
-        self._shut_rd = False
-        self._shut_wr = False
+        self._init_facade(timeout)
         self._leftover = b""
-        self._rd = Direction()
-        self._wr = Direction()
-        self._fd: Optional[ReadyFD] = None
         # A weak reference: the reader greenlet and the listener hold the channel, not this
         # object, so a session the application drops is collected and closed (see __del__).
         channel.on_update = _weak_update(self)
@@ -80,17 +69,8 @@ class KCPSocket(Blocking):
 
     # ------------------------------------------------------------------ state checks
 
-    def _check_usable(self) -> None:
-        # As with socket.socket, a closed session whose makefile() objects are still open
-        # keeps working through them (http.client reads a response after closing).
-        if self._closed and (self._released or self._io_refs <= 0):
-            raise ebadf()
-
-    def _raise_error(self) -> None:
-        err = self._chan.error
-        if isinstance(err, OSError):
-            raise type(err)(err.errno, err.strerror)
-        raise err  # type: ignore[misc]
+    def _error(self) -> Optional[BaseException]:
+        return self._chan.error
 
     def _blocking_call(self, attempt: Callable[[Any], object], arg: Any, side: Direction,
                        deadline: Optional[float], nonblocking: Optional[bool] = None,
@@ -171,41 +151,9 @@ class KCPSocket(Blocking):
         (also when closed while blocked), ``ConnectionResetError``/``TimeoutError`` once the
         peer was declared dead. While another greenlet is receiving, waits for its turn.
         """
-        if flags:
-            raise ValueError("recv flags are not supported on a KCP session")
-        bufsize = operator.index(bufsize)   # TypeError before anything is taken, as socket.recv
-        if bufsize < 0:
-            raise ValueError("negative buffersize in recv")
-        self._runtime.check_thread()
-        return self._blocking_call(self._try_recv, bufsize, self._rd,
-                                   self._deadline())  # type: ignore[return-value]
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Like :meth:`recv`, into a writable buffer; returns the number of bytes stored.
-
-        ``TypeError`` for a read-only buffer, raised before anything is received (as
-        ``socket.recv_into``), so no data is lost."""
-        view = memoryview(buffer).cast("B")
-        if view.readonly:
-            raise TypeError("recv_into() argument 'buffer' must be a writable buffer")
-        nbytes = operator.index(nbytes)
-        if nbytes < 0:
-            raise ValueError("negative buffersize in recv_into")
-        if nbytes == 0 or nbytes > len(view):
-            nbytes = len(view)
-        data = self.recv(nbytes, flags)
-        n = len(data)
-        view[:n] = data
-        return n
+        return SocketFacade.recv(self, bufsize, flags)
 
     # ------------------------------------------------------------------ sending
-
-    def _check_writable(self) -> None:
-        self._check_usable()
-        if self._shut_wr:
-            raise BrokenPipeError(errno.EPIPE, "session was shut down for writing")
-        if self._chan.error is not None:
-            self._raise_error()
 
     def _try_send(self, view: memoryview) -> object:
         self._check_writable()
@@ -233,35 +181,7 @@ class KCPSocket(Blocking):
         longer one as consecutive chunks of mss bytes (the last one shorter): message
         boundaries are kept only up to mss. Stream mode packs the bytes into full segments.
         """
-        if flags:
-            raise ValueError("send flags are not supported on a KCP session")
-        return self._send(memoryview(data).cast("B"), self._deadline())
-
-    def _send(self, view: memoryview, deadline: Optional[float]) -> int:
-        self._runtime.check_thread()
-        return self._blocking_call(self._try_send, view, self._wr,
-                                   deadline)  # type: ignore[return-value]
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        """Queue all of ``data``, blocking as needed. The timeout bounds the whole call.
-
-        The send direction is held for the whole call: another greenlet's ``send`` or
-        ``sendall`` waits for its turn instead of splicing its bytes into these.
-        """
-        if flags:
-            raise ValueError("send flags are not supported on a KCP session")
-        view = memoryview(data).cast("B")
-        deadline = self._deadline()
-        self._runtime.check_thread()
-        side = self._wr
-        took = side.enter(deadline, self._timeout == 0.0)
-        try:
-            self._check_writable()           # also for b"", as socket.sendall does
-            while view:
-                n = self._send(view, deadline)
-                view = view[n:]
-        finally:
-            side.leave(took)
+        return SocketFacade.send(self, data, flags)
 
     def _try_drain(self, _: None) -> object:
         self._check_usable()
@@ -288,20 +208,10 @@ class KCPSocket(Blocking):
     def shutdown(self, how: int) -> None:
         """Stop reading (``recv`` returns ``b""``) and/or writing (``send`` raises EPIPE).
 
-        KCP has no FIN, so nothing is sent to the peer.
+        KCP has no FIN, so nothing is sent to the peer (smux streams have one: see
+        :func:`kcpgo.dial_smux`).
         """
-        self._check_usable()
-        self._runtime.check_thread()
-        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
-            raise ValueError(f"invalid shutdown how: {how!r}")
-        if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
-            self._shut_rd = True
-            self._rd.wake()
-            if self._fd is not None:
-                self._fd.set(True)
-        if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
-            self._shut_wr = True
-            self._wr.wake()
+        SocketFacade.shutdown(self, how)
 
     def close(self) -> None:
         """Close the session (idempotent). Blocked calls raise ``OSError(EBADF)``.
@@ -312,42 +222,13 @@ class KCPSocket(Blocking):
         Called from another OS thread, the close is handed to the owning thread's hub and
         happens when that thread next waits in kcpgo (or gevent); this call does not wait.
         """
-        if self._closed:
-            return
-        if self._runtime.owner_runs_elsewhere():
-            self._runtime.call_threadsafe(self.close)
-            return
-        self._closed = True
-        self._rd.wake()
-        self._wr.wake()
-        if self._io_refs <= 0:
-            self._release()
-
-    def _decref_socketios(self) -> None:
-        if self._io_refs > 0:
-            self._io_refs -= 1
-        if self._closed and self._io_refs <= 0:
-            self._release()
+        SocketFacade.close(self)
 
     def _release(self) -> None:
         """Free everything: the readiness fd, the channel (final flush), the turns. Every
         greenlet still blocked on the session wakes and raises EBADF."""
-        if self._released:
-            return
-        self._released = True
-        self._closed = True
-        if self._fd is not None:
-            self._fd.close()
-            self._fd = None
-        self._rd.wake_all()
-        self._wr.wake_all()
-        self._chan.release()
-
-    def __enter__(self) -> "KCPSocket":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        if self._release_facade():
+            self._chan.release()
 
     def __del__(self) -> None:
         # Like socket.socket: an unclosed session is closed when collected (with a
@@ -369,36 +250,6 @@ class KCPSocket(Blocking):
         return self._closed or self._chan.released
 
     # ------------------------------------------------------------------ socket-like extras
-
-    def makefile(self, mode: str = "r", buffering: Optional[int] = None, *,
-                 encoding: Optional[str] = None, errors: Optional[str] = None,
-                 newline: Optional[str] = None) -> Any:
-        """A file object on the session, as ``socket.socket.makefile`` returns."""
-        if not set(mode) <= {"r", "w", "b"}:
-            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
-        writing = "w" in mode
-        reading = "r" in mode or not writing
-        binary = "b" in mode
-        rawmode = ("r" if reading else "") + ("w" if writing else "")
-        raw = _socket.SocketIO(self, rawmode)  # type: ignore[arg-type]
-        self._io_refs += 1
-        if buffering is None or buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
-        if buffering == 0:
-            if not binary:
-                raise ValueError("unbuffered streams must be binary")
-            return raw
-        if reading and writing:
-            buffer: Any = io.BufferedRWPair(raw, raw, buffering)
-        elif reading:
-            buffer = io.BufferedReader(raw, buffering)
-        else:
-            buffer = io.BufferedWriter(raw, buffering)
-        if binary:
-            return buffer
-        text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
-        text.mode = mode  # type: ignore[misc]
-        return text
 
     def set_idle_timeout(self, seconds: Optional[float]) -> None:
         """Declare the peer dead (``TimeoutError``) after ``seconds`` without any datagram.

@@ -244,8 +244,8 @@ class Channel:
                 errno.ECONNRESET, f"peer stopped acknowledging (a segment was sent "
                                   f"{conn.dead_link} times)" + self.unheard_suffix(now))
         self.on_update()
-        if self.error is not None:
-            self.timer.cancel()              # a dead session retransmits no more
+        if self.error is not None or self.released:
+            self.timer.cancel()              # a dead (or, by on_update, closed) session rests
             return
         deadline = conn.next_deadline(now)
         idle = self._idle_ms

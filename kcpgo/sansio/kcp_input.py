@@ -132,7 +132,10 @@ class InputMixin:
                 self._update_rtt(rtt)
         if not self.nocwnd and snd_una > prev_una:
             self._grow_cwnd()
-        if window_slid:
+        if window_slid and self.snd_queue:
+            # Room for queued segments. With nothing queued a flush would only send this
+            # input's ACKs early, alone, instead of on the reply the application is about to
+            # write (the runtime sends them one loop turn later: docs/deviations.md D1).
             self.flush_requested = FLUSH_FULL
         elif self.ack_nodelay and acks and self.flush_requested < FLUSH_ACK_ONLY:
             self.flush_requested = FLUSH_ACK_ONLY

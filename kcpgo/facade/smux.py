@@ -1,0 +1,395 @@
+"""Blocking smux sessions: ``SmuxSession`` (one KCP session, many streams) and ``SmuxListener``.
+
+docs/kcptun.md §2, §4: kcptun runs smux (optionally over snappy framing) inside each KCP
+session, so that every TCP connection becomes a stream with SYN and FIN. Here the sans-IO
+:class:`~kcpgo.sansio.smux_stack.SmuxStack` is driven by a
+:class:`~kcpgo.runtime.smux_driver.SmuxDriver` on a KCP channel, and streams are
+:class:`~kcpgo.facade.stream.Stream` objects with TCP's semantics.
+
+* :class:`SmuxSession` (``kcpgo.dial_smux``): ``open_stream()``, ``accept_stream()``,
+  ``close()``; a listener's sessions are ``Stream.session``.
+* :class:`SmuxListener` (``kcpgo.listen_smux``): ``accept()`` returns ``(Stream, address)``
+  for the streams of every session. A KCP session becomes an smux session at its first
+  datagram (as kcptun's server accepts every session at once). Sessions that have not opened
+  a stream yet stay in the KCP listener's backlog, so its half-open cap and eviction bound
+  them (docs: ``kcpgo.Listener``); the first stream takes a session out of it.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Deque, Optional, Set, Tuple
+
+from ..address import format_address
+from ..runtime.channel import Channel
+from ..runtime.smux_driver import ACCEPT_LIMIT, SmuxDriver
+from ..runtime.udp import local_sockname
+from ..sansio.smux_stack import SmuxStack
+from ..snmp import Snmp
+from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, check_timeout, ebadf
+from .listener import Listener
+from .stream import Stream
+
+__all__ = ["SmuxSession", "SmuxListener", "SmuxConfig"]
+
+Address = Tuple[Any, ...]
+
+
+class SmuxConfig:
+    """Validated smux settings shared by dial_smux, listen_smux, KCPServer and monkey.
+
+    ``smux_version`` 1 or 2 (``None``: follow the peer; accepting side only);
+    ``compression`` snappy framing (``None``: follow the peer; accepting side only);
+    ``keepalive`` seconds between NOPs (``None``: none); ``keepalive_timeout`` seconds
+    without any frame before the session is declared dead (default ``max(30, 3 ×
+    keepalive)``: kcptun's fixed 30 s for its intervals, kcptun.md §4.6);
+    ``max_receive_buffer`` the session bucket and ``max_stream_buffer`` the v2 stream window,
+    bytes (kcptun ``--smuxbuf``/``--streambuf``; smux's defaults 4 MiB / 64 KiB);
+    ``max_frame_size`` PSH payload cut, bytes; ``accept_limit`` peer-opened streams waiting
+    to be accepted per session (more are refused with FIN). ``ValueError``/``TypeError``
+    for bad values, naming them.
+    """
+
+    __slots__ = ("smux_version", "compression", "keepalive", "keepalive_timeout",
+                 "max_receive_buffer", "max_stream_buffer", "max_frame_size", "accept_limit")
+
+    def __init__(self, smux_version: Optional[int] = 1, compression: Optional[bool] = False,
+                 keepalive: Optional[float] = 10, keepalive_timeout: Optional[float] = None,
+                 max_receive_buffer: int = 4194304, max_stream_buffer: int = 65536,
+                 max_frame_size: int = 32768, accept_limit: int = ACCEPT_LIMIT) -> None:
+        if smux_version not in (None, 1, 2) or isinstance(smux_version, bool):
+            raise ValueError(f"smux_version={smux_version!r}: must be 1 or 2 (None: follow "
+                             f"the peer, accepting side only)")
+        if compression is not None and not isinstance(compression, bool):
+            raise TypeError(f"compression={compression!r}: must be True, False or None")
+        if keepalive is not None and not keepalive > 0:
+            raise ValueError(f"keepalive={keepalive!r}: seconds > 0, or None")
+        if keepalive_timeout is None and keepalive is not None:
+            keepalive_timeout = max(30.0, 3 * keepalive)
+        if accept_limit < 1:
+            raise ValueError("accept_limit must be >= 1")
+        self.smux_version = smux_version
+        self.compression = compression
+        self.keepalive = keepalive
+        self.keepalive_timeout = keepalive_timeout
+        self.max_receive_buffer = max_receive_buffer
+        self.max_stream_buffer = max_stream_buffer
+        self.max_frame_size = max_frame_size
+        self.accept_limit = accept_limit
+        self.stack(client=False)                # every remaining check, now
+
+    @classmethod
+    def build(cls, value: Any, where: str) -> "SmuxConfig":
+        """``True`` (defaults), a dict of the keyword arguments, or a SmuxConfig."""
+        if isinstance(value, SmuxConfig):
+            return value
+        if value is True:
+            return cls()
+        if isinstance(value, dict):
+            try:
+                return cls(**value)
+            except TypeError as e:
+                raise TypeError(f"{where}: smux={value!r}: {e} (valid: "
+                                f"{', '.join(cls.__slots__)})") from None
+        raise TypeError(f"{where}: smux must be True, a dict of smux settings or a SmuxConfig, "
+                        f"got {value!r}")
+
+    def stack(self, client: bool, now: int = 0) -> SmuxStack:
+        """A new sans-IO stack with these settings (ms for the sans-IO keepalive)."""
+        ms = _ms
+        return SmuxStack(self.smux_version, self.compression, client=client, now=now,
+                         max_frame_size=self.max_frame_size,
+                         max_receive_buffer=self.max_receive_buffer,
+                         max_stream_buffer=self.max_stream_buffer,
+                         keepalive_interval=ms(self.keepalive),
+                         keepalive_timeout=ms(self.keepalive_timeout))
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"SmuxConfig({items})"
+
+
+def _ms(seconds: Optional[float]) -> Optional[int]:
+    return None if seconds is None else max(1, int(seconds * 1000))
+
+
+class SmuxSession(Blocking):
+    """One smux session over one KCP session (smux ``Session``; docs/kcptun.md §4).
+
+    From :func:`kcpgo.dial_smux` (client role: opens streams 3, 5, ...) or
+    ``Stream.session`` of an accepted stream (server role: never opens streams towards a
+    kcptun client, kcptun.md §4.4). Its timeout (``settimeout``) applies to
+    :meth:`accept_stream`; ``stream_timeout`` is each new stream's initial timeout.
+    """
+
+    def __init__(self, driver: SmuxDriver, *, stream_timeout: Optional[float] = None) -> None:
+        self._driver = driver
+        self._runtime = driver.runtime
+        chan = driver.chan
+        self._chan = chan
+        self.family = chan.endpoint.family
+        self.stream_timeout = check_timeout(stream_timeout)
+        self._accepting = Direction()
+        self._streams = 0
+        self._closed = False
+        #: Close once the last stream is closed (a closed listener's sessions).
+        self.close_when_idle = False
+        self._fd: Optional[ReadyFD] = None
+        driver.on_session = self._on_session
+
+    def _on_session(self) -> None:
+        self._accepting.wake()
+        if self._fd is not None:
+            self._fd.set(bool(self._driver.accept_queue) or self._driver.error is not None)
+
+    # ------------------------------------------------------------------ streams
+
+    def open_stream(self) -> Stream:
+        """Open a stream (SYN, kcptun.md §4.5; the peer learns of it with the first frame,
+        there is no handshake to wait for). ``ConnectionResetError`` naming the cause on a
+        dead session; ``OSError(EBADF)`` after :meth:`close`; ``SmuxStreamError`` in the
+        server role."""
+        self._check()
+        self._runtime.check_thread()
+        buf = self._driver.open()
+        self._streams += 1
+        return Stream(self, buf, timeout=self.stream_timeout)
+
+    def _try_accept(self, _: None) -> object:
+        self._check()
+        buf = self._driver.accept()
+        if buf is None:
+            if self._fd is not None:
+                self._fd.set(False)
+            return WOULD_BLOCK
+        self._streams += 1
+        return Stream(self, buf, timeout=self.stream_timeout)
+
+    def accept_stream(self) -> Stream:
+        """Wait for a stream the peer opened. Honours :meth:`settimeout` (``TimeoutError``;
+        ``BlockingIOError`` when non-blocking); ``OSError(EBADF)`` once closed (also while
+        waiting), ``ConnectionResetError`` when the session dies."""
+        self._runtime.check_thread()
+        return self._blocking_call(self._try_accept, None, self._accepting, self._deadline(),
+                                   take_turn=False)  # type: ignore[return-value]
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ebadf()
+        err = self._driver.error
+        if err is not None:
+            raise ConnectionResetError(err.errno, err.strerror)
+
+    def _stream_released(self) -> None:
+        self._streams -= 1
+        if self._streams <= 0 and self.close_when_idle:
+            self.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the session (idempotent): frames still waiting are handed to KCP as its
+        window allows, then the KCP session is closed (kcp-go: its final flush). Nothing is
+        sent for the streams (smux, kcptun.md §4.5): their calls raise
+        ``ConnectionResetError("smux session closed locally")``; the peer notices by its
+        keepalive timeout. Close (or ``shutdown``) streams first for a clean end."""
+        if self._closed:
+            return
+        if self._runtime.owner_runs_elsewhere():
+            self._runtime.call_threadsafe(self.close)
+            return
+        self._closed = True
+        self._driver.close()
+        self._accepting.wake_all()
+        if self._fd is not None:
+            self._fd.close()
+            self._fd = None
+
+    @property
+    def closed(self) -> bool:
+        """True once closed locally or dead (see :attr:`error`)."""
+        return self._closed or self._driver.error is not None
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        """Why the session died (a ``ConnectionResetError`` naming it), or ``None``."""
+        return None if self._closed and _local(self._driver.error) else self._driver.error
+
+    def __enter__(self) -> "SmuxSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        """A descriptor readable exactly when :meth:`accept_stream` would not block."""
+        self._check()
+        if self._fd is None:
+            self._fd = ReadyFD()
+            self._fd.set(bool(self._driver.accept_queue))
+        return self._fd.rfd
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def streams(self) -> int:
+        """Streams of this session not yet closed locally."""
+        return self._streams
+
+    @property
+    def refused(self) -> int:
+        """Peer-opened streams refused (FIN at once) because ``accept_limit`` were waiting."""
+        return self._driver.refused
+
+    @property
+    def framing(self) -> str:
+        """kcptun's flags for this session's framing (``"--smuxver 1"``, ``"... --nocomp"``;
+        ``"auto"`` until a listener's session heard its peer)."""
+        return self._driver.stack.describe()
+
+    @property
+    def conv(self) -> int:
+        """The KCP conversation id."""
+        return self._chan.conv
+
+    @property
+    def snmp(self) -> Snmp:
+        """The counters the KCP session adds to."""
+        return self._chan.conn.snmp
+
+    def getpeername(self) -> Address:
+        return self._chan.peer
+
+    def getsockname(self) -> Address:
+        chan = self._chan
+        return local_sockname(chan.local, chan.endpoint.sock.getsockname())
+
+    @property
+    def peer_text(self) -> str:
+        return format_address(self._chan.peer)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self._streams} streams"
+        return (f"<kcpgo.SmuxSession {self.framing} peer={self.peer_text} "
+                f"conv={self.conv:#010x} {state}>")
+
+
+def _local(err: Optional[BaseException]) -> bool:
+    return err is not None and "closed locally" in str(err)
+
+
+class SmuxListener(Blocking):
+    """Accepts smux streams from every KCP session of a listener (kcptun's server loop).
+
+    Create with :func:`kcpgo.listen_smux`. Its timeout (``settimeout``) applies to
+    :meth:`accept`. ``stream_timeout`` is each accepted stream's initial timeout.
+    """
+
+    def __init__(self, listener: Listener, config: SmuxConfig, *,
+                 stream_timeout: Optional[float] = None) -> None:
+        self._listener = listener
+        self._runtime = listener._runtime
+        self.config = config
+        self.stream_timeout = check_timeout(stream_timeout)
+        self._ready: Deque[SmuxSession] = deque()
+        self._sessions: Set[SmuxSession] = set()
+        self._accepting = Direction()
+        self._closed = False
+        listener.adopt = self._adopt
+
+    def _adopt(self, chan: Channel) -> SmuxSession:
+        """The KCP listener made a session: run smux on it at once."""
+        from ..runtime.clock import now_ms
+        cfg = self.config
+        driver = SmuxDriver(chan, cfg.stack(client=False, now=now_ms()),
+                            accept_limit=cfg.accept_limit)
+        session = SmuxSession(driver, stream_timeout=self.stream_timeout)
+        def on_session() -> None:
+            session._on_session()
+            self._on_session(session)
+        driver.on_session = on_session
+        return session
+
+    def _on_session(self, session: SmuxSession) -> None:
+        driver = session._driver
+        if driver.error is not None:
+            self._sessions.discard(session)
+            return
+        if session not in self._sessions:
+            self._sessions.add(session)
+            self._listener.claim(session._chan)     # no longer half-open
+        if driver.accept_queue:
+            self._ready.append(session)
+            self._accepting.wake()
+
+    def _try_accept(self, _: None) -> object:
+        if self._closed:
+            raise ebadf()
+        ready = self._ready
+        while ready:
+            session = ready[0]
+            buf = session._driver.accept()
+            if buf is None:
+                ready.popleft()
+                continue
+            session._streams += 1
+            return Stream(session, buf, timeout=self.stream_timeout), session.getpeername()
+        err = self._listener._error
+        if err is not None:
+            raise OSError(err.errno, err.strerror)
+        return WOULD_BLOCK
+
+    def accept(self) -> Tuple[Stream, Address]:
+        """Wait for the next stream of any session; returns ``(stream, peer_address)``.
+
+        Honours :meth:`settimeout` (``TimeoutError``; ``BlockingIOError`` when non-blocking);
+        ``OSError(EBADF)`` once closed, also while waiting."""
+        self._runtime.check_thread()
+        return self._blocking_call(self._try_accept, None, self._accepting, self._deadline(),
+                                   take_turn=False)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop accepting (idempotent). Streams already accepted keep working; sessions keep
+        running while they have streams; the UDP socket closes after the last session.
+        Waiting ``accept`` calls raise ``OSError(EBADF)``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._accepting.wake_all()
+        self._listener.close()
+        for session in list(self._sessions):
+            session.close_when_idle = True
+            if not session._streams:
+                session.close()
+        self._ready.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "SmuxListener":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def getsockname(self) -> Address:
+        return self._listener.getsockname()
+
+    @property
+    def family(self) -> int:
+        return self._listener.family
+
+    @property
+    def listener(self) -> Listener:
+        """The KCP listener underneath (counters, DSCP, socket buffers)."""
+        return self._listener
+
+    @property
+    def sessions(self) -> int:
+        """smux sessions that have opened at least one stream and are alive."""
+        return len(self._sessions)
+
+    def __repr__(self) -> str:
+        return (f"<kcpgo.SmuxListener {format_address(self.getsockname())} "
+                f"sessions={len(self._sessions)}>")
+

@@ -1,0 +1,245 @@
+"""``Stream``: one smux stream with the blocking API and the semantics of a TCP socket.
+
+docs/kcptun.md §4.5: a stream opens with SYN and ends with FIN each way. So, unlike a bare KCP
+session (:class:`~kcpgo.facade.socket.KCPSocket`), a stream has TCP's end-of-stream rules:
+
+* ``recv`` returns ``b""`` once the peer's FIN arrived and its data was read (EOF);
+* ``shutdown(SHUT_WR)`` sends FIN and keeps reading: the peer reads EOF and can still reply
+  (a half-close; a kcptun peer closes the whole stream at its FIN instead, kcptun.md §5.3);
+* ``close()`` sends FIN unless sent, forgets the stream and drops unread bytes;
+* the session's death (smux keepalive timeout, protocol error, the KCP link's dead-link or
+  idle limit) fails every stream with ``ConnectionResetError`` naming the cause, after the
+  bytes already received;
+* ``close()`` wakes every greenlet blocked on the stream with ``OSError(EBADF)``.
+
+Many streams share one KCP session; smux v2's per-stream windows (kcptun.md §4.8) keep one slow
+reader from stalling the others (v1 has only the session's 4 MiB bucket, kcptun.md §4.7).
+"""
+from __future__ import annotations
+
+import errno
+import socket as _socket
+import warnings
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+
+from ..runtime.smux_driver import SmuxDriver, StreamBuffer
+from ._blocking import WOULD_BLOCK, ReadyFD
+from ._sockbase import SocketFacade
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .smux import SmuxSession
+
+__all__ = ["Stream"]
+
+Address = Tuple[Any, ...]
+
+
+class Stream(SocketFacade):
+    """An smux stream (smux ``Stream``) with the blocking API of a connected TCP socket.
+
+    Returned by :meth:`kcpgo.SmuxSession.open_stream` / ``accept_stream`` and
+    :meth:`kcpgo.SmuxListener.accept`; not meant to be constructed directly. Same threading
+    rules as :class:`~kcpgo.KCPSocket` (the creating thread's gevent hub; one greenlet per
+    direction at a time). ``recv`` returns ``b""`` at EOF (the peer's FIN), as TCP does.
+    """
+
+    _what = "smux stream"
+
+    def __init__(self, session: "SmuxSession", buf: StreamBuffer, *,
+                 timeout: Optional[float] = None) -> None:
+        self._session = session
+        self._driver: SmuxDriver = session._driver
+        self._buf = buf
+        self._runtime = self._driver.runtime
+        self.family = session.family
+        self._init_facade(timeout)
+        buf.on_update = _weak_update(self)
+
+    @property
+    def sid(self) -> int:
+        """The smux stream id (client-opened: 3, 5, ...; kcptun.md §4.4)."""
+        return self._buf.sid
+
+    @property
+    def session(self) -> "SmuxSession":
+        """The smux session (one KCP session) this stream belongs to."""
+        return self._session
+
+    # ------------------------------------------------------------------ driver events
+
+    def _on_update(self) -> None:
+        """The driver changed something for this stream (data, FIN, window, death)."""
+        rd = self._rd
+        if rd.waiters and self._recv_would_not_block():
+            rd.event.set()
+        wr = self._wr
+        if wr.waiters:
+            wr.event.set()          # room, window or death: the sender re-checks
+        if self._fd is not None:
+            self._fd.set(self._recv_would_not_block())
+
+    def _recv_would_not_block(self) -> bool:
+        buf = self._buf
+        return bool(self._closed or buf.size or buf.eof or self._shut_rd
+                    or self._driver.error is not None)
+
+    def _error(self) -> Optional[BaseException]:
+        return self._driver.error
+
+    # ------------------------------------------------------------------ receiving
+
+    def _try_recv(self, bufsize: int) -> object:
+        self._check_usable()
+        if bufsize == 0:
+            return b""
+        buf = self._buf
+        if self._shut_rd:
+            return b""
+        if buf.size:
+            data = self._driver.take(buf, bufsize)
+            if self._fd is not None:
+                self._fd.set(self._recv_would_not_block())
+            return data
+        if buf.eof:
+            return b""
+        if self._driver.error is not None:
+            self._raise_error()
+        return WOULD_BLOCK
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Receive up to ``bufsize`` bytes; block until at least one is available.
+
+        Returns ``b""`` at EOF: once the peer sent FIN (closed or half-closed its side) and
+        every byte before it was read; also after ``shutdown(SHUT_RD)`` and for ``bufsize ==
+        0``. Raises ``TimeoutError`` after the timeout, ``BlockingIOError`` in non-blocking
+        mode, ``OSError(EBADF)`` if closed (also when closed while blocked), and
+        ``ConnectionResetError`` naming the cause once the session died (after the bytes
+        received before). Reading returns smux bucket tokens and, in v2, window (kcptun.md
+        §4.7, 4.8).
+        """
+        return SocketFacade.recv(self, bufsize, flags)
+
+    # ------------------------------------------------------------------ sending
+
+    def _try_send(self, view: memoryview) -> object:
+        self._check_writable()
+        if not view:
+            return 0
+        driver, buf = self._driver, self._buf
+        room = driver.send_room(buf.sid)
+        if not room:
+            driver.want_room(buf)
+            return WOULD_BLOCK
+        return driver.send(buf.sid, view[:room] if room < len(view) else view)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Queue some of ``data`` as PSH frames (≤ 32768 bytes each, kcptun.md §4.3); block
+        while nothing fits: KCP's send window is full and about 64 KiB of frames already wait
+        (``kcpgo.runtime.smux_driver.OUT_LIMIT``), or, in v2, the peer's stream window is
+        closed (kcptun.md §4.8). Returns the bytes queued. Raises like :meth:`recv` (no EOF:
+        a stream the peer finished may still be written to), and ``BrokenPipeError`` after
+        ``shutdown(SHUT_WR)``."""
+        return SocketFacade.send(self, data, flags)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _on_shutdown(self, rd: bool, wr: bool) -> None:
+        if rd:
+            self._driver.discard(self._buf)            # bytes now and later: read and dropped
+        if wr:
+            self._driver.shutdown(self._buf.sid)       # FIN after what was sent
+
+    def shutdown(self, how: int) -> None:
+        """``SHUT_WR`` sends FIN after the bytes already sent; the peer's ``recv`` then returns
+        ``b""`` and it may still reply, which :meth:`recv` keeps returning (a half-close).
+        ``SHUT_RD`` sends nothing; ``recv`` returns ``b""`` from then on, and bytes buffered
+        or arriving later are dropped as if read (they would otherwise hold the session's
+        bucket, and so every stream of the session, kcptun.md §4.7). ``SHUT_RDWR``: both."""
+        SocketFacade.shutdown(self, how)
+
+    def close(self) -> None:
+        """Close the stream (idempotent): FIN unless already sent, then the stream is
+        forgotten; bytes not yet read are dropped, bytes already sent still go out (the
+        session keeps running). Blocked calls raise ``OSError(EBADF)``; resources are
+        released once every :meth:`makefile` object is closed. Called from another OS thread,
+        the close is handed to the owning thread's hub."""
+        SocketFacade.close(self)
+
+    def _release(self) -> None:
+        if self._release_facade():
+            self._driver.close_stream(self._buf.sid)
+            self._buf.on_update = _nothing
+            self._session._stream_released()
+
+    def __del__(self) -> None:
+        # Like socket.socket: an unclosed stream is closed when collected, with a
+        # ResourceWarning unless its session already died.
+        try:
+            if not self._released:
+                if self._driver.error is None:
+                    warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+                self._closed = True
+                self._runtime.call_threadsafe(self._release)
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called or the session died."""
+        return self._closed or self._driver.error is not None
+
+    # ------------------------------------------------------------------ socket-like extras
+
+    def fileno(self) -> int:
+        """A descriptor that ``select``/``poll`` report readable exactly when ``recv`` would
+        not block (data, EOF, an error; an eventfd kept in step, created on first call). Same
+        caveats as :meth:`kcpgo.KCPSocket.fileno`: wait on it with gevent's select or under
+        monkey-patching; it is always writable."""
+        self._check_usable()
+        if self._fd is None:
+            self._fd = ReadyFD()
+            self._fd.set(self._recv_would_not_block())
+        return self._fd.rfd
+
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
+        """``TCP_NODELAY`` and ``SO_KEEPALIVE`` are accepted and ignored (frames are written at
+        once; smux keeps the session alive with NOPs, kcptun.md §4.6). Anything else raises
+        ``OSError(ENOPROTOOPT)``."""
+        if not ((level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY)
+                or (level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE)):
+            raise OSError(errno.ENOPROTOOPT, "socket option not supported by an smux stream")
+
+    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> int:
+        """``TCP_NODELAY`` (1) and ``SO_KEEPALIVE`` (1: smux keepalive) only."""
+        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
+            return 1
+        if level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE:
+            return 1
+        raise OSError(errno.ENOPROTOOPT, "socket option not supported by an smux stream")
+
+    def getpeername(self) -> Address:
+        """The KCP peer's UDP address (every stream of a session has the same)."""
+        return self._session.getpeername()
+
+    def getsockname(self) -> Address:
+        """The local UDP address of the session."""
+        return self._session.getsockname()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<kcpgo.Stream sid={self.sid} peer={self._session.peer_text} {state}>"
+
+
+def _weak_update(stream: Stream) -> Callable[[], None]:
+    ref = weakref.ref(stream)
+
+    def on_update() -> None:
+        s = ref()
+        if s is not None:
+            s._on_update()
+    return on_update
+
+
+def _nothing() -> None:
+    pass
