@@ -472,3 +472,57 @@ def test_one_stalled_reader(version):
         assert s.receive_paused and got[b] < 1 << 20          # head-of-line blocking
     else:
         assert got == {a: INITIAL_PEER_WINDOW, b: 1 << 20} and not s.receive_paused
+
+
+# -- D46: data for a stream closed early is answered with a reset FIN -------------------------
+
+def _pair(version=1):
+    a, b = SmuxSession(version, client=True), SmuxSession(version, client=False)
+    return a, b
+
+
+def _deliver(src, dst, now=0):
+    return dst.receive(b"".join(src.data_to_send()), now)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_psh_for_a_stream_closed_early_gets_one_reset_fin(version):
+    """docs/deviations.md D46: the receiver closed stream 3 while the sender was still
+    writing; its first PSH is answered with a second FIN, which the sender reads as a reset;
+    later PSHs get nothing more (one FIN per early close)."""
+    from kcpgo.sansio.smux import StreamReset
+    client, server = _pair(version)
+    sid = client.open_stream()
+    _deliver(client, server)
+    server.close_stream(sid)                            # FIN while the client writes on
+    assert _deliver(server, client) == [StreamEnded(sid, False)]
+    client.send(sid, b"x" * 100)
+    _deliver(client, server)
+    assert server.resets_sent == 1
+    assert _deliver(server, client) == [StreamReset(sid)]
+    assert client.state(sid) == CLOSED
+    assert server.data_to_send() == []
+    assert server.receive(encode_frame(version, CMD_PSH, sid, b"late"), 0) == []
+    assert server.data_to_send() == [] and server.resets_sent == 1
+
+
+def test_a_stream_closed_after_the_peers_fin_is_not_remembered():
+    """D46 applies only while the peer may still write: after its FIN it sends no PSH."""
+    client, server = _pair()
+    sid = client.open_stream()
+    client.shutdown(sid)
+    _deliver(client, server)
+    server.close_stream(sid)
+    assert sid not in server._closed_early
+
+
+def test_early_closes_are_remembered_within_a_bound():
+    """D46: at most CLOSED_MEMORY early-closed sids are kept, oldest forgotten first."""
+    from kcpgo.sansio.smux import CLOSED_MEMORY
+    client, server = _pair()
+    sids = [client.open_stream() for _ in range(CLOSED_MEMORY + 10)]
+    _deliver(client, server)
+    for sid in sids:
+        server.close_stream(sid)
+    assert len(server._closed_early) == CLOSED_MEMORY
+    assert sids[0] not in server._closed_early and sids[-1] in server._closed_early

@@ -16,8 +16,10 @@ session, so that every TCP connection becomes a stream with SYN and FIN. Here th
 """
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections import deque
-from typing import Any, Deque, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Optional, Set, Tuple
 
 from ..address import format_address
 from ..runtime.channel import Channel
@@ -134,7 +136,9 @@ class SmuxSession(Blocking):
         #: Close once the last stream is closed (a closed listener's sessions).
         self.close_when_idle = False
         self._fd: Optional[ReadyFD] = None
-        driver.on_session = self._on_session
+        # Weak, as a channel's on_update: the timers hold the driver, not this object, so a
+        # session the application drops is collected and closed (see __del__).
+        driver.on_session = _weak_call(self, SmuxSession._on_session)
 
     def _on_session(self) -> None:
         self._accepting.wake()
@@ -158,10 +162,15 @@ class SmuxSession(Blocking):
         self._check()
         buf = self._driver.accept()
         if buf is None:
-            if self._fd is not None:
-                self._fd.set(False)
             return WOULD_BLOCK
+        return self._accepted(buf)
+
+    def _accepted(self, buf: Any) -> Stream:
+        """A stream taken from the accept queue (here or by the listener): its facade; the
+        descriptor follows whether another one waits."""
         self._streams += 1
+        if self._fd is not None:
+            self._fd.set(bool(self._driver.accept_queue))
         return Stream(self, buf, timeout=self.stream_timeout)
 
     def accept_stream(self) -> Stream:
@@ -187,11 +196,14 @@ class SmuxSession(Blocking):
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Close the session (idempotent): frames still waiting are handed to KCP as its
-        window allows, then the KCP session is closed (kcp-go: its final flush). Nothing is
-        sent for the streams (smux, kcptun.md §4.5): their calls raise
-        ``ConnectionResetError("smux session closed locally")``; the peer notices by its
-        keepalive timeout. Close (or ``shutdown``) streams first for a clean end."""
+        """Close the session (idempotent). Calls on its streams raise
+        ``ConnectionResetError("smux session closed locally")`` from now on; waiting
+        ``accept_stream`` calls raise ``OSError(EBADF)``. What was already written (data,
+        FINs of closed streams) keeps going out in the background, and the KCP session ends
+        once the peer acknowledged it or after ``kcpgo.runtime.smux_driver.LINGER`` (10) s,
+        as a closed TCP socket's send queue does. Streams still open get no FIN (smux,
+        kcptun.md §4.5): the peer notices by its keepalive timeout, so close (or
+        ``shutdown``) streams first for a clean end."""
         if self._closed:
             return
         if self._runtime.owner_runs_elsewhere():
@@ -203,6 +215,18 @@ class SmuxSession(Blocking):
         if self._fd is not None:
             self._fd.close()
             self._fd = None
+
+    def __del__(self) -> None:
+        # Like socket.socket: an unclosed session is closed when collected (its streams hold
+        # it, so none is open), with a ResourceWarning unless it had died already.
+        try:
+            if not self._closed:
+                if self._driver.error is None:
+                    warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+                self._closed = True
+                self._runtime.call_threadsafe(self._driver.close)
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
 
     @property
     def closed(self) -> bool:
@@ -273,6 +297,16 @@ class SmuxSession(Blocking):
                 f"conv={self.conv:#010x} {state}>")
 
 
+def _weak_call(obj: Any, method: Callable[[Any], None]) -> Callable[[], None]:
+    ref = weakref.ref(obj)
+
+    def call() -> None:
+        o = ref()
+        if o is not None:
+            method(o)
+    return call
+
+
 def _local(err: Optional[BaseException]) -> bool:
     return err is not None and "closed locally" in str(err)
 
@@ -303,6 +337,7 @@ class SmuxListener(Blocking):
         driver = SmuxDriver(chan, cfg.stack(client=False, now=now_ms()),
                             accept_limit=cfg.accept_limit)
         session = SmuxSession(driver, stream_timeout=self.stream_timeout)
+
         def on_session() -> None:
             session._on_session()
             self._on_session(session)
@@ -331,8 +366,7 @@ class SmuxListener(Blocking):
             if buf is None:
                 ready.popleft()
                 continue
-            session._streams += 1
-            return Stream(session, buf, timeout=self.stream_timeout), session.getpeername()
+            return session._accepted(buf), session.getpeername()
         err = self._listener._error
         if err is not None:
             raise OSError(err.errno, err.strerror)
@@ -357,6 +391,7 @@ class SmuxListener(Blocking):
         self._accepting.wake_all()
         self._listener.close()
         for session in list(self._sessions):
+            session._driver.refuse_new()         # nobody accepts them now: FIN at once
             session.close_when_idle = True
             if not session._streams:
                 session.close()

@@ -122,6 +122,12 @@ class Stream(SocketFacade):
 
     # ------------------------------------------------------------------ sending
 
+    def _check_writable(self) -> None:
+        SocketFacade._check_writable(self)
+        if self._buf.reset:
+            raise ConnectionResetError(errno.ECONNRESET, "the peer closed this stream: what is "
+                                       "sent on it is discarded (docs/deviations.md D46)")
+
     def _try_send(self, view: memoryview) -> object:
         self._check_writable()
         if not view:
@@ -138,8 +144,11 @@ class Stream(SocketFacade):
         while nothing fits: KCP's send window is full and about 64 KiB of frames already wait
         (``kcpgo.runtime.smux_driver.OUT_LIMIT``), or, in v2, the peer's stream window is
         closed (kcptun.md §4.8). Returns the bytes queued. Raises like :meth:`recv` (no EOF:
-        a stream the peer finished may still be written to), and ``BrokenPipeError`` after
-        ``shutdown(SHUT_WR)``."""
+        a stream the peer finished may still be written to), ``BrokenPipeError`` after
+        ``shutdown(SHUT_WR)``, and ``ConnectionResetError`` once a kcpgo peer that closed the
+        stream signalled that it discards what arrives (docs/deviations.md D46; like TCP's
+        RST). A kcptun peer sends no such signal: in v2 a write to a stream it closed then
+        waits for window that never comes, so bound it with a timeout."""
         return SocketFacade.send(self, data, flags)
 
     # ------------------------------------------------------------------ lifecycle

@@ -30,13 +30,13 @@ from collections import deque
 from typing import Callable, Deque, Dict, List, Optional
 
 from ..address import format_address
-from ..sansio.smux import (SessionError, SmuxSessionClosed, StreamData, StreamEnded,
-                           StreamOpened, WindowUpdate)
+from ..sansio.smux import (CLOSED, SessionError, SmuxSessionClosed, StreamData, StreamEnded,
+                           StreamOpened, StreamReset, WindowUpdate)
 from ..sansio.smux_stack import SmuxStack
 from .channel import Channel
 from .clock import now_ms
 
-__all__ = ["SmuxDriver", "StreamBuffer", "OUT_LIMIT", "ACCEPT_LIMIT"]
+__all__ = ["SmuxDriver", "StreamBuffer", "OUT_LIMIT", "ACCEPT_LIMIT", "LINGER"]
 
 log = logging.getLogger("kcpgo.smux")
 
@@ -46,20 +46,25 @@ OUT_LIMIT = 65536
 #: Streams the peer opened that the application has not accepted yet (kcp-go's smux:
 #: acceptBacklog 1024; beyond it the Go receive loop stalls the whole session instead).
 ACCEPT_LIMIT = 1024
-#: Bytes taken from KCP per read (KCP returns whole segments up to this).
+#: Seconds a closed session keeps sending what was written before it closed (``close``).
+LINGER = 10.0
+#: Bytes taken from KCP per read at most (KCP returns whole segments up to this).
 _READ = 1 << 20
+#: Bytes taken while the framing is undecided (a listener following its peer): a few chunks.
+_FIRST_READ = 65536
 
 
 class StreamBuffer:
     """What the driver keeps for one stream: received bytes and flags for the facade."""
 
-    __slots__ = ("sid", "chunks", "size", "eof", "closed", "discard", "on_update")
+    __slots__ = ("sid", "chunks", "size", "eof", "reset", "closed", "discard", "on_update")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
         self.chunks: Deque[bytes] = deque()
         self.size = 0               # bytes in chunks
         self.eof = False            # the peer sent FIN (kcptun.md §4.5)
+        self.reset = False          # ... and then a second one: it discards what we send (D46)
         self.closed = False         # closed locally: the session forgot the stream
         self.discard = False        # shut down for reading: data is dropped as it arrives
         self.on_update: Callable[[], None] = _nothing
@@ -86,7 +91,9 @@ class SmuxDriver:
         self.refused = 0
         #: The latched cause of death (``ConnectionResetError``); ``None`` while alive.
         self.error: Optional[BaseException] = None
+        #: True once finished: the KCP session is released (after a linger, see close).
         self.closed = False
+        self._linger_until: Optional[int] = None
         self.on_session: Callable[[], None] = _nothing
         self._out: Deque[bytes] = deque()
         self._out_bytes = 0
@@ -118,6 +125,15 @@ class SmuxDriver:
                 return buf
         return None
 
+    def refuse_new(self) -> None:
+        """Refuse streams the peer opens from now on (FIN at once, :attr:`refused`), and
+        those waiting to be accepted: nobody will accept them (a closed listener)."""
+        self.accept_limit = 0
+        while self.accept_queue:
+            sid = self.accept_queue.popleft()
+            self.refused += 1
+            self.close_stream(sid)
+
     def send_room(self, sid: int) -> int:
         """Bytes :meth:`send` takes on ``sid`` now: 0 while frames wait for KCP's window
         beyond :data:`OUT_LIMIT`, or (v2) while the peer's window is closed."""
@@ -143,8 +159,8 @@ class SmuxDriver:
     def shutdown(self, sid: int) -> None:
         """Half-close: FIN after the bytes already sent (kcptun.md §4.5)."""
         smux = self.stack.smux
-        if smux is not None and not smux.closed and sid in self.streams:
-            smux.shutdown(sid)
+        if smux is not None and not smux.closed and smux.state(sid) != CLOSED:
+            smux.shutdown(sid)      # (FIN both ways already: the stream is gone, nothing to do)
             self._pump()
 
     def close_stream(self, sid: int) -> None:
@@ -185,15 +201,16 @@ class SmuxDriver:
                 self._pump()
         return data
 
-    def close(self) -> None:
-        """Close the session: hand the frames still waiting to KCP as far as its window
-        allows, then release the KCP session (its final flush; no FIN for the streams, as
-        smux, kcptun.md §4.5). Every stream's later calls raise ``ConnectionResetError``
-        ("smux session closed locally"). Idempotent."""
-        if self.closed:
-            return
-        self._write_out()
-        self._die(ConnectionResetError(errno.ECONNRESET, "smux session closed locally"))
+    def close(self, linger: float = LINGER) -> None:
+        """Close the session (idempotent): every stream's calls raise
+        ``ConnectionResetError("smux session closed locally")`` from now on, and nothing more
+        is read. Frames already written (data, FINs) keep going out and the KCP session is
+        released once the peer acknowledged all of it, or after ``linger`` seconds, like a
+        closed TCP socket's send queue. No FIN for the streams still open, as smux
+        (kcptun.md §4.5)."""
+        if self.error is None:
+            self._die(ConnectionResetError(errno.ECONNRESET, "smux session closed locally"),
+                      linger)
 
     @property
     def unsent(self) -> int:
@@ -217,10 +234,13 @@ class SmuxDriver:
             self._again = True
             return
         chan = self.chan
-        if chan.error is not None and self.error is None:
-            self._die(ConnectionResetError(
-                errno.ECONNRESET, f"KCP session to {format_address(chan.peer)} failed: "
-                                  f"{_text(chan.error)}"))
+        if chan.error is not None:
+            if self.error is None:
+                self._die(ConnectionResetError(
+                    errno.ECONNRESET, f"KCP session to {format_address(chan.peer)} failed: "
+                                      f"{_text(chan.error)}"))
+            else:
+                self._finish()
             return
         self._pump()
 
@@ -233,6 +253,9 @@ class SmuxDriver:
             return
         if self.closed:
             return
+        if self.error is not None:              # lingering (close): only send
+            self._linger()
+            return
         self._busy = True
         touched: Dict[int, StreamBuffer] = {}
         accepted = False
@@ -241,11 +264,11 @@ class SmuxDriver:
                 self._again = False
                 accepted |= self._read(touched)
                 self._write_out()
-                if not self._again or self.closed:
+                if not self._again or self.error is not None:
                     break
         finally:
             self._busy = False
-        if self.closed:
+        if self.error is not None:
             return
         if self.conn.window_update_due:
             self.chan.kick()
@@ -261,14 +284,18 @@ class SmuxDriver:
     def _read(self, touched: Dict[int, StreamBuffer]) -> bool:
         stack, conn = self.stack, self.conn
         accepted = False
+        smux = stack.smux
         while not stack.receive_paused:
-            data = conn.recv_stream(_READ)
+            # at most what the bucket takes (KCP hands at least one segment): memory stays
+            # within the bucket plus one segment and one snappy chunk (kcptun.md §4.7)
+            room = smux.bucket if smux is not None else _FIRST_READ
+            data = conn.recv_stream(room if room < _READ else _READ)
             if not data:
                 break
             events = stack.receive(data, now_ms())
             if events and self._events(events, touched):
                 accepted = True
-            if self.closed:
+            if self.error is not None:
                 break
         return accepted
 
@@ -287,11 +314,13 @@ class SmuxDriver:
                         self.take(buf, buf.size)
                     else:
                         touched[buf.sid] = buf
-            elif kind is StreamEnded or kind is WindowUpdate:
+            elif kind is StreamEnded or kind is WindowUpdate or kind is StreamReset:
                 buf = streams.get(ev.sid)           # type: ignore[attr-defined]
                 if buf is not None:
                     if kind is StreamEnded:
                         buf.eof = True
+                    elif kind is StreamReset:
+                        buf.eof = buf.reset = True
                     touched[buf.sid] = buf
             elif kind is StreamOpened:
                 sid = ev.sid                        # type: ignore[attr-defined]
@@ -336,10 +365,13 @@ class SmuxDriver:
         if self.chan.released:              # closed under us (a listener's backlog, say)
             self._die(ConnectionResetError(errno.ECONNRESET, "the KCP session was closed"))
             return
+        if self.error is not None:          # lingering: its time is up
+            self._finish()
+            return
         events = self.stack.timer(now)
         if events:
             self._events(events, {})
-        if not self.closed:
+        if self.error is None:
             self._pump()
             self._arm(now)
 
@@ -357,23 +389,47 @@ class SmuxDriver:
         self._die(ConnectionResetError(errno.ECONNRESET, f"smux session with {where} ended: "
                                                          f"{text}"))
 
-    def _die(self, exc: ConnectionResetError) -> None:
-        if self.closed:
+    def _die(self, exc: ConnectionResetError, linger: float = 0.0) -> None:
+        """Latch ``exc``, tell every stream and the session's owner; then finish at once, or
+        (``linger`` seconds > 0, a local close) once what was written has been acknowledged."""
+        if self.error is not None:
             return
-        self.closed = True
         self.error = exc
-        self._timer.close()
+        if linger > 0:
+            for w in self.stack.writes():           # FINs and data not yet taken
+                self._out.append(w)
+                self._out_bytes += len(w)
         smux = self.stack.smux
         if smux is not None:
             smux.close()
-        self._out.clear()
-        self._out_bytes = 0
         self.accept_queue.clear()
-        self.chan.on_update = _nothing
-        self.chan.release()
         for buf in list(self.streams.values()):
             buf.on_update()
         self.on_session()
+        if linger > 0 and not self.chan.released and self.chan.error is None:
+            self._linger_until = now_ms() + int(linger * 1000)
+            self._timer.schedule(self._linger_until)
+            self._linger()
+        else:
+            self._finish()
+
+    def _linger(self) -> None:
+        """A closed session still sending: write frames as the window allows; finish once
+        KCP has nothing unacknowledged."""
+        self._write_out()
+        if not self._out and not self.conn.waitsnd:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Release the KCP session (its final flush) and stop. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._timer.close()
+        self._out.clear()
+        self._out_bytes = 0
+        self.chan.on_update = _nothing
+        self.chan.release()
 
     def __repr__(self) -> str:
         state = "dead" if self.closed else f"{len(self.streams)} streams"

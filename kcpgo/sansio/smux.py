@@ -21,9 +21,12 @@ state              local shutdown      local close         FIN received       PS
 =================  ==================  ==================  =================  ==============
 OPEN               FIN → LOCAL_FIN     FIN → (removed)     → REMOTE_FIN       data
 LOCAL_FIN          (no-op)             → (removed)         → (removed)        data
-REMOTE_FIN         FIN → (removed)     FIN → (removed)     (ignored)          data
-(removed)          —                   —                   (ignored)          (discarded)
+REMOTE_FIN         FIN → (removed)     FIN → (removed)     reset → (removed)  data
+(removed)          —                   —                   (ignored)          (discarded) ¹
 =================  ==================  ==================  =================  ==============
+
+¹ the first PSH for a stream closed locally before the peer's FIN is answered with a second
+FIN, which the peer reads as a reset (docs/deviations.md D46).
 
 Sending PSH is allowed in OPEN and REMOTE_FIN. A removed stream is CLOSED: its id is no longer
 known, its unread bytes go back to the bucket, frames for it are discarded (kcptun.md §4.2).
@@ -36,7 +39,8 @@ from .smux_frames import (CMD_FIN, CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, VERSIONS,
                           SmuxError, SmuxProtocolError, decode_upd, encode_frame, encode_upd,
                           s32, u32)
 
-__all__ = ["SmuxSession", "StreamOpened", "StreamData", "StreamEnded", "WindowUpdate",
+__all__ = ["SmuxSession", "StreamOpened", "StreamData", "StreamEnded", "StreamReset",
+           "WindowUpdate",
            "SessionError", "SmuxError", "SmuxProtocolError", "SmuxSessionClosed",
            "SmuxStreamError", "OPEN", "LOCAL_FIN", "REMOTE_FIN", "CLOSED",
            "INITIAL_PEER_WINDOW", "MAX_FRAME_SIZE", "MAX_RECEIVE_BUFFER", "MAX_STREAM_BUFFER",
@@ -58,6 +62,9 @@ MAX_STREAM_BUFFER = 65536
 KEEPALIVE_INTERVAL = 10_000
 KEEPALIVE_TIMEOUT = 30_000
 _LAST_SID = 0xFFFFFFFF
+#: Streams closed locally while the peer could still write, remembered (oldest forgotten
+#: first) so that its next PSH gets the reset FIN of docs/deviations.md D46.
+CLOSED_MEMORY = 1024
 
 
 class SmuxSessionClosed(SmuxError):
@@ -90,6 +97,13 @@ class StreamEnded(NamedTuple):
     closed: bool
 
 
+class StreamReset(NamedTuple):
+    """The peer closed ``sid`` and discards what we still send on it: a second FIN after its
+    first, which kcpgo sends when PSH arrives for a stream it closed (docs/deviations.md D46;
+    a kcptun peer never sends one). Writing is pointless now; the stream is gone."""
+    sid: int
+
+
 class WindowUpdate(NamedTuple):
     """v2: the peer's UPD for ``sid``; ``window`` bytes may now be sent (may be <= 0;
     kcptun.md §4.8)."""
@@ -103,7 +117,7 @@ class SessionError(NamedTuple):
     error: SmuxError
 
 
-Event = Union[StreamOpened, StreamData, StreamEnded, WindowUpdate, SessionError]
+Event = Union[StreamOpened, StreamData, StreamEnded, StreamReset, WindowUpdate, SessionError]
 
 
 class _Stream:
@@ -161,6 +175,13 @@ class SmuxSession:
         self.keepalive_timeout = keepalive_timeout
         self._parser = FrameParser(version)
         self._streams: Dict[int, _Stream] = {}
+        #: Streams that ended by FIN both ways while the application still held unread
+        #: bytes: sid -> bytes still charged to the bucket (until consumed or closed).
+        self._held: Dict[int, int] = {}
+        #: D46: sids closed locally while the peer had not sent FIN (insertion-ordered).
+        self._closed_early: Dict[int, None] = {}
+        #: Reset FINs sent (PSH arrived for a stream closed locally; D46).
+        self.resets_sent = 0
         self._next_sid = 1 if client else 0
         self._bucket = max_receive_buffer
         self._control: List[bytes] = []       # NOP, UPD: may overtake data (kcptun.md §4.10)
@@ -265,7 +286,7 @@ class SmuxSession:
             return
         self._frames.append(encode_frame(self.version, CMD_FIN, sid))
         if s.state == REMOTE_FIN:
-            self._remove(s)
+            self._remove(s, keep_unread=True)
         else:
             s.state = LOCAL_FIN
 
@@ -275,24 +296,48 @@ class SmuxSession:
         a dead session."""
         s = self._streams.get(sid)
         if s is None:
+            self._bucket += self._held.pop(sid, 0)
             return
         if s.state != LOCAL_FIN:
             self._frames.append(encode_frame(self.version, CMD_FIN, sid))
+        if s.state != REMOTE_FIN:                   # the peer may still be writing
+            early = self._closed_early
+            early[sid] = None
+            if len(early) > CLOSED_MEMORY:
+                del early[next(iter(early))]
         self._remove(s)
 
-    def _remove(self, s: _Stream) -> None:
+    def _remove(self, s: _Stream, keep_unread: bool = False) -> None:
+        """Forget ``s``. Its unread bytes return to the bucket, unless ``keep_unread`` (FIN
+        went both ways but the application still holds them: they stay charged until
+        :meth:`consumed` or :meth:`close_stream`, so the bucket keeps bounding memory,
+        kcptun.md §4.7)."""
         s.state = CLOSED
         del self._streams[s.sid]
-        self._bucket += s.unread
+        if keep_unread and s.unread > 0:
+            self._held[s.sid] = s.unread
+        else:
+            self._bucket += s.unread
         s.unread = 0
 
     def consumed(self, sid: int, n: int) -> None:
         """The application read ``n`` bytes of ``sid``: return them to the bucket
         (kcptun.md §4.7); in v2 queue UPD(consumed, max_stream_buffer) on the first read and
-        after every max_stream_buffer/2 bytes (kcptun.md §4.8). Unknown sids are ignored (their
-        bytes were returned when the stream closed)."""
+        after every max_stream_buffer/2 bytes (kcptun.md §4.8). For a stream that ended by FIN
+        both ways, the bytes still held return to the bucket (no UPD: the stream is gone);
+        other unknown sids are ignored (their bytes returned when the stream closed)."""
+        if n <= 0 or self.closed:
+            return
         s = self._streams.get(sid)
-        if s is None or n <= 0 or self.closed:
+        if s is None:
+            held = self._held.get(sid)
+            if held:
+                n = min(n, held)
+                self._bucket += n
+                if held > n:
+                    self._held[sid] = held - n
+                else:
+                    del self._held[sid]
             return
         n = min(n, s.unread)
         s.unread -= n
@@ -330,16 +375,24 @@ class SmuxSession:
                     s.unread += len(f.data)
                     self._bucket -= len(f.data)
                     events.append(StreamData(sid, f.data))
+                elif s is None and sid in self._closed_early:
+                    del self._closed_early[sid]             # D46: tell the writer, once
+                    self._frames.append(encode_frame(self.version, CMD_FIN, sid))
+                    self.resets_sent += 1
             elif cmd == CMD_SYN:
                 if sid not in streams:
                     streams[sid] = _Stream(sid)
                     events.append(StreamOpened(sid))
             elif cmd == CMD_FIN:
                 s = streams.get(sid)
-                if s is None or s.state == REMOTE_FIN:
+                if s is None:
+                    continue
+                if s.state == REMOTE_FIN:                   # a second FIN: reset (D46)
+                    self._remove(s, keep_unread=True)
+                    events.append(StreamReset(sid))
                     continue
                 if s.state == LOCAL_FIN:
-                    self._remove(s)
+                    self._remove(s, keep_unread=True)
                     events.append(StreamEnded(sid, True))
                 else:
                     s.state = REMOTE_FIN
@@ -360,6 +413,8 @@ class SmuxSession:
         self.closed = True
         for s in list(self._streams.values()):
             self._remove(s)
+        self._bucket += sum(self._held.values())
+        self._held.clear()
         self._control.clear()
         self._frames.clear()
         return SessionError(err)

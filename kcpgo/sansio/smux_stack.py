@@ -20,17 +20,19 @@ from __future__ import annotations
 
 from typing import Any, List, Optional
 
-from ..codec.snappy import SnappyDecoder, SnappyEncoder, SnappyFramingError
+from ..codec.snappy import (MAX_CHUNK, STREAM_IDENTIFIER, SnappyDecoder, SnappyEncoder,
+                            SnappyFramingError)
 from .kcptun_detect import DetectError, Framing, describe, detect
 from .smux import SessionError, SmuxSession
 from .smux_frames import SmuxProtocolError
 
 __all__ = ["SmuxStack", "FramingMismatch"]
 
-#: Bytes of a peer's stream kept while its framing is undecided (a snappy identifier and the
-#: first chunk of a SYN or NOP take about 30; anything this long that decides nothing is not
-#: kcptun).
-_DETECT_LIMIT = 4096
+#: Bytes of a peer's stream kept while its framing is undecided: the stream identifier and the
+#: longest legal first chunk (kcptun.md §3.1; a SYN or NOP takes about 30 bytes, but a server's
+#: first frame may be a PSH of up to 64 KiB whose chunk arrives in KCP segments). More that
+#: decides nothing is not kcptun.
+_DETECT_LIMIT = len(STREAM_IDENTIFIER) + MAX_CHUNK
 
 
 class FramingMismatch(SmuxProtocolError):
