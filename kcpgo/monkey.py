@@ -16,6 +16,16 @@ After :func:`patch`:
 * ``socket.create_connection(address, timeout)`` to a listed destination returns a connected
   :class:`kcpgo.KCPSocket` (KCP has no handshake: it returns at once, even if nobody listens).
 
+With ``smux=True`` (or a dict of smux settings: ``smux_version``, ``compression``,
+``keepalive``, ...; :class:`kcpgo.facade.smux.SmuxConfig`) in a client entry, connections are
+smux streams instead (docs/kcptun.md §5.3, as a kcptun client does): every
+``create_connection`` to that destination opens a :class:`kcpgo.Stream` on one shared KCP
+session per destination and thread (a session belongs to its thread's gevent hub), with TCP's
+FIN, so the server reads EOF when the client closes or half-closes. A shared session that died
+(keepalive timeout, protocol error, dead link) or was closed is replaced by a new KCP session
+with a new conv at the next connection (kcptun.md §11); :func:`unpatch` closes them. In a
+server entry, ``smux`` serves every stream as a request, as :class:`kcpgo.server.KCPServer`.
+
 Everything else stays TCP, untouched. Keys are ``(host, port)`` tuples or ``"host:port"``
 strings (kcp-go's form, ``"[::1]:9000"`` for IPv6; host compared as given, except that the
 wildcards ``""``, ``"0.0.0.0"`` and ``"::"`` are the same) or a bare port number (an int) for
@@ -49,18 +59,22 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Unio
 
 from . import dial
 from .address import WILDCARDS, parse_address, parse_port
+from .facade.api import open_smux_client
+from .facade.smux import SmuxSession
 from .options import FIELDS, Options, add_arguments, from_arguments
+from .runtime.scheduler import Runtime
 from .sansio.wire import check_conv
 from .server import KCPServer, _threading_process_request, process_request_concurrently, \
-    server_options
+    server_options, smux_config
 
 __all__ = ["patch", "unpatch", "is_patched", "main"]
 
 Key = Union[int, str, Tuple[str, int]]
 Table = Union[Mapping[Key, Optional[Mapping[str, Any]]], Iterable[Key], None]
 
-#: Keywords a client entry accepts: the session options, ``options`` itself and ``conv``.
-_DIAL_OPTIONS = FIELDS | {"options", "conv"}
+#: Keywords a client entry accepts: the session options, ``options`` itself, ``conv`` and
+#: ``smux``.
+_DIAL_OPTIONS = FIELDS | {"options", "conv", "smux"}
 #: TCPServer methods that take the KCP path for a listed address (``__init__`` decides).
 _SERVER_METHODS = ("server_bind", "server_activate", "server_close", "fileno", "get_request",
                    "shutdown_request", "close_request", "serve_forever", "shutdown",
@@ -77,6 +91,8 @@ class _Patch:
         self.connect_fallback: Callable[..., Any] = _socket.create_connection
         self.create_connection: Optional[Callable[..., Any]] = None
         self.subscriber: Optional[Callable[[Any], None]] = None
+        #: Shared smux sessions: (OS thread ident, host, port) -> (its runtime, session).
+        self.sessions: Dict[Tuple[int, Any, int], Tuple[Runtime, SmuxSession]] = {}
 
     def set(self, owner: Any, name: str, value: Any) -> None:
         self.saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
@@ -130,9 +146,20 @@ def _check_client(opts: Dict[str, Any]) -> Dict[str, Any]:
                         f"; valid: {', '.join(sorted(_DIAL_OPTIONS))}")
     base = opts.pop("options", None)
     conv = opts.pop("conv", None)
+    where = "kcpgo.monkey client"
+    smux = smux_config(opts.pop("smux", None), where)
+    if smux is not None:
+        if opts.get("stream", True) is not True:
+            raise ValueError(f"{where}: smux runs on stream-mode KCP sessions (stream=True)")
+        if conv is not None:
+            raise ValueError(f"{where}: conv cannot be fixed with smux: a replaced session "
+                             f"needs a new conv (docs/kcptun.md §11)")
+        smux.stack(client=True)              # a client must choose version and compression
     if base is None or not base.stream:
         opts.setdefault("stream", True)      # as for servers: a byte stream, like TCP
-    checked: Dict[str, Any] = {"options": Options.build("kcpgo.monkey client", base, **opts)}
+    checked: Dict[str, Any] = {"options": Options.build(where, base, **opts)}
+    if smux is not None:
+        checked["smux"] = smux
     if conv is not None:
         checked["conv"] = check_conv(conv)
     return checked
@@ -194,9 +221,40 @@ def _make_create_connection(p: _Patch) -> Callable[..., Any]:
                              f"destination {address!r}")
         if timeout is _socket._GLOBAL_DEFAULT_TIMEOUT:
             timeout = _socket.getdefaulttimeout()
+        if "smux" in opts:
+            return _open_stream(p, address, timeout, opts)
         return dial(address, timeout=timeout, **opts)
     create_connection.__wrapped__ = p.connect_fallback  # type: ignore[attr-defined]
     return create_connection
+
+
+def _open_stream(p: _Patch, address: Any, timeout: Optional[float],
+                 opts: Dict[str, Any]) -> Any:
+    """A new stream on this thread's shared smux session to ``address``; a missing, closed or
+    dead session is replaced first by a new KCP session (new conv, new UDP socket), as a
+    kcptun client does (docs/kcptun.md §5.3, kcptun.md §11). Never blocks: smux has no
+    handshake (kcptun.md §4.5)."""
+    rt = Runtime.current()
+    key = (rt.thread_ident, _host(address[0]), address[1])
+    entry = p.sessions.get(key)
+    if entry is None or entry[0] is not rt or entry[1].closed:
+        if entry is not None and entry[0] is rt:
+            entry[1].close()                 # dead: release what is left of it
+        for k, (owner, old) in list(p.sessions.items()):
+            if owner is not rt and not owner.owner_runs_elsewhere():    # its thread ended
+                if p.sessions.get(k, (None,))[0] is owner:
+                    p.sessions.pop(k, None)
+                    old.close()
+        session = open_smux_client(address, opts["options"], None, opts["smux"], None)
+        # Resolving the name may have let another greenlet of this thread get here first.
+        entry = p.sessions.get(key)
+        if entry is not None and entry[0] is rt and not entry[1].closed:
+            session.close()
+        else:
+            entry = p.sessions[key] = (rt, session)
+    stream = entry[1].open_stream()
+    stream.settimeout(timeout)
+    return stream
 
 
 def _gevent_subscriber(p: _Patch) -> Callable[[Any], None]:
@@ -221,7 +279,9 @@ def patch(servers: Table = None, clients: Table = None) -> None:
     ``servers``: ``{port or (host, port) or "host:port": KCPServer options}`` (or just a list
     of keys); a ``socketserver.TCPServer`` constructed for a matching ``server_address`` is a
     KCP server. ``clients``: the same keys with :func:`kcpgo.dial` options;
-    ``socket.create_connection`` to a matching address returns a :class:`kcpgo.KCPSocket`.
+    ``socket.create_connection`` to a matching address returns a :class:`kcpgo.KCPSocket`, or
+    with ``smux=True``/``smux={...}`` a :class:`kcpgo.Stream` on a shared session (module
+    docstring; a client's ``smux_version`` and ``compression`` must not be ``None``).
     Keys and options are checked now (``TypeError``/``ValueError`` naming the accepted forms;
     ports 0..65535). Calling it again replaces the previous tables.
     """
@@ -250,7 +310,8 @@ def patch(servers: Table = None, clients: Table = None) -> None:
 
 
 def unpatch() -> None:
-    """Restore everything :func:`patch` replaced (idempotent).
+    """Restore everything :func:`patch` replaced (idempotent), and close the shared smux
+    sessions (their open streams then raise ``ConnectionResetError``).
 
     ``socket.create_connection`` goes back to what it would be without kcpgo (gevent's, if
     gevent patched meanwhile). KCP servers created while patched must be closed first.
@@ -264,6 +325,9 @@ def unpatch() -> None:
         from gevent import events
         if p.subscriber in events.subscribers:
             events.subscribers.remove(p.subscriber)
+    for _, session in list(p.sessions.values()):
+        session.close()                     # in its owner's hub, if that thread runs
+    p.sessions.clear()
     for owner, name, old in reversed(p.saved):
         if owner is _socket and name == "create_connection":
             if _socket.create_connection is p.create_connection:

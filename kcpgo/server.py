@@ -36,6 +36,10 @@ for it ends only through ``idle_timeout`` (seconds without any datagram from the
 read raises ``TimeoutError(ETIMEDOUT)``, which :meth:`KCPServer.handle_error` logs instead of
 printing a traceback). Servers default to :data:`DEFAULT_IDLE_TIMEOUT`; ``idle_timeout=None``
 turns it off.
+
+With ``smux=`` every smux stream is a request (docs/kcptun.md §5.4), a :class:`~kcpgo.Stream`
+with TCP's FIN: a handler reading to EOF ends when its client closes or half-closes the stream;
+a vanished client's streams fail at the smux keepalive timeout (kcptun.md §4.6), logged at INFO.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ import socket as _socket
 import socketserver
 import sys
 import threading
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import gevent
 import gevent.pool
@@ -55,7 +59,9 @@ from gevent.monkey import is_module_patched
 
 from .address import bind_plan
 from .facade.api import wrap_listener
+from .facade.smux import SmuxConfig, SmuxListener, SmuxSession
 from .facade.socket import KCPSocket
+from .facade.stream import Stream
 from .options import FIELDS, Options
 from .runtime._originals import RealSocket, real_get_ident
 from .runtime.clock import monotonic
@@ -73,11 +79,13 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 #: (a TCP stack keeps delivering after close; KCP's close drops unacknowledged data).
 DEFAULT_DRAIN_TIMEOUT = 5.0
 
+#: Seconds between checks while closing sessions wait for their last frames' ACKs.
+_DRAIN_POLL = 0.01
 #: The stdlib's (kcpgo.monkey may later replace the attribute with a dispatcher).
 _threading_process_request = socketserver.ThreadingMixIn.process_request
 #: Keywords a server accepts: the session options (kcpgo.Options), ``options`` itself, the
-#: accept ``backlog`` and the server's own ``drain_timeout``.
-_SERVER_OPTIONS = FIELDS | {"options", "backlog", "drain_timeout"}
+#: accept ``backlog``, the server's own ``drain_timeout`` and ``smux``.
+_SERVER_OPTIONS = FIELDS | {"options", "backlog", "drain_timeout", "smux"}
 
 
 def threads_are_greenlets() -> bool:
@@ -87,14 +95,24 @@ def threads_are_greenlets() -> bool:
 
 class ServerOptions:
     """A server's validated settings: session :class:`~kcpgo.Options`, accept ``backlog``,
-    ``drain_timeout``."""
+    ``drain_timeout``, and the smux settings (``None``: each KCP session is a request)."""
 
-    __slots__ = ("session", "backlog", "drain_timeout")
+    __slots__ = ("session", "backlog", "drain_timeout", "smux")
 
-    def __init__(self, session: Options, backlog: int, drain_timeout: Optional[float]) -> None:
+    def __init__(self, session: Options, backlog: int, drain_timeout: Optional[float],
+                 smux: Optional[SmuxConfig] = None) -> None:
         self.session = session
         self.backlog = backlog
         self.drain_timeout = drain_timeout
+        self.smux = smux
+
+
+def smux_config(value: Any, where: str) -> Optional[SmuxConfig]:
+    """``smux=``: ``None``/``False`` (no smux), ``True`` (``dial_smux``'s defaults), a dict of
+    ``SmuxConfig`` keywords or a ``SmuxConfig``; ``TypeError``/``ValueError`` naming it."""
+    if value is None or value is False:
+        return None
+    return SmuxConfig.build(value, where)
 
 
 def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
@@ -115,6 +133,9 @@ def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = D
     base = opts.pop("options", None)
     backlog = opts.pop("backlog", ACCEPT_BACKLOG)
     drain = opts.pop("drain_timeout", drain_timeout)
+    smux = smux_config(opts.pop("smux", None), where)
+    if smux is not None and opts.get("stream", True) is not True:
+        raise ValueError(f"{where}: smux runs on stream-mode KCP sessions (stream=True)")
     # A server's defaults (a byte stream like the TCP it replaces, and an idle timeout, since
     # KCP has no FIN) apply wherever neither a keyword nor ``options`` chose a value.
     if base is None or base.idle_timeout is None:
@@ -126,7 +147,7 @@ def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = D
         raise ValueError("drain_timeout must be > 0 seconds or None")
     if not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"backlog must be an int >= 1, got {backlog!r}")
-    return ServerOptions(session, backlog, drain)
+    return ServerOptions(session, backlog, drain, smux)
 
 
 class _KCPState:
@@ -185,6 +206,12 @@ class KCPServer(socketserver.TCPServer):
     or addresses raise ``TypeError``/``ValueError`` here; a port in use raises ``OSError``
     here. Requests are handled one at a time in the serving thread (see
     :class:`ThreadingKCPServer`).
+
+    ``smux=True`` (``dial_smux``'s ``smux_version=1, compression=False``) or ``smux=dict(
+    smux_version=..., compression=..., keepalive=..., ...)`` (``None`` version/compression:
+    follow each client, as :func:`kcpgo.listen_smux`) serves every smux stream as a request, a
+    :class:`~kcpgo.Stream` (``b""`` at the client's FIN, docs/kcptun.md §4.5); its
+    ``client_address`` is the session's UDP peer.
     """
 
     #: Default ``idle_timeout`` of the sessions (seconds; ``None``: never).
@@ -257,8 +284,9 @@ class KCPServer(socketserver.TCPServer):
             return ln.fileno()
         return self.socket.fileno()
 
-    def get_request(self) -> Tuple[KCPSocket, Any]:
-        """``listener.accept()``: the next session and its peer address."""
+    def get_request(self) -> Tuple[Union[KCPSocket, Stream], Any]:
+        """``listener.accept()``: the next session (with ``smux``: the next stream of any
+        session) and its peer's UDP address."""
         return _listener(self).accept()
 
     # ------------------------------------------------------------------ serving
@@ -295,9 +323,7 @@ class KCPServer(socketserver.TCPServer):
                     _wind_down(self)
             finally:
                 if st.closed:           # server_close() was called from inside the loop
-                    ln, st.listener = st.listener, None
-                    if ln is not None:
-                        ln.close()
+                    _close_listener(st)
                     st.close_pipe()
                 st.idle.set()
 
@@ -337,7 +363,8 @@ class KCPServer(socketserver.TCPServer):
 
     def shutdown_request(self, request: Any) -> None:
         """Let the peer acknowledge what the handler wrote (at most ``drain_timeout``), then
-        ``shutdown(SHUT_WR)`` and close, as socketserver does."""
+        ``shutdown(SHUT_WR)`` and close, as socketserver does. A stream (FIN: kcptun.md §4.5)
+        waits only if its session closes with it (the last one, after server_close)."""
         drain = getattr(request, "drain", None)
         timeout = self._kcpgo.drain_timeout
         if drain is not None and timeout:
@@ -349,17 +376,28 @@ class KCPServer(socketserver.TCPServer):
             request.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
+        if isinstance(request, Stream) and timeout:
+            session = request.session
+            if session.close_when_idle and session.streams == 1:
+                _drain_sessions([session], timeout)
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:
         request.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went silent past ``idle_timeout`` (KCP's only "disconnect") is logged
-        to ``kcpgo.server`` at INFO; anything else prints a traceback as socketserver does."""
+        """A client that went silent past ``idle_timeout`` (KCP's only "disconnect"), or whose
+        smux session died (keepalive timeout, protocol error: docs/kcptun.md §4.6, 4.9), is
+        logged to ``kcpgo.server`` at INFO; anything else prints a traceback as socketserver
+        does."""
         exc = sys.exc_info()[1]
         if isinstance(exc, TimeoutError) and exc.errno == errno.ETIMEDOUT:
             log.info("kcpgo: %s sent nothing for idle_timeout; request ended (%s)",
+                     client_address, exc)
+            return
+        if (isinstance(exc, ConnectionResetError) and isinstance(request, Stream)
+                and request.session.error is not None):
+            log.info("kcpgo: the smux session of %s ended; request ended (%s)",
                      client_address, exc)
             return
         socketserver.BaseServer.handle_error(self, request, client_address)
@@ -401,9 +439,7 @@ class KCPServer(socketserver.TCPServer):
                 handlers.kill(block=True, timeout=(st.drain_timeout or 0) + 1)
             elif getattr(self, "block_on_close", True):
                 handlers.join()
-        ln, st.listener = st.listener, None
-        if ln is not None:
-            rt.call_threadsafe(ln.close)
+        _close_listener(st)
         st.close_pipe()
 
 
@@ -454,11 +490,13 @@ def _listener(self: Any) -> Any:
                 f"served it first; serve it from that thread only (server_close() and "
                 f"shutdown() work from any thread), or run threads as greenlets with "
                 f"gevent.monkey.patch_all()")
-        ln.close()                  # its thread has ended; nothing else can run it
+        _close_listener(st)         # its thread has ended; nothing else can run it
     runtime = Runtime.current()
     if st.runtime is not runtime:
         st.handlers = None          # greenlets of another thread's hub (finished or orphaned)
-    st.listener = wrap_listener(self.socket, st.options.session, st.options.backlog)
+    opts = st.options
+    ln = wrap_listener(self.socket, opts.session, opts.backlog)
+    st.listener = ln if opts.smux is None else _SmuxRequests(ln, opts.smux)
     st.runtime = runtime
     st.owner_name = threading.current_thread().name
     return st.listener
@@ -492,6 +530,41 @@ def _wind_down(self: Any) -> None:
             handlers.kill(block=True, timeout=(st.drain_timeout or 0) + 1)
         else:
             handlers.join()
+    _close_listener(st)
+
+
+def _close_listener(st: _KCPState) -> None:
+    """Close the listener in its owning thread (handed over if that thread runs elsewhere).
+    An smux listener's sessions without streams close with it; in the owning thread they first
+    get ``drain_timeout`` to have their frames acknowledged (closing drops the rest)."""
     ln, st.listener = st.listener, None
-    if ln is not None:
-        ln.close()
+    if ln is None:
+        return
+    rt = st.runtime
+    if rt.owner_runs_elsewhere():
+        rt.call_threadsafe(ln.close)
+        return
+    if isinstance(ln, _SmuxRequests) and st.drain_timeout and \
+            rt.thread_ident == real_get_ident():
+        _drain_sessions([s for s in ln._sessions if not s.streams], st.drain_timeout)
+    ln.close()
+
+
+def _drain_sessions(sessions: List[SmuxSession], timeout: float) -> None:
+    """Wait cooperatively, at most ``timeout`` s, until no frame of ``sessions`` waits for
+    KCP's window or an ACK (polled). A closed session sends the rest on its thread's hub, which
+    is gone if that thread (serving, model (c)) or the program ends right after."""
+    deadline = monotonic() + timeout
+    while monotonic() < deadline and any(
+            not s.closed and (s._driver.unsent or s._driver.conn.waitsnd) for s in sessions):
+        gevent.sleep(_DRAIN_POLL)
+
+
+class _SmuxRequests(SmuxListener):
+    """The smux listener of a server (docs/kcptun.md §5.4): non-blocking, since
+    ``get_request`` runs after the loop saw :meth:`fileno` readable, and a stream that
+    vanished meanwhile raises ``BlockingIOError``, which socketserver skips."""
+
+    def __init__(self, listener: Any, config: SmuxConfig) -> None:
+        super().__init__(listener, config)
+        self.settimeout(0.0)

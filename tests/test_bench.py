@@ -1,10 +1,13 @@
 """Smoke runs of tools/bench.py (seconds, no thresholds): every mode still works end to end.
 
 The figures themselves are measured with the tool, never asserted here (see README,
-Performance).
+Performance). A stalled run is reported by the tool (exit status 3, the pair's "stalls"); the
+only stall these tests accept is kcp-go 5.6.1's own Go <-> Go listener window trap, recognised
+from both ends' counters; any stall with kcpgo at either end fails.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -14,26 +17,40 @@ import warnings
 import pytest
 
 from tests.support.gopeer import go_available
+from tools.bench import STALLED, diagnose_stall, describe_stall, stall_report
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
-                     "bench.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "tools", "bench.py")
 GO_OK, GO_REASON = go_available()
 
 
-def bench(*args: str, attempts: int = 2) -> dict:
-    """Run the tool; a failed run is retried once and reported as a warning.
+KNOWN_GO_STALL = (("go", "go"), "kcp-go-listener-window")
+
+
+def bench(*args: str, attempts: int = 2, known_stalls: tuple = ()) -> dict:
+    """Run the tool; a run that fails without a result is retried once, as a warning.
 
     These runs start several processes each against a machine the rest of the suite keeps
-    busy; correctness is asserted by the interop tests, here only that the tool works.
+    busy; correctness is asserted by the interop tests, here only that the tool works. A
+    stalled run is never retried: the tool reports it, and it must be one of
+    ``known_stalls`` (((client, server), cause) pairs), else the test fails with its report.
     """
     failures = []
     for _ in range(attempts):
         out = subprocess.run([sys.executable, BENCH, *args, "--json"], capture_output=True,
                              text=True, timeout=180)
-        if out.returncode == 0:
+        if out.returncode in (0, STALLED):
             if failures:
                 warnings.warn(f"bench.py {' '.join(args)} needed a retry: {failures[0]}")
-            return json.loads(out.stdout[out.stdout.index("{"):])
+            doc = json.loads(out.stdout[out.stdout.index("{"):])
+            stalls = [st for r in doc["results"] for st in r["stalls"]]
+            assert (out.returncode == STALLED) == bool(stalls), out.stderr[-3000:]
+            for st in stalls:
+                assert ((st["client"], st["server"]), st["cause"]) in known_stalls, \
+                    describe_stall(st)
+                warnings.warn(f"bench.py {' '.join(args)}: known kcp-go stall: "
+                              f"{describe_stall(st)}")
+            return doc
         failures.append(out.stderr[-3000:])
     raise AssertionError("\n---\n".join(failures))
 
@@ -58,10 +75,75 @@ needs_go = pytest.mark.skipif(not GO_OK, reason=GO_REASON)
 def test_compare_runs_kcpgo_go_tcp_and_mixed_pairs():
     # --idle 2: a server ends its sink run after 2 s without data (KCP has no FIN); a loaded
     # CI machine can stall a 1-second run for longer than the default.
-    doc = bench("sink", "--compare", "--mixed", "--duration", "0.5", "--idle", "2")
+    # kcp-go 5.6.1's own listener window trap may stall the Go <-> Go run (reported, 7 runs in
+    # 310 on a loaded 2-core machine): that pair is then reported without figures. Every
+    # other pair must measure.
+    doc = bench("sink", "--compare", "--mixed", "--duration", "0.5", "--idle", "2",
+                known_stalls=(KNOWN_GO_STALL,))
     pairs = {(r["client"], r["server"]) for r in doc["results"]}
     assert pairs == {("kcpgo", "kcpgo"), ("go", "go"), ("tcp", "tcp"), ("kcpgo", "go"),
                      ("go", "kcpgo")}
+    for r in doc["results"]:
+        if not r["stalls"]:
+            assert r["median"]["MB/s"] > 0, r
+
+
+# A server that binds, never answers, and reports after 1.5 s like a sink server that ended.
+SILENT_SERVER = """
+import json, socket, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+print("LISTENING 127.0.0.1:%d" % u.getsockname()[1], flush=True)
+time.sleep(1.5)
+print(json.dumps({"role": "server", "bytes": 0, "seconds": 0.0}), flush=True)
+"""
+
+
+@pytest.mark.parametrize("client", ["kcpgo", pytest.param("go", marks=needs_go)])
+def test_a_stalled_run_is_reported_not_raised(client, monkeypatch):
+    """run_pair turns a client that made no progress for --stall seconds into a Stalled
+    report (which pair, how long, both ends' counters), where it used to raise "client
+    failed: timeout"."""
+    from tools import bench as tool
+
+    def silent_server(impl, a):
+        proc = subprocess.Popen([sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE,
+                                text=True)
+        return proc, proc.stdout.readline().split()[1]
+    monkeypatch.setattr(tool, "start_server", silent_server)
+    a = argparse.Namespace(mode="sink", crypt="", key="k", fec="0/0", mtu=1400, sndwnd=1024,
+                           rcvwnd=1024, size=65536, duration=0.5, count=1, sessions=1,
+                           idle=1.0, mb=0.0, after_accept=False, stall=1.0, verbose=False)
+    with pytest.raises(tool.Stalled) as e:
+        tool.run_pair("kcpgo", client, a)
+    st = e.value.info
+    assert (st["client"], st["server"], st["server_bytes"], st["cause"]) == \
+        (client, "kcpgo", 0, None)
+    assert st["stalled_s"] >= 0.9 and st["client_snmp"]["OutSegs"] > 0
+    assert st["client_snmp"]["InSegs"] == 0
+    if client == "kcpgo":
+        assert st["client_kcp"].get("rmt_wnd") == 32, st["client_kcp"]   # never heard back
+    assert describe_stall(st).startswith(f"STALLED {client} -> kcpgo")
+
+
+def test_stall_diagnosis_names_only_the_go_listener_trap():
+    """The counters of a recorded Go <-> Go stall (the server read the 32 segments of its
+    default window and nothing after; the client's 7 s probe met a server that had ended)
+    are recognised as kcp-go's; the same counters with kcpgo at either end are not."""
+    a = argparse.Namespace(idle=2.0, mtu=1400)
+    cli = {"bytes": 65536, "stalled": True, "stalled_s": 10.5, "elapsed": 10.5,
+           "snmp": {"OutSegs": 33, "InSegs": 1, "RetransSegs": 0}}
+    srv = {"bytes": 44032, "seconds": 0.0, "snmp": {"InSegs": 32, "OutSegs": 1}}
+    assert diagnose_stall("go", "go", a, srv) == "kcp-go-listener-window"
+    for server, client in [("kcpgo", "go"), ("go", "kcpgo"), ("kcpgo", "kcpgo")]:
+        assert diagnose_stall(server, client, a, srv) is None
+        st = stall_report(server, client, a, cli, srv)
+        assert st["cause"] is None and "unknown" in describe_stall(st)
+    assert diagnose_stall("go", "go", a, dict(srv, snmp={"InSegs": 500})) is None
+    assert diagnose_stall("go", "go", a, None) is None
+    assert diagnose_stall("go", "go", argparse.Namespace(idle=8.0, mtu=1400), srv) is None
+    text = describe_stall(dict(stall_report("go", "go", a, cli, srv), run=1))
+    assert text.startswith("STALLED go -> go") and "10.5 s" in text and "C2" in text
 
 
 @needs_go

@@ -41,6 +41,9 @@ LAYERS: Dict[str, str] = {
     "kcpgo.server": "integration",
     "kcpgo.monkey": "integration",
     "kcpgo.testing": "testing",
+    # the command line (python -m kcpgo ...; docs/kcptun.md §5 for the tunnel): on top of all
+    "kcpgo.cli": "cli",
+    "kcpgo.__main__": "cli",
     "kcpgo": "package",
 }
 MAY_IMPORT: Dict[str, Set[str]] = {
@@ -56,6 +59,8 @@ MAY_IMPORT: Dict[str, Set[str]] = {
     "integration": {"facade", "runtime", "sansio", "smux", "options", "snmp", "codec",
                     "package", "integration", "address"},
     "testing": {"sansio", "smux", "codec", "snmp", "runtime", "testing", "address"},
+    "cli": {"facade", "runtime", "sansio", "smux", "options", "snmp", "codec", "package",
+            "integration", "address", "cli"},
     # the package's __init__: its own names at module level, the socket API lazily
     "package": {"codec", "snmp", "sansio", "smux", "options", "facade", "address"},
 }

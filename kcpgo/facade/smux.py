@@ -16,6 +16,8 @@ session, so that every TCP connection becomes a stream with SYN and FIN. Here th
 """
 from __future__ import annotations
 
+import errno
+import socket as _socket
 import warnings
 import weakref
 from collections import deque
@@ -23,11 +25,12 @@ from typing import Any, Callable, Deque, Optional, Set, Tuple
 
 from ..address import format_address
 from ..runtime.channel import Channel
-from ..runtime.smux_driver import ACCEPT_LIMIT, SmuxDriver
+from ..runtime.smux_driver import ACCEPT_LIMIT, LINGER, SmuxDriver
 from ..runtime.udp import local_sockname
 from ..sansio.smux_stack import SmuxStack
 from ..snmp import Snmp
-from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, check_timeout, ebadf
+from ._blocking import (WOULD_BLOCK, Blocking, Direction, ReadyFD, check_timeout, ebadf,
+                        set_dscp)
 from .listener import Listener
 from .stream import Stream
 
@@ -210,7 +213,9 @@ class SmuxSession(Blocking):
             self._runtime.call_threadsafe(self.close)
             return
         self._closed = True
-        self._driver.close()
+        # Linger (what was written keeps going out) only while this thread's hub runs on;
+        # when the owning thread has ended, nothing would drive it: finish now.
+        self._driver.close(LINGER if self._runtime.owner_alive() else 0.0)
         self._accepting.wake_all()
         if self._fd is not None:
             self._fd.close()
@@ -224,7 +229,8 @@ class SmuxSession(Blocking):
                 if self._driver.error is None:
                     warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
                 self._closed = True
-                self._runtime.call_threadsafe(self._driver.close)
+                self._runtime.call_threadsafe(self._driver.close,
+                                              LINGER if self._runtime.owner_alive() else 0.0)
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
@@ -251,6 +257,43 @@ class SmuxSession(Blocking):
             self._fd = ReadyFD()
             self._fd.set(bool(self._driver.accept_queue))
         return self._fd.rfd
+
+    # ------------------------------------------------------------------ KCP knobs
+
+    def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
+        """kcp-go ``SetNoDelay`` on the KCP session (kcptun's ``--nodelay --interval --resend
+        --nc``; ``mode=`` presets at dial/listen)."""
+        self._chan.conn.set_nodelay(nodelay, interval, resend, nc)
+        self._chan.flush()
+
+    def set_dscp(self, dscp: int) -> None:
+        """DSCP of this session's datagrams (client sessions; a listener's are set on
+        ``SmuxListener.listener``). ``ValueError`` outside 0..63."""
+        set_dscp(self._own_socket(), dscp)
+
+    def set_read_buffer(self, nbytes: int) -> None:
+        """SO_RCVBUF of the session's own UDP socket (client sessions only)."""
+        self._own_socket().setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, nbytes)
+
+    def set_write_buffer(self, nbytes: int) -> None:
+        """SO_SNDBUF of the session's own UDP socket (client sessions only)."""
+        self._own_socket().setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, nbytes)
+
+    def _own_socket(self) -> _socket.socket:
+        if self._chan.passive:
+            raise OSError(errno.EOPNOTSUPP, "not supported on a listener's session (it shares "
+                                            "the listener's socket; set it on the listener)")
+        return self._chan.endpoint.sock
+
+    @property
+    def heard(self) -> bool:
+        """Whether a valid datagram came from the peer (docs/deviations.md D33)."""
+        return self._chan.heard
+
+    def diagnosis(self) -> str:
+        """While nothing valid came from the peer: why, with what arrived instead (D33);
+        ``""`` once it was heard."""
+        return self._chan.diagnosis()
 
     # ------------------------------------------------------------------ introspection
 
@@ -328,6 +371,7 @@ class SmuxListener(Blocking):
         self._sessions: Set[SmuxSession] = set()
         self._accepting = Direction()
         self._closed = False
+        self._fd: Optional[ReadyFD] = None
         listener.adopt = self._adopt
 
     def _adopt(self, chan: Channel) -> SmuxSession:
@@ -355,6 +399,8 @@ class SmuxListener(Blocking):
         if driver.accept_queue:
             self._ready.append(session)
             self._accepting.wake()
+            if self._fd is not None:
+                self._fd.set(True)
 
     def _try_accept(self, _: None) -> object:
         if self._closed:
@@ -366,11 +412,32 @@ class SmuxListener(Blocking):
             if buf is None:
                 ready.popleft()
                 continue
-            return session._accepted(buf), session.getpeername()
+            stream = session._accepted(buf)
+            if self._fd is not None:
+                self._fd.set(self._would_not_block())
+            return stream, session.getpeername()
+        if self._fd is not None:
+            self._fd.set(self._would_not_block())
         err = self._listener._error
         if err is not None:
             raise OSError(err.errno, err.strerror)
         return WOULD_BLOCK
+
+    def _would_not_block(self) -> bool:
+        return self._listener._error is not None or any(
+            s._driver.accept_queue for s in self._ready)
+
+    def fileno(self) -> int:
+        """A descriptor that ``select``/``poll`` report readable exactly when :meth:`accept`
+        would not block (an eventfd, created on first call; gevent's select or
+        monkey-patching, as :meth:`kcpgo.KCPSocket.fileno`). ``OSError(EBADF)`` once
+        closed."""
+        if self._closed:
+            raise ebadf()
+        if self._fd is None:
+            self._fd = ReadyFD()
+            self._fd.set(self._would_not_block())
+        return self._fd.rfd
 
     def accept(self) -> Tuple[Stream, Address]:
         """Wait for the next stream of any session; returns ``(stream, peer_address)``.
@@ -389,6 +456,9 @@ class SmuxListener(Blocking):
             return
         self._closed = True
         self._accepting.wake_all()
+        if self._fd is not None:
+            self._fd.close()
+            self._fd = None
         self._listener.close()
         for session in list(self._sessions):
             session._driver.refuse_new()         # nobody accepts them now: FIN at once

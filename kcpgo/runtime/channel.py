@@ -24,8 +24,11 @@ from ..sansio.connection import Connection
 from .clock import now_ms
 from .udp import UDPEndpoint
 
-__all__ = ["Channel", "ADMIT_PER_FLUSH"]
+__all__ = ["Channel", "ADMIT_PER_FLUSH", "ACK_PROMPT"]
 
+#: ACKs pending after a batch from which they are sent on the next loop turn; fewer wait up
+#: to one interval for a reply to carry them (D1).
+ACK_PROMPT = 4
 #: New segments a session puts on the wire per flush (``Connection(admit_limit=...)``): about
 #: one GSO burst, so a flush costs well under a millisecond even with a cipher and FEC.
 ADMIT_PER_FLUSH = 64
@@ -131,7 +134,13 @@ class Channel:
         if out:
             self._transmit(out)
         self._post_io(now)
-        if conn.pending_acks and not self._acks_scheduled:
+        pending = conn.pending_acks
+        if 0 < pending < ACK_PROMPT and not self._acks_scheduled:
+            # A few segments (request/response traffic): their ACKs wait up to one interval
+            # for the reply to carry them, as kcp-go's ACKs wait for its tick (D1); the timer
+            # flushes them then if nothing else did. Bulk batches are ACKed at once (below).
+            self.timer.schedule(now + conn.interval)
+        elif pending and not self._acks_scheduled:
             self._acks_scheduled = True
             self.runtime.call_soon(self._send_acks)
 

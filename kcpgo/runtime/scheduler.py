@@ -123,6 +123,10 @@ class Runtime:
         ident = self.thread_ident
         return real_get_ident() != ident and ident in _sys._current_frames()
 
+    def owner_alive(self) -> bool:
+        """Whether this runtime's thread is still running (its hub can still drive timers)."""
+        return self.thread_ident in _sys._current_frames()
+
     def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` in this runtime's thread: now when called from it (or when that
         thread has ended), else on its hub's next loop iteration. Never waits."""

@@ -100,6 +100,7 @@ class SmuxDriver:
         self._room_waiters: Dict[int, StreamBuffer] = {}
         self._busy = False
         self._again = False
+        self._flushing = False
         self._timer = self.runtime.timer(self._on_timer)
         channel.on_update = self._on_channel_update
         self._arm(now_ms())
@@ -114,7 +115,7 @@ class SmuxDriver:
         assert smux is not None          # a client's framing is fixed
         sid = smux.open_stream()
         buf = self.streams[sid] = StreamBuffer(sid)
-        self._pump()
+        self._send_frames()
         return buf
 
     def accept(self) -> Optional[StreamBuffer]:
@@ -153,7 +154,7 @@ class SmuxDriver:
         assert smux is not None
         n = smux.send(sid, data)
         if n:
-            self._pump()
+            self._send_frames()
         return n
 
     def shutdown(self, sid: int) -> None:
@@ -161,7 +162,7 @@ class SmuxDriver:
         smux = self.stack.smux
         if smux is not None and not smux.closed and smux.state(sid) != CLOSED:
             smux.shutdown(sid)      # (FIN both ways already: the stream is gone, nothing to do)
-            self._pump()
+            self._send_frames()
 
     def close_stream(self, sid: int) -> None:
         """Close: FIN unless sent, forget the stream; unread bytes are dropped (returned to
@@ -175,7 +176,7 @@ class SmuxDriver:
         smux = self.stack.smux
         if smux is not None and not smux.closed:
             smux.close_stream(sid)
-            self._pump()
+            self._send_frames()
 
     def discard(self, buf: StreamBuffer) -> None:
         """Drop ``buf``'s received bytes, now and as they arrive, as if read (``SHUT_RD``)."""
@@ -184,21 +185,37 @@ class SmuxDriver:
             self.take(buf, buf.size)
 
     def take(self, buf: StreamBuffer, n: int) -> bytes:
-        """Up to ``n`` received bytes of ``buf`` (``b""`` if none), reported as consumed."""
+        """Up to ``n`` received bytes of ``buf`` (``b""`` if none): as many frames' payloads
+        as fit, joined (a stream is a byte stream, as a TCP socket's buffer), reported as
+        consumed."""
         chunks = buf.chunks
         if not chunks:
             return b""
         data = chunks.popleft()
-        if len(data) > n:
+        size = len(data)
+        if size > n:
             chunks.appendleft(data[n:])
             data = data[:n]
+        elif chunks and size < n:
+            parts = [data]
+            while chunks and size < n:
+                more = chunks.popleft()
+                if size + len(more) > n:
+                    cut = n - size
+                    chunks.appendleft(more[cut:])
+                    more = more[:cut]
+                parts.append(more)
+                size += len(more)
+            data = b"".join(parts)
         buf.size -= len(data)
         smux = self.stack.smux
         if smux is not None and not smux.closed:
             paused = smux.receive_paused
             smux.consumed(buf.sid, len(data))
-            if smux.pending or (paused and not smux.receive_paused):
-                self._pump()
+            if paused and not smux.receive_paused:
+                self._pump()                    # read again (and send the UPD, if any)
+            elif smux.pending:
+                self._send_frames()
         return data
 
     def close(self, linger: float = LINGER) -> None:
@@ -230,6 +247,8 @@ class SmuxDriver:
 
     def _on_channel_update(self) -> None:
         """The KCP session changed (data arrived, ACKs opened the window, it failed)."""
+        if self._flushing and self.chan.error is None:
+            return
         if self._busy:
             self._again = True
             return
@@ -243,6 +262,25 @@ class SmuxDriver:
                 self._finish()
             return
         self._pump()
+
+    def _send_frames(self) -> None:
+        """The application queued frames: write them (the send half of :meth:`_pump`;
+        nothing new arrived, so nothing is read)."""
+        if self._busy or self.error is not None:
+            self._pump()                # re-entrant: run once more; or lingering
+            return
+        self._busy = True
+        try:
+            self._write_out()
+        finally:
+            self._busy = False
+        if self._again or self.chan.error is not None:
+            self._on_channel_update()   # something happened meanwhile (a failed flush)
+        elif self._room_waiters and self._out_bytes < OUT_LIMIT:
+            waiters = list(self._room_waiters.values())
+            self._room_waiters.clear()
+            for buf in waiters:
+                buf.on_update()
 
     def _pump(self) -> None:
         """Read what KCP has (while the bucket has room), act on the events, write frames
@@ -354,7 +392,13 @@ class SmuxDriver:
             conn.send(w)
             wrote = True
         if wrote:
-            self.chan.flush()
+            # The flush's own update call brings nothing new to read (no input happened):
+            # no second pass of the pump for it, unless it failed the channel.
+            self._flushing = True
+            try:
+                self.chan.flush()
+            finally:
+                self._flushing = False
 
     def _arm(self, now: int) -> None:
         self._timer.schedule(self.stack.next_deadline(now))
@@ -380,12 +424,20 @@ class SmuxDriver:
     def _session_error(self, err: BaseException) -> None:
         stack = self.stack
         text = str(err)
-        if isinstance(err, SmuxSessionClosed) and "keepalive" in text:
-            text = f"{text} (the peer or the path to it is gone)"
         first = stack.first_byte
+        if isinstance(err, SmuxSessionClosed) and "keepalive" in text:
+            if first is None:
+                # kcptun.md §4.9: a kcptun server that rejects our framing closes the session
+                # without a word; we then hear nothing at all, as from a vanished peer
+                text += ("; nothing was ever received from the peer: it is gone, or it "
+                         f"rejected this side's framing ({stack.describe()}; a kcptun server "
+                         "logs 'invalid protocol'), or key/crypt differ")
+            else:
+                text += " (the peer or the path to it is gone)"
+        elif first is not None and not self.streams:
+            text += f" (the peer's first byte was {first:#04x})"
         where = format_address(self.chan.peer)
-        log.warning("smux session with %s (%s) ended: %s%s", where, stack.describe(), text,
-                    "" if first is None else f" (the peer's first byte was {first:#04x})")
+        log.warning("smux session with %s (%s) ended: %s", where, stack.describe(), text)
         self._die(ConnectionResetError(errno.ECONNRESET, f"smux session with {where} ended: "
                                                          f"{text}"))
 

@@ -186,6 +186,11 @@ class Connection:
         return len(self.kcp.snd_buf)
 
     @property
+    def interval(self) -> int:
+        """The flush interval in ms (``set_nodelay``, §1.11)."""
+        return self.kcp.interval
+
+    @property
     def pending_acks(self) -> int:
         """ACK segments waiting for the next flush."""
         return self.kcp.pending_acks

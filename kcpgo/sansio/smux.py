@@ -122,7 +122,7 @@ Event = Union[StreamOpened, StreamData, StreamEnded, StreamReset, WindowUpdate, 
 
 class _Stream:
     __slots__ = ("sid", "state", "unread", "num_written", "peer_consumed", "peer_window",
-                 "num_read", "incr")
+                 "num_read", "incr", "wrote")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
@@ -133,6 +133,7 @@ class _Stream:
         self.peer_window = INITIAL_PEER_WINDOW    # v2 sender, u32
         self.num_read = 0                         # v2 receiver, u32
         self.incr = 0                             # v2 receiver, u32
+        self.wrote = False                        # PSH sent on it (D46)
 
 
 class SmuxSession:
@@ -273,6 +274,8 @@ class SmuxSession:
                                         "consumed")
             n = min(n, max(0, s32(s.peer_window) - inflight))
             s.num_written = u32(s.num_written + n)
+        if n:
+            s.wrote = True
         view = memoryview(data)[:n]
         step, ver, frames = self.max_frame_size, self.version, self._frames
         for i in range(0, n, step):
@@ -387,10 +390,11 @@ class SmuxSession:
                 s = streams.get(sid)
                 if s is None:
                     continue
-                if s.state == REMOTE_FIN:                   # a second FIN: reset (D46)
-                    self._remove(s, keep_unread=True)
-                    events.append(StreamReset(sid))
-                    continue
+                if s.state == REMOTE_FIN:
+                    if s.wrote:                             # the answer to our PSH: reset (D46)
+                        self._remove(s, keep_unread=True)
+                        events.append(StreamReset(sid))
+                    continue                                # else a repeated FIN: ignored
                 if s.state == LOCAL_FIN:
                     self._remove(s, keep_unread=True)
                     events.append(StreamEnded(sid, True))

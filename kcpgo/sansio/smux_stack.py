@@ -11,7 +11,8 @@ bytes and an explicit ``now`` (ms) in, events and KCP writes out.
 * everything else (streams, bucket, keepalive) is the :attr:`SmuxStack.smux` session's.
 
 Framing may be left to the peer (``version=None`` and/or ``compression=None``, server role):
-the first bytes decide (kcptun.md §3.3, :mod:`kcpgo.sansio.kcptun_detect`); beyond kcptun.
+the first bytes decide (kcptun.md §3.3, as :mod:`kcpgo.sansio.kcptun_detect` describes, read
+incrementally here); beyond kcptun.
 With a fixed framing, a peer whose first bytes show another one fails the session at once with
 an error naming both sides' kcptun flags (kcptun.md §4.9: kcptun itself only says "invalid
 protocol", and its client hears nothing).
@@ -22,9 +23,9 @@ from typing import Any, List, Optional
 
 from ..codec.snappy import (MAX_CHUNK, STREAM_IDENTIFIER, SnappyDecoder, SnappyEncoder,
                             SnappyFramingError)
-from .kcptun_detect import DetectError, Framing, describe, detect
+from .kcptun_detect import Framing, describe
 from .smux import SessionError, SmuxSession
-from .smux_frames import SmuxProtocolError
+from .smux_frames import VERSIONS, SmuxProtocolError
 
 __all__ = ["SmuxStack", "FramingMismatch"]
 
@@ -67,7 +68,12 @@ class SmuxStack:
         self.configured = (compression, version)
         self._options = dict(smux_options, client=client)
         SmuxSession(version or 1, **self._options)      # check the options now, not later
-        self._prefix = b""
+        self._first: Optional[int] = None     # the peer's first byte
+        self._probe: Optional[SnappyDecoder] = None     # decodes a snappy peer's first chunk
+        self._probed = False                  # ... and became the decoder
+        self._probe_failure: Optional[SnappyFramingError] = None
+        self._ident = b""                     # the stream identifier bytes seen so far
+        self._seen = 0                        # bytes fed while undecided
         #: The smux session once the framing is known (at once unless something is ``None``).
         self.smux: Optional[SmuxSession] = None
         #: The framing in use; ``None`` while it is still to be detected.
@@ -94,25 +100,15 @@ class SmuxStack:
         if self.error is not None or not data:
             return []
         if not self._verified:
-            data = self._prefix + bytes(data)
-            try:
-                peer = detect(data)
-            except DetectError as e:
-                return self._fail(FramingMismatch(f"the peer is not speaking kcptun's smux: {e}"
-                                                  f"{self._expected()}", None))
-            if peer is None:
-                if len(data) > _DETECT_LIMIT:
-                    return self._fail(FramingMismatch(
-                        f"no smux frame in the peer's first {len(data)} bytes", None))
-                self._prefix = data
-                return []
-            self._prefix = b""
-            self._verified = True
-            mismatch = self._mismatch(peer)
-            if mismatch:
-                return self._fail(FramingMismatch(mismatch, peer))
-            if self.smux is None:
-                self._start(peer, now)
+            decided = self._verify(data, now)
+            if decided is None or self.error is not None:
+                return [] if decided is None else decided
+            if self._decoder is None or not self._probed:
+                pass                                    # ``data`` goes through as it is
+            else:
+                smux = self.smux
+                assert smux is not None                 # the probe decoded the first chunk
+                return smux.receive(decided[0], now) + self._probe_error(now)
         smux = self.smux
         assert smux is not None
         decoder = self._decoder
@@ -128,6 +124,77 @@ class SmuxStack:
             if not data:
                 return []
         return smux.receive(data, now)
+
+    def _verify(self, data: bytes, now: int) -> Optional[List[Any]]:
+        """Check the peer's first bytes (kcptun.md §3.3, 4.9), incrementally: each byte is
+        looked at once, so a peer that dribbles its first chunk costs linear time. Returns
+        ``None`` while undecided; ``[decoded]`` (a one-item list) when a snappy probe decided
+        and decoded the first chunk(s); ``[]`` when decided on a bare smux version byte (the
+        caller goes on with ``data``); or the failure events."""
+        if self._first is None:
+            self._first = first = data[0]
+            if first in VERSIONS:
+                return self._decided(Framing(False, first), now) or []
+            if first != STREAM_IDENTIFIER[0]:
+                return self._fail(FramingMismatch(
+                    f"the peer is not speaking kcptun's smux: its first byte {first:#04x} is "
+                    f"neither snappy (0xff) nor a smux version (0x01, 0x02): check key/crypt"
+                    f"{self._expected()}", None))
+            self._probe = SnappyDecoder()
+        probe = self._probe
+        assert probe is not None
+        have = len(self._ident)
+        if have < len(STREAM_IDENTIFIER):
+            self._ident += bytes(data[:len(STREAM_IDENTIFIER) - have])
+            if not STREAM_IDENTIFIER.startswith(self._ident):
+                return self._fail(FramingMismatch(
+                    "the peer's stream starts like snappy (0xff) but not with its stream "
+                    f"identifier{self._expected()}", None))
+        self._seen += len(data)
+        try:
+            decoded = probe.feed(data)
+        except SnappyFramingError as e:
+            decoded = e.decoded
+            self._probe_failure = e
+            if not decoded:
+                return self._fail(FramingMismatch(
+                    f"snappy stream whose first chunk is bad: {e}{self._expected()}", None))
+        if not decoded:
+            if self._seen > _DETECT_LIMIT:
+                return self._fail(FramingMismatch(
+                    f"no smux frame in the peer's first {self._seen} bytes", None))
+            return None
+        if decoded[0] not in VERSIONS:
+            return self._fail(FramingMismatch(
+                f"snappy stream whose first byte {decoded[0]:#04x} is not a smux version "
+                f"(0x01, 0x02){self._expected()}", None))
+        failed = self._decided(Framing(True, decoded[0]), now)
+        if failed:
+            return failed
+        self._decoder = probe                   # it has consumed the bytes so far
+        self._probed = True
+        return [decoded]
+
+    def _decided(self, peer: Framing, now: int) -> Optional[List[Any]]:
+        """The peer's framing is known: check it against ours, start the session if it
+        waited for this. Returns the failure events on a mismatch."""
+        self._verified = True
+        self._probe = None
+        mismatch = self._mismatch(peer)
+        if mismatch:
+            return self._fail(FramingMismatch(mismatch, peer))
+        if self.smux is None:
+            self._start(peer, now)
+        return None
+
+    def _probe_error(self, now: int) -> List[Any]:
+        """The snappy error met in the same piece as the first good chunk (sticky in the
+        decoder, so it was raised once, in :meth:`_verify`)."""
+        e = self._probe_failure
+        if e is None or self.error is not None:
+            return []
+        return self._fail(SmuxProtocolError(
+            f"bad snappy framing from the peer ({e.go_error}): {e}", "snappy"))
 
     def _expected(self) -> str:
         compression, version = self.configured
@@ -152,7 +219,7 @@ class SmuxStack:
             self.smux = SmuxSession(1, **self._options)
         self.smux.close()
         self.smux.error = err
-        self._prefix = b""
+        self._probe = None
         return [SessionError(err)]
 
     # ------------------------------------------------------------------ output
@@ -189,9 +256,7 @@ class SmuxStack:
     @property
     def first_byte(self) -> Optional[int]:
         """The peer's first byte, for messages when a session dies early (kcptun.md §11)."""
-        if self._prefix:
-            return self._prefix[0]
-        return None if self.smux is None else self.smux.first_byte
+        return self._first
 
     def describe(self) -> str:
         """The framing as kcptun flags (``"--smuxver 1"``, ``"... --nocomp"``), or

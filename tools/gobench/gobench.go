@@ -8,7 +8,8 @@
 //
 //	sink  client writes -size byte buffers for -duration seconds (or exactly -bytes bytes);
 //	      server reads and discards, reporting bytes and the time from its first to its last
-//	      byte.
+//	      byte. A client write that makes no progress for -stall s ends the run as stalled: the
+//	      client reports "stalled": true with its counters and exits with status 3.
 //	echo  client writes and reads back concurrently for -duration; server echoes.
 //	ping  client sends -size bytes and waits for the echo, -count times; reports RTTs (µs).
 //	conc  client opens -sessions sessions, each sending -size bytes every -period seconds and
@@ -22,6 +23,7 @@ package main
 import (
 	"crypto/sha1"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,7 +46,7 @@ type config struct {
 	count, sessions                                  int
 	bytes                                            int64
 	stream                                           bool
-	duration, period, idle                           float64
+	duration, period, idle, stall                    float64
 }
 
 func main() {
@@ -70,12 +72,16 @@ func main() {
 	flag.Int64Var(&c.bytes, "bytes", 0, "sink: send exactly this many bytes (0: for -duration)")
 	flag.Float64Var(&c.period, "period", 1, "conc: seconds between messages of a session")
 	flag.Float64Var(&c.idle, "idle", 1, "server: exit after this long without data (sink/echo/ping)")
+	flag.Float64Var(&c.stall, "stall", 10, "sink client: seconds without progress that make a stalled run")
 	flag.Parse()
 	var err error
 	if c.role == "server" {
 		err = server(&c)
 	} else {
 		err = client(&c)
+	}
+	if err == errStalled {
+		os.Exit(3) // reported on stdout: see clientSink
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gobench:", err)
@@ -203,8 +209,12 @@ func server(c *config) error {
 			break // idle deadline (KCP has no FIN) or EOF (TCP)
 		}
 	}
-	report(map[string]interface{}{"role": "server", "bytes": total,
-		"seconds": last.Sub(first).Seconds()})
+	result := map[string]interface{}{"role": "server", "bytes": total,
+		"seconds": last.Sub(first).Seconds()}
+	if c.transport != "tcp" {
+		result["snmp"] = kcp.DefaultSnmp.Copy()
+	}
+	report(result)
 	return nil
 }
 
@@ -240,25 +250,47 @@ func client(c *config) error {
 	return fmt.Errorf("unknown mode %q", c.mode)
 }
 
+// errStalled: the client made no progress for -stall seconds; it printed its report and
+// exits with status 3.
+var errStalled = errors.New("stalled")
+
 func clientSink(c *config) error {
 	conn, err := dial(c)
 	if err != nil {
 		return err
 	}
 	buf := make([]byte, c.size)
-	end := time.Now().Add(time.Duration(c.duration * float64(time.Second)))
-	conn.SetWriteDeadline(end.Add(10 * time.Second)) // never hang on a stalled session
+	start := time.Now()
+	end := start.Add(time.Duration(c.duration * float64(time.Second)))
 	var sent int64
+	progress := start
 	for (c.bytes == 0 && time.Now().Before(end)) || (c.bytes > 0 && sent < c.bytes) {
 		chunk := buf
 		if c.bytes > 0 && c.bytes-sent < int64(len(buf)) {
 			chunk = buf[:c.bytes-sent]
 		}
+		deadline := time.Now().Add(time.Duration(c.stall * float64(time.Second)))
+		conn.SetWriteDeadline(deadline)
 		n, err := conn.Write(chunk)
+		sent += int64(n)
+		if err != nil && !time.Now().Before(deadline) {
+			// Stalled: say how far it got, with kcp-go's counters, for tools/bench.py.
+			now := time.Now()
+			result := map[string]interface{}{"role": "client", "bytes": sent,
+				"stalled": true, "stalled_s": now.Sub(progress).Seconds(),
+				"elapsed": now.Sub(start).Seconds(), "error": err.Error()}
+			if c.transport != "tcp" {
+				result["snmp"] = kcp.DefaultSnmp.Copy()
+			}
+			report(result)
+			fmt.Fprintf(os.Stderr, "gobench: stalled: no progress for %.1f s after %d bytes\n",
+				now.Sub(progress).Seconds(), sent)
+			return errStalled
+		}
 		if err != nil {
 			return err
 		}
-		sent += int64(n)
+		progress = time.Now()
 	}
 	time.Sleep(500 * time.Millisecond) // let the tail go out before Close drops it
 	conn.Close()

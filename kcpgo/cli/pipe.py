@@ -1,0 +1,166 @@
+"""``Pipe``: copy bytes both ways between a TCP (or unix) socket and an smux stream, as kcptun's
+``std.Pipe`` does for every tunnelled connection (docs/kcptun.md §5.3 item 3, §5.6).
+
+Close rules (kcptun.md §5.3, §6 for ``--closewait``, kcptun.md §11 item 4):
+
+* when either direction ends with an error (a reset, the smux session's death), both ends are
+  closed at once;
+* when a direction ends cleanly (EOF: the TCP peer's FIN or the stream's FIN) and
+  ``closewait`` is 0, both ends are closed at once: kcptun 20210922's rule (replies still in
+  flight are lost; a kcptun peer does the same at our FIN);
+* with ``closewait`` N > 0 the end is forwarded as a half-close (``shutdown(SHUT_WR)``: a FIN
+  on the other side), the other direction keeps copying, and both ends are closed when it ends
+  too or N seconds later, whichever comes first. kcptun's own ``--closewait`` only delays the
+  close and forwards nothing; forwarding the FIN lets the far side answer and finish early
+  (a target that replies to EOF, an HTTP/1.0 client), and a kcptun peer, which closes the
+  whole stream at a FIN (kcptun.md §4.5), just ends the wait sooner. As with the newest
+  kcptun's server (``--closewait 30``), what a target keeps sending meanwhile to a kcptun
+  client that already closed the stream is sent and dropped there, for at most N seconds.
+
+Copies move up to :data:`BUFSIZE` bytes per call with no per-byte Python work: ``recv`` returns
+a bytes object that ``sendall`` hands on as it is. A stream's ``recv`` returns one smux frame's
+payload at most (4 KiB from kcptun 20210922, kcptun.md §7 item 5), so after a large one the
+stream -> TCP copy also takes, without waiting, what is already buffered (up to
+:data:`BUFSIZE`) and writes it with one ``sendall``: one TCP send per batch of frames, not per
+frame. Small payloads (request/response traffic) are written at once.
+"""
+from __future__ import annotations
+
+import socket as _socket
+from typing import Any, List, Optional, Tuple
+
+import gevent
+
+__all__ = ["Pipe", "BUFSIZE"]
+
+#: Bytes per ``recv`` (a TCP read, or up to one smux frame's payload from a stream).
+BUFSIZE = 65536
+#: A stream payload at least this large is followed by a non-blocking drain of what is
+#: already buffered (bulk transfer); smaller ones are forwarded at once.
+COALESCE_MIN = 2048
+
+
+class Pipe:
+    """Copies ``tcp`` <-> ``stream`` until both directions ended (see the module docstring).
+
+    ``tcp`` and ``stream`` are blocking socket-like objects on the current gevent hub (a
+    gevent socket and a :class:`kcpgo.Stream`); ``closewait`` in seconds. :meth:`run` blocks
+    the calling greenlet until both are closed; the other direction runs in a greenlet of its
+    own.
+    """
+
+    __slots__ = ("tcp", "stream", "closewait", "errors", "_ends", "_closing", "_timer")
+
+    def __init__(self, tcp: Any, stream: Any, closewait: float = 0) -> None:
+        self.tcp = tcp
+        self.stream = stream
+        self.closewait = closewait
+        #: The error that ended each direction (``[tcp -> stream, stream -> tcp]``), ``None``
+        #: for EOF or for the end caused by our own close.
+        self.errors: List[Optional[BaseException]] = [None, None]
+        self._ends = 0
+        self._closing = False
+        self._timer: Optional[gevent.Greenlet] = None
+
+    def run(self) -> Tuple[Optional[BaseException], Optional[BaseException]]:
+        """Copy until both directions ended and both ends are closed; returns the errors of
+        ``(tcp -> stream, stream -> tcp)`` (``None``: EOF or closed by the other direction).
+        Never raises for I/O errors."""
+        down = gevent.spawn(self._copy_down)
+        try:
+            self._copy(self.tcp, self.stream, 0)
+            down.join()
+        finally:
+            if not down.dead:       # killed (GreenletExit in this greenlet): end both now
+                self._close()
+                down.kill(block=False)
+        return self.errors[0], self.errors[1]
+
+    def _copy(self, src: Any, dst: Any, which: int) -> None:
+        recv, send = src.recv, dst.sendall
+        err: Optional[BaseException] = None
+        try:
+            while True:
+                data = recv(BUFSIZE)
+                if not data:
+                    break
+                send(data)
+        except OSError as e:
+            if not self._closing:
+                err = e
+        self._ended(which, dst, err)
+
+    def _copy_down(self) -> None:
+        """stream -> TCP, coalescing frames already buffered (module docstring)."""
+        stream = self.stream
+        recv, send, settimeout = stream.recv, self.tcp.sendall, stream.settimeout
+        err: Optional[BaseException] = None
+        try:
+            while True:
+                data = recv(BUFSIZE)
+                if not data:
+                    break
+                if len(data) >= COALESCE_MIN:
+                    data, err = _drain(recv, settimeout, data)
+                if data:
+                    send(data)
+                if err is not None:
+                    if isinstance(err, EOFError):
+                        err = None
+                        break
+                    raise err
+        except OSError as e:
+            err = None if self._closing else e
+        self._ended(1, self.tcp, err)
+
+    def _ended(self, which: int, dst: Any, err: Optional[BaseException]) -> None:
+        self.errors[which] = err
+        self._ends += 1
+        if self._closing:
+            return
+        if self._ends == 2 or err is not None or self.closewait <= 0:
+            self._close()
+            return
+        try:
+            dst.shutdown(_socket.SHUT_WR)       # forward the FIN (a half-close)
+        except OSError:
+            pass
+        self._timer = gevent.spawn_later(self.closewait, self._close)
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        timer = self._timer
+        if timer is not None and timer is not gevent.getcurrent():
+            timer.kill(block=False)
+        for end in (self.tcp, self.stream):
+            try:
+                end.close()
+            except OSError:
+                pass
+
+
+def _drain(recv: Any, settimeout: Any, first: bytes) -> Tuple[bytes, Optional[BaseException]]:
+    """``first`` plus what ``recv`` returns without waiting, up to :data:`BUFSIZE` bytes;
+    and what ended the drain early besides "nothing buffered": ``EOFError()`` for EOF, or
+    the receive error (to raise after the bytes are written)."""
+    parts = [first]
+    size = len(first)
+    err: Optional[BaseException] = None
+    settimeout(0.0)
+    try:
+        while size < BUFSIZE:
+            more = recv(BUFSIZE - size)
+            if not more:
+                err = EOFError()
+                break
+            parts.append(more)
+            size += len(more)
+    except BlockingIOError:
+        pass
+    except OSError as e:
+        err = e
+    finally:
+        settimeout(None)
+    return (first if len(parts) == 1 else b"".join(parts)), err
