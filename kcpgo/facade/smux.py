@@ -23,6 +23,10 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Deque, Optional, Set, Tuple
 
+import gevent
+from gevent.event import Event
+from gevent.hub import get_hub
+
 from ..address import format_address
 from ..runtime.channel import Channel
 from ..runtime.smux_driver import ACCEPT_LIMIT, LINGER, SmuxDriver
@@ -194,28 +198,41 @@ class SmuxSession(Blocking):
     def _stream_released(self) -> None:
         self._streams -= 1
         if self._streams <= 0 and self.close_when_idle:
-            self.close()
+            self.close(0.0)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def close(self) -> None:
-        """Close the session (idempotent). Calls on its streams raise
-        ``ConnectionResetError("smux session closed locally")`` from now on; waiting
-        ``accept_stream`` calls raise ``OSError(EBADF)``. What was already written (data,
-        FINs of closed streams) keeps going out in the background, and the KCP session ends
-        once the peer acknowledged it or after ``kcpgo.runtime.smux_driver.LINGER`` (10) s,
-        as a closed TCP socket's send queue does. Streams still open get no FIN (smux,
-        kcptun.md §4.5): the peer notices by its keepalive timeout, so close (or
-        ``shutdown``) streams first for a clean end."""
+    def close(self, linger: Optional[float] = None) -> None:
+        """Close the session (idempotent) and wait, at most ``linger`` seconds (default
+        ``kcpgo.runtime.smux_driver.LINGER``, 10), until the peer acknowledged what was
+        written: data and FINs of closed streams. A TCP stack delivers a closed socket's data
+        after the program exits; here the program is the stack, so the wait is what lets
+        ``with kcpgo.dial_smux(...) as session:`` end a script without losing its last
+        bytes. ``linger=0`` returns at once and lets the rest go out in the background (while
+        this thread's hub runs). The wait ends early if the KCP session fails (dead link).
+
+        Calls on the session's streams raise ``ConnectionResetError("smux session closed
+        locally")`` from now on; waiting ``accept_stream`` calls raise ``OSError(EBADF)``.
+        Streams still open get no FIN (smux, kcptun.md §4.5): the peer notices by its
+        keepalive timeout, so close (or ``shutdown``) streams first for a clean end. Called
+        from another OS thread, the close is handed to the owning thread and does not wait.
+        """
         if self._closed:
             return
         if self._runtime.owner_runs_elsewhere():
-            self._runtime.call_threadsafe(self.close)
+            self._runtime.call_threadsafe(self.close, 0.0)
             return
         self._closed = True
-        # Linger (what was written keeps going out) only while this thread's hub runs on;
-        # when the owning thread has ended, nothing would drive it: finish now.
-        self._driver.close(LINGER if self._runtime.owner_alive() else 0.0)
+        wait = LINGER if linger is None else max(0.0, float(linger))
+        driver = self._driver
+        # Linger only while this thread's hub runs on; when the owning thread has ended,
+        # nothing would drive it: finish now.
+        alive = self._runtime.owner_alive()
+        done = Event()
+        driver.on_finish = done.set
+        driver.close(LINGER if alive else 0.0)
+        if wait and alive and not driver.closed and gevent.getcurrent() is not get_hub():
+            done.wait(wait)
         self._accepting.wake_all()
         if self._fd is not None:
             self._fd.close()
@@ -464,7 +481,7 @@ class SmuxListener(Blocking):
             session._driver.refuse_new()         # nobody accepts them now: FIN at once
             session.close_when_idle = True
             if not session._streams:
-                session.close()
+                session.close(0.0)              # (it lingers in the background)
         self._ready.clear()
 
     @property

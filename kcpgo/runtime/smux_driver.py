@@ -95,6 +95,8 @@ class SmuxDriver:
         self.closed = False
         self._linger_until: Optional[int] = None
         self.on_session: Callable[[], None] = _nothing
+        #: Called once the KCP session is released (after a linger, see :meth:`close`).
+        self.on_finish: Callable[[], None] = _nothing
         self._out: Deque[bytes] = deque()
         self._out_bytes = 0
         self._room_waiters: Dict[int, StreamBuffer] = {}
@@ -426,12 +428,15 @@ class SmuxDriver:
         text = str(err)
         first = stack.first_byte
         if isinstance(err, SmuxSessionClosed) and "keepalive" in text:
-            if first is None:
-                # kcptun.md §4.9: a kcptun server that rejects our framing closes the session
-                # without a word; we then hear nothing at all, as from a vanished peer
-                text += ("; nothing was ever received from the peer: it is gone, or it "
-                         f"rejected this side's framing ({stack.describe()}; a kcptun server "
-                         "logs 'invalid protocol'), or key/crypt differ")
+            if first is None and self.chan.heard:
+                # KCP answers (key and port are right) but no smux frame ever came
+                text += ("; the peer's KCP answers but it sent no smux frame: its keepalive "
+                         "interval may be longer than this timeout, or it rejected this "
+                         f"side's framing ({stack.describe()}; a kcptun server logs "
+                         "'invalid protocol' and goes silent, kcptun.md §4.9)")
+            elif first is None:
+                text += ("; nothing valid was ever received from the peer: it is gone, or "
+                         "key/crypt differ" + self.chan.unheard_suffix())
             else:
                 text += " (the peer or the path to it is gone)"
         elif first is not None and not self.streams:
@@ -482,6 +487,7 @@ class SmuxDriver:
         self._out_bytes = 0
         self.chan.on_update = _nothing
         self.chan.release()
+        self.on_finish()
 
     def __repr__(self) -> str:
         state = "dead" if self.closed else f"{len(self.streams)} streams"

@@ -136,9 +136,12 @@ class SmuxStack:
             if first in VERSIONS:
                 return self._decided(Framing(False, first), now) or []
             if first != STREAM_IDENTIFIER[0]:
+                hint = ("it looks like plain data (ASCII): is smux on at one end only?"
+                        if 0x20 <= first < 0x7F or first in (9, 10, 13) else
+                        "check key/crypt, or whether the peer runs smux at all")
                 return self._fail(FramingMismatch(
                     f"the peer is not speaking kcptun's smux: its first byte {first:#04x} is "
-                    f"neither snappy (0xff) nor a smux version (0x01, 0x02): check key/crypt"
+                    f"neither snappy (0xff) nor a smux version (0x01, 0x02); {hint}"
                     f"{self._expected()}", None))
             self._probe = SnappyDecoder()
         probe = self._probe
