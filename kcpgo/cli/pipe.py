@@ -18,11 +18,9 @@ Close rules (kcptun.md §5.3, §6 for ``--closewait``, kcptun.md §11 item 4):
   client that already closed the stream is sent and dropped there, for at most N seconds.
 
 Copies move up to :data:`BUFSIZE` bytes per call with no per-byte Python work: ``recv`` returns
-a bytes object that ``sendall`` hands on as it is. A stream's ``recv`` returns one smux frame's
-payload at most (4 KiB from kcptun 20210922, kcptun.md §7 item 5), so after a large one the
-stream -> TCP copy also takes, without waiting, what is already buffered (up to
-:data:`BUFSIZE`) and writes it with one ``sendall``: one TCP send per batch of frames, not per
-frame. Small payloads (request/response traffic) are written at once.
+a bytes object that ``sendall`` hands on as it is. A stream's ``recv`` joins the frames already
+buffered (up to the size asked), so a bulk stream -> TCP copy makes one TCP send per batch of
+frames, not per frame; small payloads (request/response traffic) are written at once.
 """
 from __future__ import annotations
 
@@ -35,9 +33,6 @@ __all__ = ["Pipe", "BUFSIZE"]
 
 #: Bytes per ``recv`` (a TCP read, or up to one smux frame's payload from a stream).
 BUFSIZE = 65536
-#: A stream payload at least this large is followed by a non-blocking drain of what is
-#: already buffered (bulk transfer); smaller ones are forwarded at once.
-COALESCE_MIN = 2048
 
 
 class Pipe:
@@ -66,7 +61,7 @@ class Pipe:
         """Copy until both directions ended and both ends are closed; returns the errors of
         ``(tcp -> stream, stream -> tcp)`` (``None``: EOF or closed by the other direction).
         Never raises for I/O errors."""
-        down = gevent.spawn(self._copy_down)
+        down = gevent.spawn(self._copy, self.stream, self.tcp, 1)
         try:
             self._copy(self.tcp, self.stream, 0)
             down.join()
@@ -89,29 +84,6 @@ class Pipe:
             if not self._closing:
                 err = e
         self._ended(which, dst, err)
-
-    def _copy_down(self) -> None:
-        """stream -> TCP, coalescing frames already buffered (module docstring)."""
-        stream = self.stream
-        recv, send, settimeout = stream.recv, self.tcp.sendall, stream.settimeout
-        err: Optional[BaseException] = None
-        try:
-            while True:
-                data = recv(BUFSIZE)
-                if not data:
-                    break
-                if len(data) >= COALESCE_MIN:
-                    data, err = _drain(recv, settimeout, data)
-                if data:
-                    send(data)
-                if err is not None:
-                    if isinstance(err, EOFError):
-                        err = None
-                        break
-                    raise err
-        except OSError as e:
-            err = None if self._closing else e
-        self._ended(1, self.tcp, err)
 
     def _ended(self, which: int, dst: Any, err: Optional[BaseException]) -> None:
         self.errors[which] = err
@@ -139,28 +111,3 @@ class Pipe:
                 end.close()
             except OSError:
                 pass
-
-
-def _drain(recv: Any, settimeout: Any, first: bytes) -> Tuple[bytes, Optional[BaseException]]:
-    """``first`` plus what ``recv`` returns without waiting, up to :data:`BUFSIZE` bytes;
-    and what ended the drain early besides "nothing buffered": ``EOFError()`` for EOF, or
-    the receive error (to raise after the bytes are written)."""
-    parts = [first]
-    size = len(first)
-    err: Optional[BaseException] = None
-    settimeout(0.0)
-    try:
-        while size < BUFSIZE:
-            more = recv(BUFSIZE - size)
-            if not more:
-                err = EOFError()
-                break
-            parts.append(more)
-            size += len(more)
-    except BlockingIOError:
-        pass
-    except OSError as e:
-        err = e
-    finally:
-        settimeout(None)
-    return (first if len(parts) == 1 else b"".join(parts)), err

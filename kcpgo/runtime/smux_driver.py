@@ -249,12 +249,16 @@ class SmuxDriver:
 
     def _on_channel_update(self) -> None:
         """The KCP session changed (data arrived, ACKs opened the window, it failed)."""
-        if self._flushing and self.chan.error is None:
+        chan = self.chan
+        if chan.error is None and (self._flushing or (
+                not self._out and not self._room_waiters and self.error is None
+                and not self.conn.readable())):
+            # a flush of ours, or an ACK-only batch with nobody waiting for room: nothing
+            # to read, nothing to write (a request/response round trip brings one such batch)
             return
         if self._busy:
             self._again = True
             return
-        chan = self.chan
         if chan.error is not None:
             if self.error is None:
                 self._die(ConnectionResetError(
