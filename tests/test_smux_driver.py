@@ -33,6 +33,7 @@ import gevent.socket
 import pytest
 
 import kcpgo
+from tests.support.streams import connect, read_all, read_exactly
 from kcpgo.sansio.smux import SmuxStreamError
 from kcpgo.sansio.smux_frames import CMD_PSH, CMD_SYN, encode_frame
 from kcpgo.testing import Impairment, Relay
@@ -84,33 +85,6 @@ def listen(closing, version=1, compression=False, **kw):
 def dial(closing, address, version=1, compression=False, **kw):
     return closing(kcpgo.dial_smux(address, smux_version=version, compression=compression,
                                    **kw))
-
-
-def connect(lst, sess, timeout=10.0):
-    c = sess.open_stream()
-    lst.settimeout(timeout)
-    s, _ = lst.accept()
-    c.settimeout(timeout)
-    s.settimeout(timeout)
-    return c, s
-
-
-def read_all(stream) -> bytes:
-    out = bytearray()
-    while True:
-        data = stream.recv(1 << 20)
-        if not data:
-            return bytes(out)
-        out += data
-
-
-def read_exactly(stream, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        data = stream.recv(n - len(out))
-        assert data, "EOF before the expected bytes"
-        out += data
-    return bytes(out)
 
 
 def wait_until(cond, timeout=5.0, what="condition"):
@@ -708,7 +682,11 @@ def test_half_closed_streams_stay_within_the_bucket(closing):
 
 # -- accept_limit ------------------------------------------------------------------------------
 
-def test_streams_beyond_the_accept_limit_are_refused_with_fin(closing):
+def test_streams_beyond_the_accept_limit_wait_and_are_all_served(closing):
+    """docs/deviations.md D41: with accept_limit streams waiting the session stops reading
+    (smux's acceptBacklog back-pressure), so later streams and their data wait in KCP, not in
+    memory here; every stream is served once the application accepts (kcp-go's smux never
+    refuses one; refusing cut off 1,980 of 6,000 tunnelled connections in a burst)."""
     lst = listen(closing, accept_limit=4)
     sess = dial(closing, lst.getsockname())
     c0, s0 = connect(lst, sess)
@@ -717,27 +695,43 @@ def test_streams_beyond_the_accept_limit_are_refused_with_fin(closing):
     for c in extra:
         c.settimeout(5)
         c.sendall(b"x")
-    wait_until(lambda: server_session.refused == 6, what="6 refused streams")
-    for c in extra[4:]:
-        assert c.recv(10) == b""                # FIN at once: EOF
-    for c in extra[:4]:
-        c.settimeout(0.2)
-        with pytest.raises(TimeoutError):       # queued, not refused
-            c.recv(10)
-    # data for a refused stream is dropped, not buffered (memory bounded); its writer is told
-    # with a reset once its first PSH arrived (docs/deviations.md D46)
-    with pytest.raises(ConnectionResetError, match="D46"):
-        extra[-1].sendall(os.urandom(1 << 20))
+    wait_until(lambda: len(server_session._driver.accept_queue) >= 4, what="4 waiting")
     gevent.sleep(0.3)
-    assert buffered(server_session) <= 5       # the 4 queued "x" and s0's nothing
-    accepted = [lst.accept()[0] for _ in range(4)]
-    assert sorted(a.sid for a in accepted) == sorted(c.sid for c in extra[:4])
+    assert server_session.refused == 0
+    assert len(server_session._driver.accept_queue) <= 10     # one read's SYNs at most
+    accepted = [lst.accept()[0] for _ in range(10)]
+    assert sorted(a.sid for a in accepted) == sorted(c.sid for c in extra)
     for a in accepted:
         a.settimeout(5)
         assert a.recv(10) == b"x"
-    assert server_session.refused == 6 and lst.sessions == 1
+    assert server_session.refused == 0 and lst.sessions == 1
     for x in accepted + extra + [c0, s0]:
         x.close()
+
+
+def test_a_burst_of_streams_is_served_in_full(closing):
+    """1,500 streams opened at once on one session with the default accept_limit (1024): all
+    are accepted and answered (breaker's reproducer: about 465 were refused before)."""
+    lst = listen(closing)
+    sess = dial(closing, lst.getsockname())
+    n = 1500
+    streams = [sess.open_stream() for _ in range(n)]
+    for c in streams:
+        c.sendall(b"x")
+    lst.settimeout(10)
+    got = []
+
+    def serve(s):
+        s.settimeout(10)
+        got.append(s.recv(1))
+        s.close()
+    # each stream in a greenlet, as a server does: its data may wait behind SYNs that only
+    # an accept lets the session read (smux's acceptBacklog works the same way)
+    handlers = [gevent.spawn(serve, lst.accept()[0]) for _ in range(n)]
+    gevent.joinall(handlers, timeout=20, raise_error=True)
+    assert got == [b"x"] * n
+    for c in streams:
+        c.close()
 
 
 # -- framing -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import gevent.select
 import pytest
 
 import kcpgo
+from tests.support.streams import connect, read_all, read_exactly
 
 FRAMINGS = [(1, False), (1, True), (2, False), (2, True)]
 FRAMING_IDS = ["v1", "v1-snappy", "v2", "v2-snappy"]
@@ -59,34 +60,6 @@ def smux():
     yield make
     for obj in reversed(made):
         obj.close()
-
-
-def connect(lst, sess, timeout=10.0):
-    """A client stream and the server's end of it (both with a safety timeout)."""
-    c = sess.open_stream()
-    lst.settimeout(timeout)
-    s, _ = lst.accept()
-    c.settimeout(timeout)
-    s.settimeout(timeout)
-    return c, s
-
-
-def read_all(stream) -> bytes:
-    out = bytearray()
-    while True:
-        data = stream.recv(1 << 20)
-        if not data:
-            return bytes(out)
-        out += data
-
-
-def read_exactly(stream, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        data = stream.recv(n - len(out))
-        assert data, "EOF before the expected bytes"
-        out += data
-    return bytes(out)
 
 
 def wait_until(cond, timeout=5.0):

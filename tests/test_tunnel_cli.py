@@ -47,7 +47,7 @@ CLIENT_DEFAULTS = dict(localaddr=":12948", remoteaddr="vps:29900", key="it's a s
                        keepalive=10, snmplog="", snmpperiod=60, log="", quiet=False,
                        closewait=0)
 SERVER_DEFAULTS = dict(CLIENT_DEFAULTS, listen=":29900", target="127.0.0.1:12948",
-                       sndwnd=1024, rcvwnd=1024, closewait=30, smuxver="auto")
+                       sndwnd=1024, rcvwnd=1024, closewait=0, smuxver="auto")
 for _k in ("localaddr", "remoteaddr", "conn", "autoexpire", "scavengettl"):
     del SERVER_DEFAULTS[_k]
 
@@ -377,9 +377,9 @@ def test_ours_to_ours(echo: Any, flags: List[str]) -> None:
 
 
 def test_client_closewait_half_close_end_to_end(echo: Any) -> None:
-    """With --closewait on the client (and the server's default 30) an application's
-    half-close travels as FIN to the target and the reply still comes back."""
-    server, client = _tunnel(echo, [], ["--closewait", "10"])
+    """With --closewait on both ends an application's half-close travels as FIN to the
+    target and the reply still comes back."""
+    server, client = _tunnel(echo, ["--closewait", "10"], ["--closewait", "10"])
     try:
         with socket.create_connection(client.address, timeout=10) as s:
             s.sendall(b"half-closed request")

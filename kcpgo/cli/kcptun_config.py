@@ -21,8 +21,12 @@ Where kcpgo differs, on purpose (each is also in the flag's help text):
   (Debian's kcptun 20210922; the newest kcptun defaults to 2, kcptun.md §6).
 * ``--framesize`` (newest kcptun, default 8192 there) defaults to 32768, smux's own default:
   whole frames fill KCP segments (kcptun.md §10). Any size interoperates.
-* ``--closewait`` follows the newest kcptun (client 0, server 30; kcptun.md §6), and while
-  it waits the ended direction is forwarded as a half-close (see :mod:`kcpgo.cli.pipe`).
+* ``--closewait`` defaults to 0 at both ends, kcptun 20210922's behaviour (the newest kcptun
+  server uses 30, kcptun.md §6: against a Debian kcptun client, whose FIN is a full close,
+  a server that keeps the other direction open sends into the void, and in smux v1 nothing
+  bounds how much, which stalls the client's other streams). With N > 0 the ended direction
+  is forwarded as a half-close while it waits (see :mod:`kcpgo.cli.pipe`): for protocols
+  that half-close, between kcpgo ends.
 * ``--tcp`` (tcpraw) and ``--QPP`` change the wire and are refused; ``--pprof`` and
   ``--ratelimit`` are accepted and ignored with a warning.
 """
@@ -142,9 +146,9 @@ FLAGS: Tuple[Flag, ...] = (
          "default 8192; 32768 fills KCP segments better)"),
     Flag("streambuf", int, 2097152, "per-stream receive window in bytes (smux v2)"),
     Flag("keepalive", int, 10, f"seconds between smux keepalives (1..{KEEPALIVE_MAX})"),
-    Flag("closewait", int, (0, 30), "seconds a connection stays half-open after one direction "
-         "ended (its end is forwarded as a FIN meanwhile); 0 closes both directions at once "
-         "like kcptun 20210922"),
+    Flag("closewait", int, 0, "seconds a connection stays half-open after one direction "
+         "ended (its end is forwarded as a FIN meanwhile; for half-closing protocols between "
+         "kcpgo ends); 0 closes both directions at once like kcptun 20210922"),
     Flag("snmplog", str, "", "append SNMP counters as CSV to this file; Go time layout in the "
          "name, like ./snmp-20060102.log"),
     Flag("snmpperiod", int, 60, "SNMP collect period in seconds"),

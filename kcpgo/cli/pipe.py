@@ -13,9 +13,9 @@ Close rules (kcptun.md §5.3, §6 for ``--closewait``, kcptun.md §11 item 4):
   too or N seconds later, whichever comes first. kcptun's own ``--closewait`` only delays the
   close and forwards nothing; forwarding the FIN lets the far side answer and finish early
   (a target that replies to EOF, an HTTP/1.0 client), and a kcptun peer, which closes the
-  whole stream at a FIN (kcptun.md §4.5), just ends the wait sooner. As with the newest
-  kcptun's server (``--closewait 30``), what a target keeps sending meanwhile to a kcptun
-  client that already closed the stream is sent and dropped there, for at most N seconds.
+  whole stream at a FIN (kcptun.md §4.5), just ends the wait sooner. What a target keeps
+  sending meanwhile to a kcptun client that already closed the stream is sent and dropped
+  there, for at most N seconds (hence the default 0, :mod:`kcpgo.cli.kcptun_config`).
 
 Copies move up to :data:`BUFSIZE` bytes per call with no per-byte Python work: ``recv`` returns
 a bytes object that ``sendall`` hands on as it is. A stream's ``recv`` joins the frames already

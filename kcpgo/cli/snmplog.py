@@ -49,6 +49,8 @@ _ELEMENTS: Dict[str, Callable[[time.struct_time], str]] = {
     "04": lambda t: f"{t.tm_min:02d}",
     "05": lambda t: f"{t.tm_sec:02d}",
     "06": lambda t: f"{t.tm_year % 100:02d}",
+    "_2006": lambda t: f"_{t.tm_year:04d}",       # Go: "_" then the year, not day "_2"
+    "__2": lambda t: f"{t.tm_yday:3d}",           # Go: the space-padded day of the year
     "_2": lambda t: f"{t.tm_mday:2d}",
     "15": lambda t: f"{t.tm_hour:02d}",
     "1": lambda t: str(t.tm_mon),

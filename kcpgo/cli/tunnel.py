@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket as _stdsocket
 import sys
@@ -319,21 +320,29 @@ class TunnelClient:
                 if session.closed:
                     log.info("scavenger: session normally closed: %s", name)
                 elif now >= deadline:
-                    session.close()
+                    session.close(0.0)      # (the scavenger must not wait for a dead peer)
                     log.info("scavenger: session closed due to ttl: %s", name)
                 else:
                     keep.append((session, deadline))
             self.expiring = keep
 
     def close(self) -> None:
-        """Stop accepting and close every session (KCP's final flush)."""
+        """Stop accepting and close every session (KCP's final flush), without waiting for
+        ACKs (a signal must end the process at once, as kcptun's does); a unix-socket
+        ``--localaddr`` is removed, as Go's listener does."""
         if self.listener is not None:
             self.listener.close()
+            path = self.cfg.localaddr
+            if split_host_port(path) is None:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         for slot in self.slots:
             if slot is not None:
-                slot.session.close()
+                slot.session.close(0.0)
         for session, _ in self.expiring:
-            session.close()
+            session.close(0.0)
 
 
 # ---------------------------------------------------------------------- server

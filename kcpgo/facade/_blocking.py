@@ -16,8 +16,9 @@ from __future__ import annotations
 import errno
 import os
 import socket as _socket
+import weakref
 from collections import deque
-from typing import Callable, Deque, Optional, TypeVar
+from typing import Any, Callable, Deque, Optional, TypeVar
 
 import gevent
 from gevent.event import Event
@@ -26,11 +27,24 @@ from ..runtime.clock import monotonic
 from ..runtime.scheduler import Runtime
 
 __all__ = ["Blocking", "Direction", "ReadyFD", "ebadf", "set_dscp", "check_timeout",
-           "WOULD_BLOCK"]
+           "WOULD_BLOCK", "weak_call"]
 
 T = TypeVar("T")
 #: What an operation tried by :meth:`Blocking._blocking_call` returns when it would block.
 WOULD_BLOCK: object = object()
+
+
+def weak_call(obj: object, method: Callable[[Any], None]) -> Callable[[], None]:
+    """``method(obj)`` as a callback that does not keep ``obj`` alive: lower layers (a
+    channel's ``on_update``, a driver's ``on_session``) hold it, so that an object the
+    application drops is still collected (and closed by its ``__del__``), as a socket is."""
+    ref = weakref.ref(obj)
+
+    def call() -> None:
+        o = ref()
+        if o is not None:
+            method(o)
+    return call
 
 
 def ebadf() -> OSError:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import errno
 import socket as _socket
 import warnings
-import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Optional, Set, Tuple
+from typing import Any, Deque, Optional, Set, Tuple
 
 import gevent
 from gevent.event import Event
@@ -34,7 +33,7 @@ from ..runtime.udp import local_sockname
 from ..sansio.smux_stack import SmuxStack
 from ..snmp import Snmp
 from ._blocking import (WOULD_BLOCK, Blocking, Direction, ReadyFD, check_timeout, ebadf,
-                        set_dscp)
+                        set_dscp, weak_call)
 from .listener import Listener
 from .stream import Stream
 
@@ -54,7 +53,8 @@ class SmuxConfig:
     ``max_receive_buffer`` the session bucket and ``max_stream_buffer`` the v2 stream window,
     bytes (kcptun ``--smuxbuf``/``--streambuf``; smux's defaults 4 MiB / 64 KiB);
     ``max_frame_size`` PSH payload cut, bytes; ``accept_limit`` peer-opened streams waiting
-    to be accepted per session (more are refused with FIN). ``ValueError``/``TypeError``
+    to be accepted per session (at the limit the session stops reading until one is
+    accepted, as smux does; docs/deviations.md D41). ``ValueError``/``TypeError``
     for bad values, naming them.
     """
 
@@ -145,7 +145,7 @@ class SmuxSession(Blocking):
         self._fd: Optional[ReadyFD] = None
         # Weak, as a channel's on_update: the timers hold the driver, not this object, so a
         # session the application drops is collected and closed (see __del__).
-        driver.on_session = _weak_call(self, SmuxSession._on_session)
+        driver.on_session = weak_call(self, SmuxSession._on_session)
 
     def _on_session(self) -> None:
         self._accepting.wake()
@@ -321,7 +321,8 @@ class SmuxSession(Blocking):
 
     @property
     def refused(self) -> int:
-        """Peer-opened streams refused (FIN at once) because ``accept_limit`` were waiting."""
+        """Peer-opened streams refused (FIN at once) because nobody accepts any more (the
+        listener was closed; docs/deviations.md D41)."""
         return self._driver.refused
 
     @property
@@ -355,16 +356,6 @@ class SmuxSession(Blocking):
         state = "closed" if self.closed else f"{self._streams} streams"
         return (f"<kcpgo.SmuxSession {self.framing} peer={self.peer_text} "
                 f"conv={self.conv:#010x} {state}>")
-
-
-def _weak_call(obj: Any, method: Callable[[Any], None]) -> Callable[[], None]:
-    ref = weakref.ref(obj)
-
-    def call() -> None:
-        o = ref()
-        if o is not None:
-            method(o)
-    return call
 
 
 def _local(err: Optional[BaseException]) -> bool:

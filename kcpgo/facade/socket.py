@@ -17,13 +17,12 @@ from __future__ import annotations
 import errno
 import socket as _socket
 import warnings
-import weakref
 from typing import Any, Callable, Optional, Tuple
 
 from ..runtime.channel import Channel
 from ..runtime.udp import local_sockname
 from ..snmp import Snmp
-from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, set_dscp
+from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, set_dscp, weak_call
 from ._sockbase import SocketFacade
 
 __all__ = ["KCPSocket"]
@@ -51,7 +50,7 @@ class KCPSocket(SocketFacade):
         self._leftover = b""
         # A weak reference: the reader greenlet and the listener hold the channel, not this
         # object, so a session the application drops is collected and closed (see __del__).
-        channel.on_update = _weak_update(self)
+        channel.on_update = weak_call(self, KCPSocket._on_update)
 
     # ------------------------------------------------------------------ channel events
 
@@ -401,12 +400,3 @@ class KCPSocket(SocketFacade):
         state = "closed" if self._closed else "open"
         return f"<KCPSocket conv={self.conv:#010x} peer={self._chan.peer} {state}>"
 
-
-def _weak_update(sock: KCPSocket) -> Callable[[], None]:
-    ref = weakref.ref(sock)
-
-    def on_update() -> None:
-        s = ref()
-        if s is not None:
-            s._on_update()
-    return on_update

@@ -20,11 +20,10 @@ from __future__ import annotations
 import errno
 import socket as _socket
 import warnings
-import weakref
-from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from ..runtime.smux_driver import SmuxDriver, StreamBuffer
-from ._blocking import WOULD_BLOCK, ReadyFD
+from ._blocking import WOULD_BLOCK, ReadyFD, weak_call
 from ._sockbase import SocketFacade
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,7 +53,7 @@ class Stream(SocketFacade):
         self._runtime = self._driver.runtime
         self.family = session.family
         self._init_facade(timeout)
-        buf.on_update = _weak_update(self)
+        buf.on_update = weak_call(self, Stream._on_update)
 
     @property
     def sid(self) -> int:
@@ -239,15 +238,6 @@ class Stream(SocketFacade):
         state = "closed" if self.closed else "open"
         return f"<kcpgo.Stream sid={self.sid} peer={self._session.peer_text} {state}>"
 
-
-def _weak_update(stream: Stream) -> Callable[[], None]:
-    ref = weakref.ref(stream)
-
-    def on_update() -> None:
-        s = ref()
-        if s is not None:
-            s._on_update()
-    return on_update
 
 
 def _nothing() -> None:

@@ -11,9 +11,10 @@ it through the channel's ``on_update`` and a keepalive timer. It
   :meth:`SmuxDriver.send_room` says how much a stream may send;
 * keeps each stream's received bytes until the facade takes them (:meth:`take`), and tells
   the session what was consumed (bucket tokens; v2 UPD, kcptun.md §4.8);
-* bounds streams opened by the peer and not yet accepted (``accept_limit``): beyond it a SYN
-  is answered with FIN at once and counted in :attr:`SmuxDriver.refused` (smux itself has no
-  limit: a peer could open streams until memory runs out);
+* bounds streams opened by the peer and not yet accepted (``accept_limit``): at the limit it
+  stops reading, as smux does, until the application accepts one (one read's SYNs may go
+  beyond it); once nobody accepts any more (a closed listener) a SYN is answered with FIN at
+  once and counted in :attr:`SmuxDriver.refused`;
 * on a session error (protocol error, keepalive timeout, a framing mismatch) or a KCP failure
   (dead link, idle timeout, socket error) latches the cause in :attr:`SmuxDriver.error` as a
   ``ConnectionResetError`` naming it, releases the KCP session and tells every stream.
@@ -48,8 +49,9 @@ OUT_LIMIT = 65536
 ACCEPT_LIMIT = 1024
 #: Seconds a closed session keeps sending what was written before it closed (``close``).
 LINGER = 10.0
-#: Bytes taken from KCP per read at most (KCP returns whole segments up to this).
-_READ = 1 << 20
+#: Bytes taken from KCP per read at most (KCP returns whole segments up to this); also what
+#: bounds the SYNs one read may add beyond ``accept_limit`` (8 bytes each).
+_READ = 1 << 18
 #: Bytes taken while the framing is undecided (a listener following its peer): a few chunks.
 _FIRST_READ = 65536
 
@@ -121,10 +123,15 @@ class SmuxDriver:
         return buf
 
     def accept(self) -> Optional[StreamBuffer]:
-        """The oldest peer-opened stream not yet accepted, or ``None``."""
-        while self.accept_queue:
-            buf = self.streams.get(self.accept_queue.popleft())
+        """The oldest peer-opened stream not yet accepted, or ``None``. Taking one from a
+        full queue resumes reading (see :attr:`accept_limit`)."""
+        queue = self.accept_queue
+        full = len(queue) >= self.accept_limit > 0
+        while queue:
+            buf = self.streams.get(queue.popleft())
             if buf is not None and not buf.closed:
+                if full and self.error is None:
+                    self.runtime.call_soon(self._pump)      # reading was paused for it
                 return buf
         return None
 
@@ -329,8 +336,10 @@ class SmuxDriver:
         stack, conn = self.stack, self.conn
         accepted = False
         smux = stack.smux
-        while not stack.receive_paused:
-            # at most what the bucket takes (KCP hands at least one segment): memory stays
+        queue, limit = self.accept_queue, self.accept_limit
+        while not stack.receive_paused and (len(queue) < limit or not limit):
+            # streams waiting to be accepted pause reading, as smux's accept backlog does
+            # (D41); at most what the bucket takes (KCP hands at least one segment): memory stays
             # within the bucket plus one segment and one snappy chunk (kcptun.md §4.7)
             room = smux.bucket if smux is not None else _FIRST_READ
             data = conn.recv_stream(room if room < _READ else _READ)
@@ -368,7 +377,7 @@ class SmuxDriver:
                     touched[buf.sid] = buf
             elif kind is StreamOpened:
                 sid = ev.sid                        # type: ignore[attr-defined]
-                if len(self.accept_queue) >= self.accept_limit:
+                if not self.accept_limit:           # nobody accepts any more (closed)
                     self.refused += 1
                     smux = self.stack.smux
                     assert smux is not None
