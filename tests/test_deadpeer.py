@@ -79,6 +79,14 @@ def _transfer_then_kill(peer, sess):
     while got[0] < 300_000 and time.monotonic() < deadline:
         gevent.sleep(0.02)
     assert got[0] >= 300_000, "no echo traffic before the kill"
+    # Kill while data is in flight to an open window: a peer killed with its window closed
+    # and everything ACKed is only probed (WASK), and probes do not count toward dead_link
+    # (kcp-go's rule, §1.9): only idle_timeout detects that one. A loaded CI run once hit
+    # that state (the echo's window closes while its own sendall waits).
+    kcp = sess._chan.conn.kcp
+    wait = time.monotonic() + 5
+    while not (kcp.rmt_wnd and kcp.snd_buf) and time.monotonic() < wait:
+        gevent.sleep(0.001)
     t_kill = time.monotonic()
     peer.kill()
     gevent.joinall([gw, gr], timeout=15)
