@@ -469,15 +469,15 @@ def test_what_was_written_before_session_close_still_arrives(closing):
     # A closed TCP socket still delivers its send queue; SmuxSession.close() likewise keeps
     # sending (and retransmitting, 10 % loss each way here) what was written, FINs included,
     # until the peer acknowledged it (kcpgo.runtime.smux_driver.LINGER).
-    lst = listen(closing)
+    lst = listen(closing, mode="fast3")
     relay = closing(Relay(lst.getsockname(), up=Impairment(loss=0.1),
                           down=Impairment(loss=0.1), seed=5).start())
-    sess = kcpgo.dial_smux(relay.address)
+    sess = kcpgo.dial_smux(relay.address, mode="fast3")
     data = os.urandom(300_000)
     c = sess.open_stream()
     c.sendall(data)
     c.close()
-    sess.close()                                # at once: most of it is not acknowledged yet
+    sess.close(linger=0)                        # at once: most of it is not acknowledged yet
     assert sess.closed and sess.error is None
     lst.settimeout(10)
     s, _ = lst.accept()
