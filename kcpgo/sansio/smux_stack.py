@@ -103,12 +103,11 @@ class SmuxStack:
             decided = self._verify(data, now)
             if decided is None or self.error is not None:
                 return [] if decided is None else decided
-            if self._decoder is None or not self._probed:
-                pass                                    # ``data`` goes through as it is
-            else:
+            if self._probed:                            # the probe decoded the first chunk(s)
                 smux = self.smux
-                assert smux is not None                 # the probe decoded the first chunk
+                assert smux is not None
                 return smux.receive(decided[0], now) + self._probe_error(now)
+            # decided on a bare smux version byte: ``data`` goes through as it is
         smux = self.smux
         assert smux is not None
         decoder = self._decoder
