@@ -752,3 +752,45 @@ def test_send_that_hits_a_fatal_socket_error_returns_then_fails_the_session():
         c.close()
         s.close()
         ln.close()
+
+
+def test_a_peer_dead_behind_a_closed_window_is_declared_dead():
+    """docs/deviations.md D47. B's application never reads, so B's window closes while it has
+    ACKed everything; then B dies. Only WASK probes leave A, and in kcp-go they never count
+    toward dead_link: A's writer would wait for ever. In kcpgo unanswered probes count, as
+    TCP's persist timer gives up on a peer that answers no zero-window probe. A live B answers
+    every WASK (WINS), so the same time with B alive leaves A alive."""
+    from kcpgo.sansio.connection import Connection
+
+    def run(b_alive_after):
+        a = Connection(1, mode="fast3", window=(256, 256))
+        a.kcp.probe_init = 500                  # the sockets' policy (kcp-go latest's)
+        a.dead_link = 6
+        b = Connection(1, mode="fast3", window=(256, 256))
+        now = 1000
+        for _ in range(200):                    # A writes while it may; B never reads
+            room = a.send_room()
+            if room:
+                a.send(b"x" * room)
+            for d in a.datagrams_to_send(now):
+                b.receive_datagram(d, now)
+            for d in b.datagrams_to_send(now):
+                a.receive_datagram(d, now)
+            now += 10
+        assert a.kcp.rmt_wnd == 0 and not a.kcp.snd_buf        # the trap: all ACKed, window 0
+        end = now + 60_000
+        while now < end and not a.dead:
+            for d in a.datagrams_to_send(now):
+                if b_alive_after:
+                    b.receive_datagram(d, now)
+                    for r in b.datagrams_to_send(now):
+                        a.receive_datagram(r, now)
+            nd = a.next_deadline(now)
+            now = max(now + 1, nd if nd is not None else end)
+        return a.dead, now - (end - 60_000)
+    dead, after = run(b_alive_after=False)
+    # 6 probes, each wait 1.5x the previous one (from wherever the backoff stood when B
+    # died: it grows while B answers "window 0"); here 35 s, against never before
+    assert dead and after < 60_000
+    dead, _ = run(b_alive_after=True)
+    assert not dead                             # a live peer answers: never declared dead

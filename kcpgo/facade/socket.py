@@ -334,7 +334,8 @@ class KCPSocket(SocketFacade):
 
     def set_dead_link(self, transmissions: int) -> None:
         """Declare the peer dead (``ConnectionResetError``) once a segment has been sent this
-        many times (kcp-go's dead_link, default 20; kcp-go only records it)."""
+        many times (kcp-go's dead_link, default 20; kcp-go only records it), or once that many
+        window probes went unanswered (docs/deviations.md D47)."""
         self._conn.dead_link = transmissions
 
     def set_window_size(self, sndwnd: int, rcvwnd: int) -> None:

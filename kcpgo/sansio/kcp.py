@@ -106,6 +106,9 @@ class KCP(InputMixin, OutputMixin):
         self.probe = 0
         self.probe_wait = 0
         self.ts_probe = 0
+        #: Window probes (WASK) sent since the last datagram from the peer: they count toward
+        #: ``dead_link`` like transmissions (docs/deviations.md D47).
+        self.probes_unanswered = 0
         #: What ``input``/``recv`` asked for (kcp-go flushes inside Input; a driver flushes
         #: once per batch instead): FLUSH_NONE, FLUSH_ACK_ONLY or FLUSH_FULL.
         self.flush_requested = FLUSH_NONE

@@ -117,6 +117,8 @@ class InputMixin:
         self.snd_una = snd_una
         self.rcv_nxt = rcv_nxt
         self.rmt_wnd = rmt_wnd
+        if nsegs:
+            self.probes_unanswered = 0          # the peer is alive (D47)
         snmp = self.snmp
         if regular and repeats:
             snmp.RepeatSegs += repeats

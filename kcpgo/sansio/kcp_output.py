@@ -212,6 +212,11 @@ class OutputMixin:
                     self.probe_wait = PROBE_LIMIT
                 self.ts_probe = now + self.probe_wait
                 self.probe |= ASK_SEND
+                # A live peer answers every WASK (with WINS; any input resets the count):
+                # unanswered probes are a dead peer's sign, as retransmissions are (D47).
+                self.probes_unanswered += 1
+                if self.probes_unanswered >= self.dead_link:
+                    self.dead = True
         else:
             self.ts_probe = 0
             self.probe_wait = 0
