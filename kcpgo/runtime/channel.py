@@ -249,9 +249,12 @@ class Channel:
     def _post_io(self, now: int) -> None:
         conn = self.conn
         if conn.dead and self.error is None:
+            what = (f"its closed receive window was probed {conn.dead_link} times without an "
+                    f"answer" if conn.probes_unanswered >= conn.dead_link else
+                    f"a segment was sent {conn.dead_link} times")
             self.error = ConnectionResetError(
-                errno.ECONNRESET, f"peer stopped acknowledging (a segment was sent "
-                                  f"{conn.dead_link} times)" + self.unheard_suffix(now))
+                errno.ECONNRESET, f"peer stopped acknowledging ({what})"
+                + self.unheard_suffix(now))
         self.on_update()
         if self.error is not None or self.released:
             self.timer.cancel()              # a dead (or, by on_update, closed) session rests

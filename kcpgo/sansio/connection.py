@@ -186,6 +186,12 @@ class Connection:
         return len(self.kcp.snd_buf)
 
     @property
+    def probes_unanswered(self) -> int:
+        """Window probes sent since the peer's last datagram (D47: they count toward
+        :attr:`dead_link`)."""
+        return self.kcp.probes_unanswered
+
+    @property
     def interval(self) -> int:
         """The flush interval in ms (``set_nodelay``, §1.11)."""
         return self.kcp.interval
