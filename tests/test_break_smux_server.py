@@ -18,7 +18,6 @@ import textwrap
 import time
 
 import gevent
-import pytest
 
 import kcpgo
 from kcpgo.server import ThreadingKCPServer

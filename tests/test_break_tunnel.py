@@ -1,8 +1,9 @@
 """Breaking ``python -m kcpgo tunnel`` (kcpgo/cli): churn of short connections, bursts, signals,
 half-close with --closewait, config errors, --snmplog names and unix-socket --localaddr.
 
-References: docs/kcptun.md §5.3-5.6 and kcptun.md §11 (kcptun's client/server), Go's ``time.Format`` for
-``--snmplog`` names, Go's ``net.UnixListener`` (removes its socket file on Close).
+References: docs/kcptun.md §5.3-5.6 and kcptun.md §11 (kcptun's client/server), Go's
+``time.Format`` for ``--snmplog`` names, Go's ``net.UnixListener`` (removes its socket file
+on Close).
 """
 from __future__ import annotations
 

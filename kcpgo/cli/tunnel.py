@@ -199,7 +199,6 @@ class _Slot:
         self.expires = expires
 
 
-
 class TunnelClient:
     """kcptun's client loop (kcptun.md §5.3) for ``cfg`` (role ``client``)."""
 
