@@ -18,7 +18,7 @@ Close rules (kcptun.md §5.3, §6 for ``--closewait``, kcptun.md §11 item 4):
   there, for at most N seconds (hence the default 0, :mod:`kcpgo.cli.kcptun_config`).
 
 Copies move up to :data:`BUFSIZE` bytes per call with no per-byte Python work: ``recv`` returns
-a bytes object that ``sendall`` hands on as it is. A stream's ``recv`` joins the frames already
+a bytes object that ``send`` hands on as it is. A stream's ``recv`` joins the frames already
 buffered (up to the size asked), so a bulk stream -> TCP copy makes one TCP send per batch of
 frames, not per frame; small payloads (request/response traffic) are written at once.
 """
@@ -72,14 +72,18 @@ class Pipe:
         return self.errors[0], self.errors[1]
 
     def _copy(self, src: Any, dst: Any, which: int) -> None:
-        recv, send = src.recv, dst.sendall
+        recv, send, sendall = src.recv, dst.send, dst.sendall
         err: Optional[BaseException] = None
         try:
             while True:
                 data = recv(BUFSIZE)
                 if not data:
                     break
-                send(data)
+                # One send usually takes it all; gevent's sendall costs a getsockopt per
+                # call, which a request/response exchange pays on every reply.
+                n = send(data)
+                if n < len(data):
+                    sendall(memoryview(data)[n:])
         except OSError as e:
             if not self._closing:
                 err = e
