@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover - the socket API loads gevent lazily (see 
     from .facade.socket import KCPSocket
     from .facade.stream import Stream
 
-__all__ = ["dial", "listen", "serve_conn", "dial_smux", "listen_smux", "Options", "KCPSocket",
+__all__ = ["dial", "listen", "serve_conn", "dial_smux", "listen_smux", "set_runtime",
+           "get_runtime", "Options", "KCPSocket",
            "Listener", "SmuxSession", "SmuxListener", "Stream",
            "BlockCrypt", "derive_key", "crypt", "Snmp", "DEFAULT_SNMP",
            "MODES", "KCPTUN_CLIENT", "KCPTUN_SERVER", "CryptSpec"]
@@ -39,6 +40,31 @@ __all__ = ["dial", "listen", "serve_conn", "dial_smux", "listen_smux", "Options"
 #: ``(host, port)``, ``(host, port, flowinfo, scope_id)`` or kcp-go's ``"host:port"`` /
 #: ``"[ipv6]:port"`` (:func:`kcpgo.address.parse_address`).
 Address = Union[str, Tuple[Any, ...]]
+
+
+def set_runtime(mode: str) -> None:
+    """Choose where sessions run (docs: README "Threads and gevent"):
+
+    * ``"thread"``: on an I/O thread of their own (one per process), whatever the application's
+      threads do; every object may be used from any thread, and ``fileno()`` works with the
+      stdlib's ``select``/``poll``/``selectors``;
+    * ``"hub"``: on the gevent hub of the thread that created them, while that hub runs (the
+      right choice under ``gevent.monkey.patch_all()``, where every thread is a greenlet);
+    * ``"auto"`` (default, or the environment variable ``KCPGO_RUNTIME``): ``"hub"`` if
+      ``gevent.monkey`` has patched ``threading`` when the first session opens, else
+      ``"thread"``.
+
+    Call it before the first session, listener or server: later, a different choice raises
+    ``RuntimeError``. ``ValueError`` for another name. (:mod:`kcpgo.runtime.modes`)
+    """
+    from .runtime.modes import set_runtime as _set_runtime
+    _set_runtime(mode)
+
+
+def get_runtime() -> str:
+    """Where sessions run: ``"thread"`` or ``"hub"`` (see :func:`set_runtime`)."""
+    from .runtime.modes import get_runtime as _get_runtime
+    return _get_runtime()
 
 
 def dial(address: Address, options: Optional[Options] = None, *, conv: Optional[int] = None,

@@ -14,29 +14,44 @@ After :func:`patch`:
   as :class:`kcpgo.server.KCPServer` does; ``ThreadingMixIn`` servers behave as
   :class:`kcpgo.server.ThreadingKCPServer`;
 * ``socket.create_connection(address, timeout)`` to a listed destination returns a connected
-  :class:`kcpgo.KCPSocket` (KCP has no handshake: it returns at once, even if nobody listens).
+  :class:`kcpgo.KCPSocket` (KCP has no handshake: it returns at once, even if nobody listens);
+* ``connect(address)`` or ``connect_ex(address)`` (which returns 0) of a
+  ``socket.socket(AF_INET or AF_INET6, SOCK_STREAM)`` to a listed destination makes that
+  socket a KCP connection: still an instance of ``socket.socket`` (kcpgo's subclass of the
+  class in effect, the stdlib's or gevent's), whose calls go to the :class:`kcpgo.KCPSocket`
+  behind it (:func:`kcp_connection`; its extras such as ``conv`` are attributes of the socket
+  too). Kept from before ``connect``: the timeout (``settimeout``, ``setblocking``, the
+  default). Ignored: ``setsockopt`` options and a ``bind`` address, set on the TCP socket that
+  the switch closes (the session sends from a UDP port of its own). ``fileno()`` is the KCP
+  object's readiness descriptor. Then, as on a connected TCP socket, ``connect`` gives
+  ``EISCONN`` and ``bind``/``listen``/``accept`` ``EINVAL``; what KCP lacks (``dup``,
+  ``detach``, ``recvmsg``...) raises ``OSError(EOPNOTSUPP)``.
 
 With ``smux=True`` (or a dict of smux settings: ``smux_version``, ``compression``,
 ``keepalive``, ...; :class:`kcpgo.facade.smux.SmuxConfig`) in a client entry, connections are
 smux streams instead (docs/kcptun.md §5.3, as a kcptun client does): every
-``create_connection`` to that destination opens a :class:`kcpgo.Stream` on one shared KCP
-session per destination and thread (a session belongs to its thread's gevent hub), with TCP's
-FIN, so the server reads EOF when the client closes or half-closes. A shared session that died
-(keepalive timeout, protocol error, dead link) or was closed is replaced by a new KCP session
-with a new conv at the next connection (kcptun.md §11); :func:`unpatch` closes them. In a
-server entry, ``smux`` serves every stream as a request, as :class:`kcpgo.server.KCPServer`.
+``create_connection`` (or socket ``connect``) to that destination opens a
+:class:`kcpgo.Stream` on one shared KCP session per destination and runtime (one per process
+on the I/O thread; in hub mode one per thread), with TCP's FIN, so the server reads EOF when
+the client closes or half-closes. A shared session that died (keepalive timeout, protocol
+error, dead link) or was closed is replaced by a new KCP session with a new conv at the next
+connection (kcptun.md §11); :func:`unpatch` closes them. In a server entry, ``smux`` serves every stream as a
+request, as :class:`kcpgo.server.KCPServer`.
 
-Everything else stays TCP, untouched. Keys are ``(host, port)`` tuples or ``"host:port"``
-strings (kcp-go's form, ``"[::1]:9000"`` for IPv6; host compared as given, except that the
-wildcards ``""``, ``"0.0.0.0"`` and ``"::"`` are the same) or a bare port number (an int) for
-any host; ports must be in 0..65535 (:func:`kcpgo.address.parse_address`). Server options are
-those of :class:`~kcpgo.server.KCPServer`, client options those of :func:`kcpgo.dial`; both
-default to ``stream=True``. :func:`unpatch` restores every original; close KCP servers before.
+Everything else stays TCP, untouched: unlisted destinations, UDP, unix and server sockets,
+and the socket ``create_connection`` connects for a destination it did not find. Keys are
+``(host, port)`` tuples or ``"host:port"`` strings (kcp-go's form, ``"[::1]:9000"`` for IPv6;
+host compared as given, except that the wildcards ``""``, ``"0.0.0.0"`` and ``"::"`` are the
+same) or a bare port number (an int) for any host; ports must be in 0..65535
+(:func:`kcpgo.address.parse_address`). Server options are those of
+:class:`~kcpgo.server.KCPServer`, client options those of :func:`kcpgo.dial`; both default to
+``stream=True``. :func:`unpatch` restores every original; close KCP servers before.
 
 With gevent: ``gevent.monkey.patch_all()`` may come before or after :func:`patch` (gevent
-replaces ``socket.create_connection`` when it patches; :func:`patch` subscribes to gevent's
-patch events and puts its own back, delegating unlisted destinations to gevent's). As gevent
-itself advises, patch as early as possible, before other imports.
+replaces ``socket.create_connection`` and ``socket.socket`` when it patches; :func:`patch`
+subscribes to gevent's patch events and puts its own back, built on gevent's; gevent then
+records kcpgo's socket class as the original). As gevent itself advises, patch as early as
+possible, before other imports (``from socket import socket`` keeps the class it got).
 
 Command line, to run an unmodified program over KCP (like ``python -m gevent.monkey``)::
 
@@ -50,12 +65,15 @@ message mode (``--stream`` states the default).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import runpy
 import socket as _socket
 import socketserver
 import sys
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple, Union
+
+from gevent import getcurrent
 
 from . import dial
 from .address import WILDCARDS, parse_address, parse_port
@@ -64,10 +82,10 @@ from .facade.smux import SmuxSession
 from .options import FIELDS, Options, add_arguments, from_arguments
 from .runtime.scheduler import Runtime
 from .sansio.wire import check_conv
-from .server import KCPServer, _threading_process_request, process_request_concurrently, \
-    server_options, smux_config
+from .server import KCPServer, _threading_process_request, process_request_concurrently
+from .server_options import server_options, smux_config
 
-__all__ = ["patch", "unpatch", "is_patched", "main"]
+__all__ = ["patch", "unpatch", "is_patched", "kcp_connection", "main"]
 
 Key = Union[int, str, Tuple[str, int]]
 Table = Union[Mapping[Key, Optional[Mapping[str, Any]]], Iterable[Key], None]
@@ -93,6 +111,11 @@ class _Patch:
         self.subscriber: Optional[Callable[[Any], None]] = None
         #: Shared smux sessions: (OS thread ident, host, port) -> (its runtime, session).
         self.sessions: Dict[Tuple[int, Any, int], Tuple[Runtime, SmuxSession]] = {}
+        #: ``socket.socket`` without kcpgo (the stdlib's or gevent's), and kcpgo's subclass.
+        self.socket_base: type = _socket.socket
+        self.socket_class: Optional[type] = None
+        #: Greenlets in ``create_connection``'s fallback: its socket stays TCP (hosts as given).
+        self.tcp_only: Set[Any] = set()
 
     def set(self, owner: Any, name: str, value: Any) -> None:
         self.saved.append((owner, name, owner.__dict__.get(name, _MISSING)))
@@ -215,17 +238,26 @@ def _make_create_connection(p: _Patch) -> Callable[..., Any]:
                           source_address: Any = None, **kwargs: Any) -> Any:
         opts = _lookup(p.clients, address) if _active is p else None
         if opts is None:
-            return p.connect_fallback(address, timeout, source_address, **kwargs)
+            p.tcp_only.add(getcurrent())       # its socket stays TCP: see _Patch.tcp_only
+            try:
+                return p.connect_fallback(address, timeout, source_address, **kwargs)
+            finally:
+                p.tcp_only.discard(getcurrent())
         if source_address is not None:
             raise ValueError(f"kcpgo.monkey: source_address is not supported for the KCP "
                              f"destination {address!r}")
         if timeout is _socket._GLOBAL_DEFAULT_TIMEOUT:
             timeout = _socket.getdefaulttimeout()
-        if "smux" in opts:
-            return _open_stream(p, address, timeout, opts)
-        return dial(address, timeout=timeout, **opts)
+        return _open(p, address, timeout, opts)
     create_connection.__wrapped__ = p.connect_fallback  # type: ignore[attr-defined]
     return create_connection
+
+
+def _open(p: _Patch, address: Any, timeout: Optional[float], opts: Dict[str, Any]) -> Any:
+    """A :class:`kcpgo.KCPSocket` to a listed destination, or with ``smux`` a Stream."""
+    if "smux" in opts:
+        return _open_stream(p, address, timeout, opts)
+    return dial(address, timeout=timeout, **opts)
 
 
 def _open_stream(p: _Patch, address: Any, timeout: Optional[float],
@@ -257,16 +289,174 @@ def _open_stream(p: _Patch, address: Any, timeout: Optional[float],
     return stream
 
 
+# ---------------------------------------------------------------------- socket.socket().connect()
+
+class _KCPConnected:
+    """A socket switched to KCP at ``connect`` (its class becomes this mix then, so sockets
+    that stay TCP never pay for delegation): calls go to the KCP object in ``_kcpgo`` (see
+    also :data:`_DELEGATED`); where it has none, a connected TCP socket's answers (measured
+    with CPython on Linux: ``recvfrom`` gives no address, ``sendto`` ignores it...)."""
+
+    __slots__ = ()
+    _kcpgo: Any
+    _closed: bool
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> Tuple[bytes, None]:
+        return self._kcpgo.recv(bufsize, flags), None
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> Tuple[int, None]:
+        return self._kcpgo.recv_into(buffer, nbytes, flags), None
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = _MISSING) -> int:
+        return self._kcpgo.send(data, 0 if address is _MISSING else flags_or_address)
+
+    def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
+        """The KCP object's, else ``socket.sendfile``'s fallback (``read`` and ``send``)."""
+        impl = getattr(self._kcpgo, "sendfile", None)
+        if impl is not None:
+            return impl(file, offset, count)
+        return super()._sendfile_use_send(file, offset, count)  # type: ignore[misc]
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._kcpgo.gettimeout()
+
+    def close(self) -> None:
+        self._closed = True
+        self._kcpgo.close()
+
+    def fileno(self) -> int:
+        """The KCP object's readiness descriptor; ``-1`` after ``close``, as a socket's."""
+        try:
+            return self._kcpgo.fileno()
+        except OSError as e:
+            if self._closed and e.errno == errno.EBADF:
+                return -1
+            raise
+
+    def connect(self, address: Any) -> None:
+        code = self.connect_ex(address)
+        raise OSError(code, os.strerror(code))
+
+    def connect_ex(self, address: Any) -> int:
+        return errno.EBADF if self._closed else errno.EISCONN
+
+    def __getattr__(self, name: str) -> Any:
+        # The KCP object's extras (conv, snmp, drain, set_mode, an smux stream's session...).
+        conn = object.__getattribute__(self, "_kcpgo")
+        if name.startswith("_") or not hasattr(conn, name):
+            raise AttributeError(f"{type(self).__name__!r} object switched to "
+                                 f"{type(conn).__name__} has no attribute {name!r}")
+        return getattr(conn, name)
+
+    def __repr__(self) -> str:
+        cls, closed = type(self), " [closed]" if self._closed else ""
+        return f"<{cls.__module__}.{cls.__qualname__}{closed} switched to {self._kcpgo!r}>"
+
+
+#: Methods of a switched socket that call the KCP object's, and the errno of the ``OSError``
+#: raised if it has none (``None``: it has); ``EINVAL`` always, as by a connected TCP socket.
+_DELEGATED: Dict[str, Optional[int]] = dict(
+    dict.fromkeys(("recv", "recv_into", "send", "sendall", "makefile", "_decref_socketios",
+                   "settimeout", "gettimeout", "setblocking", "getblocking", "shutdown",
+                   "getpeername", "getsockname", "setsockopt", "getsockopt")),
+    **dict.fromkeys(("bind", "listen", "accept", "_accept"), errno.EINVAL),
+    **dict.fromkeys(("dup", "detach", "recvmsg", "recvmsg_into", "sendmsg"), errno.EOPNOTSUPP))
+
+
+def _delegate(name: str, missing: Optional[int]) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        impl = getattr(self._kcpgo, name, None) if missing != errno.EINVAL else None
+        if impl is None and missing is not None:
+            raise OSError(missing, f"{name}() on a socket switched to KCP by kcpgo.monkey: "
+                                   f"{os.strerror(missing)}")
+        return (impl or getattr(self._kcpgo, name))(*args, **kwargs)
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name, _errno in _DELEGATED.items():
+    setattr(_KCPConnected, _name, _delegate(_name, _errno))
+
+
+def _socket_class(base: type) -> type:
+    """kcpgo's subclass of ``base``, to be ``socket.socket``: ``connect``/``connect_ex`` check
+    the client table. Named as ``base``: ``repr`` and ``type(s).__name__`` read as before."""
+    class socket(base):  # type: ignore[valid-type,misc]
+        """``socket.socket`` under kcpgo.monkey: ``connect``/``connect_ex`` to a destination
+        listed in ``patch(clients=...)`` make it a KCP connection."""
+        __slots__ = ("_kcpgo",)
+        _kcpgo_base = base
+
+        def connect(self, address: Any) -> None:
+            if not _connect_kcp(self, address):
+                super().connect(address)
+
+        def connect_ex(self, address: Any) -> int:
+            try:
+                if _connect_kcp(self, address):
+                    return 0
+            except OSError as e:
+                if e.errno and not isinstance(e, _socket.gaierror):     # as connect_ex does
+                    return e.errno
+                raise
+            return super().connect_ex(address)
+
+    socket.__module__, socket.__qualname__ = base.__module__, base.__qualname__
+    socket._kcpgo_connected = type(base.__name__, (_KCPConnected, socket), dict(  # type: ignore
+        __slots__=(), __module__=base.__module__, __qualname__=base.__qualname__,
+        __doc__=socket.__doc__))
+    return socket
+
+
+def _connect_kcp(sock: Any, address: Any) -> bool:
+    """For an unconnected IPv4/IPv6 TCP ``sock`` and a listed ``address``: open the KCP
+    connection (with ``sock``'s timeout), close the TCP socket, make ``sock`` delegate to it;
+    True if done. Raises what opening raises (``gaierror``...), leaving ``sock`` as it was."""
+    p = _active
+    opts = None if p is None else _lookup(p.clients, address)
+    if (opts is None or sock.family not in (_socket.AF_INET, _socket.AF_INET6)
+            or sock.type != _socket.SOCK_STREAM or sock.proto not in (0, _socket.IPPROTO_TCP)
+            or getcurrent() in p.tcp_only or not _unconnected(sock)):
+        return False
+    conn = _open(p, address, sock.gettimeout(), opts)
+    try:
+        sock.close()                            # the TCP socket, by its class's own close
+        if sock.fileno() != -1:                 # kept open by makefile() objects: close it
+            os.close(sock.detach())
+    except BaseException:
+        conn.close()
+        raise
+    sock._kcpgo = conn
+    sock._closed = False
+    sock.__class__ = type(sock)._kcpgo_connected
+    return True
+
+
+def _unconnected(sock: Any) -> bool:
+    """True for an open TCP socket neither connected nor listening (others go to the real
+    ``connect``, which fails as it always did: EISCONN, EBADF...)."""
+    try:
+        return not sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN) and \
+            not sock.getpeername()
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+
+
 def _gevent_subscriber(p: _Patch) -> Callable[[Any], None]:
     def on_event(event: Any) -> None:
-        # gevent.monkey replaced socket.create_connection after us: keep its version as the
-        # fallback for unlisted destinations and put ours back in front.
-        if getattr(event, "module_name", None) != "socket" or _active is not p:
+        # gevent.monkey replaced socket.create_connection and socket.socket after us: keep
+        # its create_connection for unlisted destinations and its class as our base.
+        if (getattr(event, "module_name", None) != "socket" or _active is not p
+                or not type(event).__name__.startswith("GeventDid")):
             return
         current = _socket.create_connection
-        if current is not p.create_connection and type(event).__name__.startswith("GeventDid"):
+        if current is not p.create_connection:
             p.connect_fallback = current
             _socket.create_connection = p.create_connection
+        if _socket.socket is not p.socket_class:
+            p.socket_base = _socket.socket
+            p.socket_class = _socket.socket = _socket_class(p.socket_base)
     return on_event
 
 
@@ -281,7 +471,8 @@ def patch(servers: Table = None, clients: Table = None) -> None:
     KCP server. ``clients``: the same keys with :func:`kcpgo.dial` options;
     ``socket.create_connection`` to a matching address returns a :class:`kcpgo.KCPSocket`, or
     with ``smux=True``/``smux={...}`` a :class:`kcpgo.Stream` on a shared session (module
-    docstring; a client's ``smux_version`` and ``compression`` must not be ``None``).
+    docstring; a client's ``smux_version`` and ``compression`` must not be ``None``), and a
+    ``socket.socket``'s ``connect``/``connect_ex`` makes the socket delegate to such an object.
     Keys and options are checked now (``TypeError``/``ValueError`` naming the accepted forms;
     ports 0..65535). Calling it again replaces the previous tables.
     """
@@ -299,6 +490,9 @@ def patch(servers: Table = None, clients: Table = None) -> None:
     p.connect_fallback = _socket.create_connection
     p.create_connection = _make_create_connection(p)
     p.set(_socket, "create_connection", p.create_connection)
+    p.saved.append((_socket, "socket", _socket.socket))
+    p.socket_base = getattr(_socket.socket, "_kcpgo_base", _socket.socket)
+    p.socket_class = _socket.socket = _socket_class(p.socket_base)
     try:
         from gevent import events
     except ImportError:  # pragma: no cover - gevent is a dependency
@@ -313,8 +507,9 @@ def unpatch() -> None:
     """Restore everything :func:`patch` replaced (idempotent), and close the shared smux
     sessions (their open streams then raise ``ConnectionResetError``).
 
-    ``socket.create_connection`` goes back to what it would be without kcpgo (gevent's, if
-    gevent patched meanwhile). KCP servers created while patched must be closed first.
+    ``socket.create_connection`` and ``socket.socket`` go back to what they would be without
+    kcpgo (gevent's, if gevent patched meanwhile); sockets switched to KCP stay so, others
+    connect with TCP. KCP servers created while patched must be closed first.
     """
     global _active
     p = _active
@@ -332,13 +527,23 @@ def unpatch() -> None:
         if owner is _socket and name == "create_connection":
             if _socket.create_connection is p.create_connection:
                 _socket.create_connection = p.connect_fallback
+        elif owner is _socket and name == "socket":
+            if _socket.socket is p.socket_class:
+                _socket.socket = p.socket_base
         elif old is _MISSING:
             delattr(owner, name)
         else:
             setattr(owner, name, old)
 
 
+def kcp_connection(sock: Any) -> Optional[Any]:
+    """The :class:`kcpgo.KCPSocket` (:class:`kcpgo.Stream` with ``smux``) behind a socket
+    switched to KCP at ``connect``/``connect_ex``; ``None`` for any other object."""
+    return sock._kcpgo if isinstance(sock, _KCPConnected) else None
+
+
 def is_patched() -> bool:
+    """True between :func:`patch` and :func:`unpatch`."""
     return _active is not None
 
 

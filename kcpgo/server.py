@@ -5,31 +5,28 @@ run over KCP: ``self.request`` is a :class:`~kcpgo.KCPSocket`, ``rfile``/``wfile
 its ``makefile()`` objects. ``serve_forever``, ``shutdown``, ``handle_request``, ``timeout`` /
 ``handle_timeout`` and ``server_close`` keep their documented meaning.
 
-How the server waits
-    kcpgo's sessions are driven by the gevent hub of the OS thread that owns them. A stdlib
-    ``serve_forever`` blocks its thread in ``selectors``, which (unless gevent patched it)
-    would stop that hub, so these servers wait cooperatively instead: while ``serve_forever``
-    or ``handle_request`` waits, the thread's hub keeps every session alive. The same holds for
-    ``shutdown()`` and ``server_close()`` waiting for the loop: the waiting thread's own kcpgo
-    objects keep working.
+Where sessions run (:mod:`kcpgo.runtime.modes`)
+    * ``"thread"`` (unpatched programs, the default there): the I/O thread runs every session,
+      so the server is a plain socketserver: the KCP listener starts in the constructor, its
+      ``fileno()`` is readable when ``accept`` would not block (so socketserver's own selector
+      loop works too), any thread may serve, and :class:`ThreadingKCPServer` runs each request
+      in a real thread (the stdlib ``ThreadingMixIn``): a handler may block anywhere
+      (``time.sleep``, a database call) without stalling the others.
+    * ``"hub"`` under ``gevent.monkey.patch_all()``: threads are greenlets;
+      :class:`ThreadingKCPServer` is the stdlib ``ThreadingMixIn`` unchanged.
+    * ``"hub"`` forced on an unpatched program (``KCPGO_RUNTIME=hub``): sessions are driven by
+      the hub of the thread that serves first, which starts the KCP listener (the UDP port is
+      bound in the constructor, so errors show there); serving from another thread while it
+      lives raises ``RuntimeError``. A handler cannot run in its own OS thread, so
+      :class:`ThreadingKCPServer` runs each request in a greenlet of the serving thread: one
+      that blocks its OS thread outside kcpgo stalls the server for that long. When
+      ``serve_forever`` returns after ``shutdown()``, it has let the running handlers finish
+      (``daemon_threads``: it stopped them) and closed the listener; a later
+      ``serve_forever`` or ``handle_request`` starts a new listener on the same port.
 
-Which thread owns the KCP listener
-    The UDP port is bound in the constructor (so errors show there), but the KCP listener is
-    started by the first thread that serves (``serve_forever``/``handle_request``), which is
-    the thread whose hub must keep running. ``shutdown()`` and ``server_close()`` may be called
-    from any thread.
-
-Threads
-    * With ``gevent.monkey.patch_all()`` threads are greenlets; :class:`ThreadingKCPServer`
-      is the stdlib ``ThreadingMixIn`` unchanged.
-    * In an unpatched program a handler cannot run in its own OS thread (its session belongs
-      to the serving thread's hub), so :class:`ThreadingKCPServer` runs each request in a
-      greenlet of the serving thread. Handlers that block only in kcpgo calls run concurrently;
-      one that blocks its OS thread elsewhere (``time.sleep``, a blocking driver) stalls the
-      server for that long. When ``serve_forever`` returns after ``shutdown()``, it has let the
-      running handlers finish (``daemon_threads``: it stopped them) and closed the listener, so
-      nothing is left in a thread that may now end; a later ``serve_forever`` or
-      ``handle_request`` starts a new listener on the same port.
+    Waits (``serve_forever``, ``handle_request``, ``shutdown()`` and ``server_close()`` waiting
+    for the loop) are cooperative where the waiting thread runs a gevent hub, so its greenlets
+    keep running. ``shutdown()`` and ``server_close()`` may be called from any thread.
 
 KCP has no FIN: a client that exits sends nothing, so a handler waiting in ``rfile.readline()``
 for it ends only through ``idle_timeout`` (seconds without any datagram from the client; the
@@ -50,104 +47,60 @@ import socket as _socket
 import socketserver
 import sys
 import threading
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import gevent
 import gevent.pool
 import gevent.select
-from gevent.monkey import is_module_patched
+from gevent._hub_local import get_hub_if_exists
+from gevent.monkey import get_original, is_module_patched
 
 from .address import bind_plan
 from .facade.api import wrap_listener
 from .facade.smux import SmuxConfig, SmuxListener, SmuxSession
 from .facade.socket import KCPSocket
 from .facade.stream import Stream
-from .options import FIELDS, Options
 from .runtime._originals import RealSocket, real_get_ident
 from .runtime.clock import monotonic
 from .runtime.scheduler import Runtime, Signal
 from .runtime.udp import DEFAULT_SOCKBUF
-from .sansio.demux import ACCEPT_BACKLOG
+from .server_options import (DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, ServerOptions,
+                             server_options)
 
 __all__ = ["KCPServer", "ThreadingKCPServer", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_DRAIN_TIMEOUT"]
 
 log = logging.getLogger("kcpgo.server")
 
-#: Seconds without a datagram after which a server session is declared gone (KCP has no FIN).
-DEFAULT_IDLE_TIMEOUT = 60.0
-#: Seconds ``shutdown_request`` waits for the peer to acknowledge what the handler wrote
-#: (a TCP stack keeps delivering after close; KCP's close drops unacknowledged data).
-DEFAULT_DRAIN_TIMEOUT = 5.0
-
 #: Seconds between checks while closing sessions wait for their last frames' ACKs.
 _DRAIN_POLL = 0.01
+_real_select = get_original("select", "select")
+_real_sleep = get_original("time", "sleep")
 #: The stdlib's (kcpgo.monkey may later replace the attribute with a dispatcher).
 _threading_process_request = socketserver.ThreadingMixIn.process_request
-#: Keywords a server accepts: the session options (kcpgo.Options), ``options`` itself, the
-#: accept ``backlog``, the server's own ``drain_timeout`` and ``smux``.
-_SERVER_OPTIONS = FIELDS | {"options", "backlog", "drain_timeout", "smux"}
-
 
 def threads_are_greenlets() -> bool:
     """True when ``gevent.monkey`` patched ``threading`` (threads are greenlets of one hub)."""
     return is_module_patched("threading")
 
 
-class ServerOptions:
-    """A server's validated settings: session :class:`~kcpgo.Options`, accept ``backlog``,
-    ``drain_timeout``, and the smux settings (``None``: each KCP session is a request)."""
-
-    __slots__ = ("session", "backlog", "drain_timeout", "smux")
-
-    def __init__(self, session: Options, backlog: int, drain_timeout: Optional[float],
-                 smux: Optional[SmuxConfig] = None) -> None:
-        self.session = session
-        self.backlog = backlog
-        self.drain_timeout = drain_timeout
-        self.smux = smux
+def _greenlet_handlers(st: "_KCPState") -> bool:
+    """Whether ``ThreadingKCPServer`` runs handlers as greenlets of the serving thread: only
+    unpatched in hub mode, where sessions cannot leave that thread's hub. With the I/O thread
+    they are real threads, and under monkey-patching threads are greenlets anyway."""
+    rt = st.runtime
+    return not threads_are_greenlets() and not (rt is not None and rt.io_thread)
 
 
-def smux_config(value: Any, where: str) -> Optional[SmuxConfig]:
-    """``smux=``: ``None``/``False`` (no smux), ``True`` (``dial_smux``'s defaults), a dict of
-    ``SmuxConfig`` keywords or a ``SmuxConfig``; ``TypeError``/``ValueError`` naming it."""
-    if value is None or value is False:
-        return None
-    return SmuxConfig.build(value, where)
+def _has_hub() -> bool:
+    return threads_are_greenlets() or get_hub_if_exists() is not None
 
 
-def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
-                   drain_timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT,
-                   where: str = "KCPServer") -> ServerOptions:
-    """Check server options now (not later, in the serving thread) and fill in defaults.
-
-    Raises ``TypeError`` for an unknown option and ``ValueError`` for a bad value, like
-    :func:`kcpgo.listen` would. A cipher name and passphrase are turned into the cipher once.
-    Servers default to ``stream=True`` (a byte stream, like the TCP they replace) and to the
-    class's ``idle_timeout``.
-    """
-    unknown = set(options) - _SERVER_OPTIONS
-    if unknown:
-        raise TypeError(f"{where} got unexpected option(s) {', '.join(sorted(unknown))}; valid: "
-                        f"{', '.join(sorted(_SERVER_OPTIONS))}")
-    opts = dict(options)
-    base = opts.pop("options", None)
-    backlog = opts.pop("backlog", ACCEPT_BACKLOG)
-    drain = opts.pop("drain_timeout", drain_timeout)
-    smux = smux_config(opts.pop("smux", None), where)
-    if smux is not None and opts.get("stream", True) is not True:
-        raise ValueError(f"{where}: smux runs on stream-mode KCP sessions (stream=True)")
-    # A server's defaults (a byte stream like the TCP it replaces, and an idle timeout, since
-    # KCP has no FIN) apply wherever neither a keyword nor ``options`` chose a value.
-    if base is None or base.idle_timeout is None:
-        opts.setdefault("idle_timeout", idle_timeout)
-    if base is None or not base.stream:
-        opts.setdefault("stream", True)
-    session = Options.build(where, base, **opts)
-    if drain is not None and drain <= 0:
-        raise ValueError("drain_timeout must be > 0 seconds or None")
-    if not isinstance(backlog, int) or backlog < 1:
-        raise ValueError(f"backlog must be an int >= 1, got {backlog!r}")
-    return ServerOptions(session, backlog, drain, smux)
+def _pause(seconds: float) -> None:
+    """Sleep cooperatively where the thread runs a hub, else really."""
+    if _has_hub():
+        gevent.sleep(seconds)
+    else:
+        _real_sleep(seconds)
 
 
 class _KCPState:
@@ -274,7 +227,11 @@ class KCPServer(socketserver.TCPServer):
         self.server_address = self.socket.getsockname()
 
     def server_activate(self) -> None:
-        """Nothing to do: datagrams wait in the UDP socket until a thread serves."""
+        """With the I/O thread (``"thread"`` mode, :mod:`kcpgo.runtime.modes`): start the KCP
+        listener, so that :meth:`fileno` is its readiness from now on. In hub mode, nothing:
+        datagrams wait in the UDP socket until a thread serves."""
+        if Runtime.current().io_thread:
+            _listener(self)
 
     def fileno(self) -> int:
         """The listener's descriptor (readable when ``accept`` would not block) once a thread
@@ -294,8 +251,9 @@ class KCPServer(socketserver.TCPServer):
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Handle requests until :meth:`shutdown`; ``poll_interval`` paces ``service_actions``.
 
-        Waits cooperatively (the thread's hub keeps running). In an unpatched program, returns
-        only after the requests still running have finished (see the module docstring).
+        Waits cooperatively where the thread runs a gevent hub. In hub mode without
+        monkey-patching, returns only after the requests still running have finished (see the
+        module docstring).
         """
         st = self._kcpgo
         if st.loop is not None:
@@ -319,7 +277,7 @@ class KCPServer(socketserver.TCPServer):
             st.loop = None
             st.stopped.set()
             try:
-                if finished and not threads_are_greenlets():
+                if finished and _greenlet_handlers(st):
                     _wind_down(self)
             finally:
                 if st.closed:           # server_close() was called from inside the loop
@@ -441,15 +399,29 @@ class KCPServer(socketserver.TCPServer):
                 handlers.join()
         _close_listener(st)
         st.close_pipe()
+        if not inside and getattr(self, "block_on_close", True) and _has_hub():
+            _join_handler_threads(self)
+
+
+def _join_handler_threads(server: Any) -> None:
+    """Wait cooperatively for ``ThreadingMixIn``'s handler threads (real ones, on the I/O
+    thread's runtime), so that the stdlib's ``server_close``, which joins them next, finds them
+    done: a blocking ``Thread.join`` would stop this thread's hub and the greenlets a handler
+    may be waiting for."""
+    me = threading.current_thread()
+    threads = getattr(server, "_threads", None)
+    for t in list(threads) if isinstance(threads, list) else ():   # (else _NoThreads)
+        while t is not me and t.is_alive():
+            _pause(_DRAIN_POLL)
 
 
 class ThreadingKCPServer(socketserver.ThreadingMixIn, KCPServer):
     """:class:`KCPServer` with a concurrent handler per request (``ThreadingMixIn``).
 
-    Under ``gevent.monkey.patch_all()`` each request gets a thread, which is a greenlet.
-    Unpatched, each request gets a greenlet of the serving thread (a session cannot move to
-    another OS thread): concurrent as long as handlers block only in kcpgo calls.
-    ``daemon_threads`` and ``block_on_close`` keep their meaning.
+    Each request gets a thread: a real one on the I/O thread's runtime, a greenlet under
+    ``gevent.monkey.patch_all()``, and in hub mode without monkey-patching a greenlet of the
+    serving thread (see the module docstring). ``daemon_threads`` and ``block_on_close`` keep
+    their meaning.
     """
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -457,12 +429,12 @@ class ThreadingKCPServer(socketserver.ThreadingMixIn, KCPServer):
 
 
 def process_request_concurrently(server: Any, request: Any, client_address: Any) -> None:
-    """``ThreadingMixIn.process_request`` for KCP servers: a thread when threads are greenlets,
-    else a greenlet of the serving thread."""
-    if threads_are_greenlets():
+    """``ThreadingMixIn.process_request`` for KCP servers: the stdlib's thread, except in hub
+    mode without monkey-patching, where it is a greenlet of the serving thread."""
+    st = server._kcpgo
+    if not _greenlet_handlers(st):
         _threading_process_request(server, request, client_address)
         return
-    st = server._kcpgo
     if st.handlers is None:
         st.handlers = gevent.pool.Group()
     g = gevent.spawn(server.process_request_thread, request, client_address)
@@ -482,7 +454,7 @@ def _listener(self: Any) -> Any:
     ln = st.listener
     if ln is not None:
         rt = st.runtime
-        if rt.thread_ident == real_get_ident():
+        if rt.io_thread or rt.thread_ident == real_get_ident():
             return ln
         if rt.owner_runs_elsewhere():
             raise RuntimeError(
@@ -509,8 +481,11 @@ def _wait(self: Any, timeout: Optional[float]) -> bool:
     lfd = _listener(self).fileno()
     st.waiters += 1
     st.no_waiters.clear()
+    # Cooperative where the thread runs a hub; else the real select (the I/O thread keeps
+    # the listener's descriptor in step meanwhile).
+    select = gevent.select.select if _has_hub() else _real_select
     try:
-        ready, _, _ = gevent.select.select([lfd, st.rfd], [], [], timeout)
+        ready, _, _ = select([lfd, st.rfd], [], [], timeout)
     finally:
         st.waiters -= 1
         if not st.waiters:
@@ -541,11 +516,11 @@ def _close_listener(st: _KCPState) -> None:
     if ln is None:
         return
     rt = st.runtime
-    if rt.owner_runs_elsewhere():
+    if not rt.io_thread and rt.owner_runs_elsewhere():
         rt.call_threadsafe(ln.close)
         return
     if isinstance(ln, _SmuxRequests) and st.drain_timeout and \
-            rt.thread_ident == real_get_ident():
+            (rt.io_thread or rt.thread_ident == real_get_ident()):
         _drain_sessions([s for s in ln._sessions if not s.streams], st.drain_timeout)
     ln.close()
 
@@ -557,7 +532,7 @@ def _drain_sessions(sessions: List[SmuxSession], timeout: float) -> None:
     deadline = monotonic() + timeout
     while monotonic() < deadline and any(
             not s.closed and (s._driver.unsent or s._driver.conn.waitsnd) for s in sessions):
-        gevent.sleep(_DRAIN_POLL)
+        _pause(_DRAIN_POLL)
 
 
 class _SmuxRequests(SmuxListener):

@@ -281,7 +281,8 @@ def test_a_local_address_that_is_gone_falls_back_to_the_system_choice():
     refuses it with ENETUNREACH/EINVAL): single datagrams and GSO bursts still leave, from the
     address the system chooses, and GSO stays on. Expected: all 6 datagrams arrive. Source:
     the fallback rule of the issue (docs/deviations.md D25)."""
-    from kcpgo.runtime.udp import UDPEndpoint, _reply_cmsg
+    from kcpgo.runtime.udp import UDPEndpoint
+    from kcpgo.runtime.pktinfo import reply_cmsg as _reply_cmsg
     ep = UDPEndpoint(UDPEndpoint.open(("0.0.0.0", 0)), lambda b, n: None, pktinfo=True)
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:

@@ -71,6 +71,87 @@ def test_kcpgo_pair_modes(mode, extra):
 needs_go = pytest.mark.skipif(not GO_OK, reason=GO_REASON)
 
 
+@pytest.mark.parametrize("mode,extra,figures,target", [
+    ("sink", ["--duration", "0.5", "--idle", "2"], ["MB/s"], ("MB/s", ">=", 0.7)),
+    ("ping", ["--count", "50"], ["p50 µs", "p99 µs"], ("p50 µs", "<=", 1.5)),
+])
+def test_compare_runtimes_measures_patched_and_unpatched_ends(mode, extra, figures, target):
+    """--compare-runtimes (issue 12's benchmark) measures kcpgo -> kcpgo with both ends
+    patched, then both unpatched: each contender has figures, each client end ran as asked
+    (patched: gevent patched socket and kcpgo chose its hub, as kcpgo's "auto" does under the
+    patch; unpatched: no patch, and kcpgo's "thread" runtime once kcpgo has set_runtime(),
+    the hub before), the ratios are unpatched median / patched median, and the targets are
+    issue 12's "Done when" bounds (sink >= 0.7, ping p50 <= 1.5)."""
+    import kcpgo
+    doc = bench(mode, "--compare-runtimes", "--runs", "1", *extra)
+    by_rt = {r["runtime"]: r for r in doc["results"]}
+    assert list(by_rt) == ["patched", "unpatched"]
+    for rt, r in by_rt.items():
+        assert not r["stalls"] and len(r["runs"]) == 1, r
+        assert set(figures) <= set(r["median"]) and all(v > 0 for v in r["median"].values())
+        end = r["runs"][0]["client_end"]
+        assert (end["runtime"], end["patched"]) == (rt, rt == "patched")
+    assert by_rt["patched"]["kcpgo_runtime"] == "hub"
+    unpatched = "thread" if hasattr(kcpgo, "set_runtime") else "hub"
+    assert by_rt["unpatched"]["kcpgo_runtime"] == unpatched
+    assert sorted(doc["ratios"]) == sorted(figures)
+    for k in figures:
+        assert doc["ratios"][k] == pytest.approx(
+            by_rt["unpatched"]["median"][k] / by_rt["patched"]["median"][k])
+    k, op, bound = target
+    met = doc["ratios"][k] >= bound if op == ">=" else doc["ratios"][k] <= bound
+    assert doc["targets"] == {k: {"op": op, "bound": bound, "met": met}}
+
+
+def test_compare_runtimes_interleaves_and_survives_a_stalled_contender(monkeypatch):
+    """Rounds run every contender once, in order (patched, unpatched, patched, ...), each
+    with both ends under its --runtime; medians are per contender; a contender whose every
+    run stalled has no median, so its ratio is None and its target "met" is None (not
+    measured) rather than a number made up."""
+    from tools import bench as tool
+    calls = []
+    figures = iter([{"p50 µs": 100.0, "p99 µs": 300.0}, {"p50 µs": 120.0, "p99 µs": 900.0},
+                    {"p50 µs": 140.0, "p99 µs": 500.0}, {"p50 µs": 180.0, "p99 µs": 600.0},
+                    {"p50 µs": 120.0, "p99 µs": 400.0}, {"p50 µs": 150.0, "p99 µs": 300.0}])
+
+    def fake_run_pair(server, client, a):
+        calls.append((server, client, a.runtime))
+        return next(figures)
+    monkeypatch.setattr(tool, "run_pair", fake_run_pair)
+    a = argparse.Namespace(mode="ping", runs=3, crypt="", fec="0/0", size=64,
+                           runtime="hub")
+    doc = tool.compare_runtimes(a)
+    assert calls == [("kcpgo", "kcpgo", rt) for rt in ("patched", "unpatched") * 3]
+    assert a.runtime == "hub"                   # the caller's namespace is left alone
+    med = {r["runtime"]: r["median"] for r in doc["results"]}
+    assert med == {"patched": {"p50 µs": 120.0, "p99 µs": 400.0},
+                   "unpatched": {"p50 µs": 150.0, "p99 µs": 600.0}}
+    assert doc["ratios"] == {"p50 µs": 1.25, "p99 µs": 1.5}
+    assert doc["targets"] == {"p50 µs": {"op": "<=", "bound": 1.5, "met": True}}
+
+    def stalled(server, client, a):
+        if a.runtime == "unpatched":
+            raise tool.Stalled(stall_report(server, client, argparse.Namespace(
+                idle=1.0, mtu=1400), {"bytes": 0, "stalled_s": 10.0, "elapsed": 10.0}, None))
+        return {"MB/s": 100.0, "s": 1.0}
+    monkeypatch.setattr(tool, "run_pair", stalled)
+    doc = tool.compare_runtimes(argparse.Namespace(mode="sink", runs=1, crypt="", fec="0/0",
+                                                   size=65536, runtime="patched"))
+    unp = doc["results"][1]
+    assert (unp["runtime"], unp["median"], len(unp["stalls"])) == ("unpatched", {}, 1)
+    assert doc["ratios"] == {"MB/s": None}
+    assert doc["targets"] == {"MB/s": {"op": ">=", "bound": 0.7, "met": None}}
+
+
+@pytest.mark.parametrize("args", [["conc"], ["sink", "--compare"], ["ping", "--server", "go"]])
+def test_compare_runtimes_refuses_what_it_cannot_compare(args):
+    """--compare-runtimes compares kcpgo ends in sink, ping or echo only: anything else is a
+    usage error (argparse's exit status 2), not a silent kcpgo -> kcpgo run."""
+    out = subprocess.run([sys.executable, BENCH, *args, "--compare-runtimes"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--compare-runtimes" in out.stderr, out.stderr
+
+
 @needs_go
 def test_compare_runs_kcpgo_go_tcp_and_mixed_pairs():
     # --idle 2: a server ends its sink run after 2 s without data (KCP has no FIN); a loaded

@@ -39,6 +39,7 @@ LAYERS: Dict[str, str] = {
     "kcpgo.runtime": "runtime",
     "kcpgo.facade": "facade",
     "kcpgo.server": "integration",
+    "kcpgo.server_options": "integration",
     "kcpgo.monkey": "integration",
     "kcpgo.testing": "testing",
     # the command line (python -m kcpgo ...; docs/kcptun.md §5 for the tunnel): on top of all
@@ -61,8 +62,9 @@ MAY_IMPORT: Dict[str, Set[str]] = {
     "testing": {"sansio", "smux", "codec", "snmp", "runtime", "testing", "address"},
     "cli": {"facade", "runtime", "sansio", "smux", "options", "snmp", "codec", "package",
             "integration", "address", "cli"},
-    # the package's __init__: its own names at module level, the socket API lazily
-    "package": {"codec", "snmp", "sansio", "smux", "options", "facade", "address"},
+    # the package's __init__: its own names at module level, the socket API and the runtime
+    # mode (set_runtime/get_runtime) lazily
+    "package": {"codec", "snmp", "sansio", "smux", "options", "facade", "address", "runtime"},
 }
 CORE = ("codec", "sansio", "snmp", "smux")
 MAX_LINES = 600

@@ -141,3 +141,30 @@ def test_a_dropped_session_is_closed_when_collected():
     assert snmp.CurrEstab == 0
     assert _fds() <= before + 1
     assert sum(issubclass(x.category, ResourceWarning) for x in w) == 20
+
+
+def test_an_endpoint_closed_by_its_own_batch_stops_its_reader(raw):
+    """An endpoint closed from inside its own reader's batch (an smux session whose linger
+    ends on an ACK does this) must not wait on its closed watcher again: gevent restarts it,
+    on a descriptor that is gone or already another socket's, and libev aborts the process at
+    its next epoll_ctl ("I/O watcher with invalid fd found in epoll_ctl"; found in hub mode by
+    opening and closing an smux pair, then pairs with a dead link and an idle timeout). The
+    reader must end, its watcher inactive."""
+    from kcpgo.runtime.scheduler import Runtime
+    from kcpgo.runtime.udp import UDPEndpoint
+    rt = Runtime.current()
+    sock = UDPEndpoint.open(LOCAL)
+    addr = sock.getsockname()
+
+    def build():
+        ep = UDPEndpoint(sock)
+        ep.on_batch = lambda batch, now: ep.close()
+        return ep
+    ep = rt.run_sync(build)
+    ep.wait_started()
+    raw.sendto(b"x" * 30, addr)
+    for _ in range(200):
+        if ep._reader is not None and ep._reader.dead:
+            break
+        gevent.sleep(0.01)
+    assert ep.closed and ep._reader.dead and not ep._watcher.active

@@ -411,8 +411,10 @@ def test_thousand_sessions_one_listener_constant_greenlets():
         line = gevent.get_hub().threadpool.spawn(proc.stdout.readline).get(timeout=60)
         assert line.strip() == f"OK {n}"
         during = spawn_count()
-        # 1,000 sessions and still one reader (the listener's) plus the hub's scheduler.
-        assert during == before and during["kcpgo-scheduler"] == 1
+        # 1,000 sessions and still one reader (the listener's) plus the hub's scheduler. (A
+        # reader another test left closing may end meanwhile: the count must not grow.)
+        assert during["kcpgo-reader"] <= before["kcpgo-reader"]
+        assert during["kcpgo-scheduler"] == before["kcpgo-scheduler"] == 1
         assert ln.session_count == n
         # Idle sessions have no timer: after the echoes, nothing stays scheduled per session.
         gevent.sleep(1.0)

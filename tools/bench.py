@@ -20,6 +20,27 @@ use in GOPATH mode from Debian's golang-github-xtaci-kcp-dev) or TCP (Go net):
   python tools/bench.py sink --crypt aes --fec 10/3 --compare --runs 3 --json
   python tools/bench.py sink --compare --mixed --runs 3 --mb 50 --after-accept
 
+--runtime says how a kcpgo end runs (both ends of a kcpgo pair; Go and TCP ends ignore it):
+  patched    (default) gevent.monkey.patch_all() is the role process's first statement, before
+             kcpgo is imported; the role is ordinary blocking code, with threading.Thread where
+             it needs concurrency (greenlets under the patch); kcpgo runs on the main thread's
+             gevent hub ("hub" runtime, chosen automatically)
+  unpatched  no patching; the same blocking code with real OS threads, KCPGO_RUNTIME unset, so
+             kcpgo chooses its "thread" runtime (sessions driven by its "kcpgo-io" thread)
+  hub        no patching, gevent.spawn where concurrency is needed and KCPGO_RUNTIME=hub: an
+             unpatched greenlet program on the main thread's hub (the tool's ends before issue 12)
+Until kcpgo has set_runtime() (issue 12), unpatched and hub ends both run on the hub; what
+each client end ran is reported as "kcpgo_runtime" (kcpgo.get_runtime(), "thread" or "hub").
+
+--compare-runtimes (sink, ping, echo) measures kcpgo -> kcpgo with both ends patched, then
+both ends unpatched, --runs times interleaved (patched, unpatched, patched, ...; default 3),
+and prints the medians and the ratios unpatched / patched of: sink and echo MB/s (10^6 bytes
+per second; above 1: unpatched is faster), ping p50 and p99 round-trip µs (above 1: unpatched
+is slower), beside issue 12's targets (sink >= 0.7, ping p50 <= 1.5):
+
+  python tools/bench.py sink --compare-runtimes --runs 3
+  python tools/bench.py ping --compare-runtimes --runs 3 --json
+
 Settings default to the project's benchmark settings: stream mode, fast3, windows 1024/1024,
 MTU 1400, 64 KiB writes, 4 MiB socket buffers. A kcp-go server applies them after accepting
 the session (kcp-go has no other way); a kcpgo server applies them at listen() unless
@@ -39,19 +60,29 @@ ended by then (docs/deviations.md C2). The tool names that cause "kcp-go-listene
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import os
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from typing import Dict, List, Optional
+
+if __name__ == "__main__" and "--role" in sys.argv[1:]:
+    # A kcpgo end with --runtime patched (the default) patches before anything else is
+    # imported, as a monkey-patched application does (gevent's docs: "patch as early as
+    # possible"). role_argv always passes "--runtime NAME".
+    _i = sys.argv.index("--runtime") if "--runtime" in sys.argv else -1
+    if _i < 0 or sys.argv[_i + 1:_i + 2] == ["patched"]:
+        from gevent import monkey
+        monkey.patch_all()
+
+import argparse     # noqa: E402  (after the patch above)
+import hashlib      # noqa: E402
+import json         # noqa: E402
+import os           # noqa: E402
+import shutil       # noqa: E402
+import signal       # noqa: E402
+import statistics   # noqa: E402
+import subprocess   # noqa: E402
+import tempfile     # noqa: E402
+import threading    # noqa: E402
+import time         # noqa: E402
+from typing import Any, Callable, Dict, List, Optional   # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -62,8 +93,75 @@ STALLED = 3
 #: application accepts and configures the session.
 KCP_GO_WND_RCV = 32
 KCP_OVERHEAD = 24
+#: --runtime of the kcpgo ends (module docstring): how the role process runs and what it uses
+#: for concurrency.
+RUNTIMES = ("patched", "unpatched", "hub")
+DEFAULT_RUNTIME = "patched"
+#: --compare-runtimes: the contenders, in the order they run within each round, and the
+#: figures compared (unpatched median / patched median) per mode.
+COMPARED_RUNTIMES = ("patched", "unpatched")
+RATIO_FIGURES = {"sink": ("MB/s",), "echo": ("MB/s",), "ping": ("p50 µs", "p99 µs")}
+#: Issue 12, "Done when": unpatched sink >= 0.7 x patched sink; unpatched ping p50 <= 1.5 x
+#: patched ping p50 (medians of 3, same run). (mode, figure) -> (comparison, bound).
+RUNTIME_TARGETS = {("sink", "MB/s"): (">=", 0.7), ("ping", "p50 µs"): ("<=", 1.5)}
+#: What each figure of the tables is, with its unit.
+FIGURE_MEANINGS = {
+    "MB/s": "10^6 bytes per second: sink, received by the server from its first to its last "
+            "byte; echo, echoed back to the client over the client's run",
+    "s": "seconds from the server's first to its last received byte",
+    "p50 µs": "median round-trip time of one --size-byte message (client's sendall until the "
+              "whole echo is read), microseconds",
+    "p90 µs": "90th percentile of the same round-trip time, microseconds",
+    "p99 µs": "99th percentile of the same round-trip time, microseconds",
+}
+
+
+def role_env(impl: str, a: argparse.Namespace) -> Optional[Dict[str, str]]:
+    """Environment of one end: a kcpgo end gets KCPGO_RUNTIME=hub for --runtime hub and no
+    KCPGO_RUNTIME otherwise (kcpgo's "auto": hub when patched, else thread); other ends inherit
+    the tool's (None)."""
+    if impl != "kcpgo":
+        return None
+    env = dict(os.environ)
+    env.pop("KCPGO_RUNTIME", None)
+    if getattr(a, "runtime", DEFAULT_RUNTIME) == "hub":
+        env["KCPGO_RUNTIME"] = "hub"
+    return env
 
 # --------------------------------------------------------------------------- kcpgo roles
+
+
+def _runtime_report(a: argparse.Namespace) -> dict:
+    """How this kcpgo end runs: --runtime, whether gevent patched the socket module, and the
+    runtime kcpgo chose ("thread" or "hub"; kcpgo without get_runtime() has only the hub).
+    Raises SystemExit when the process is not patched as --runtime says."""
+    import gevent.monkey
+    import kcpgo
+    patched = gevent.monkey.is_module_patched("socket")
+    if patched != (a.runtime == "patched"):
+        raise SystemExit(f"--runtime {a.runtime}, but socket patched: {patched}")
+    return {"runtime": a.runtime, "patched": patched,
+            "kcpgo_runtime": getattr(kcpgo, "get_runtime", lambda: "hub")()}
+
+
+def _start(a: argparse.Namespace, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` concurrently as the --runtime's application would: a greenlet
+    (gevent.spawn) for hub, else a daemon threading.Thread (a greenlet under the patch).
+    Returns the greenlet or the thread."""
+    if a.runtime == "hub":
+        import gevent
+        return gevent.spawn(fn, *args)
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def _send_drops(s) -> Optional[int]:
+    """Datagrams the session's UDP endpoint could not send (internals: best effort)."""
+    try:
+        return s._chan.endpoint.send_drops
+    except Exception:                          # noqa: BLE001 - a report must not fail
+        return None
 
 
 def _session_opts(a: argparse.Namespace) -> dict:
@@ -109,9 +207,9 @@ def _kcp_state(s) -> dict:
 
 
 def kcpgo_server(a: argparse.Namespace) -> None:
-    import gevent
     import kcpgo
     from kcpgo.address import format_address
+    ends = _runtime_report(a)
     ln = kcpgo.listen(a.addr, **_kcpgo_opts(a, session=not a.after_accept))   # "host:port"
     print("LISTENING " + format_address(ln.getsockname()), flush=True)
     if a.mode == "conc":
@@ -125,7 +223,7 @@ def kcpgo_server(a: argparse.Namespace) -> None:
                 s.close()
         while True:
             s, _ = ln.accept()
-            gevent.spawn(echo, s)
+            _start(a, echo, s)                  # a thread, or a greenlet for --runtime hub
     s, _ = ln.accept()
     if a.after_accept:
         _configure_accepted(s, a)
@@ -147,12 +245,12 @@ def kcpgo_server(a: argparse.Namespace) -> None:
         if not sink:
             sendall(data)
     _report({"role": "server", "bytes": total, "seconds": last - first,
-             "snmp": kcpgo.DEFAULT_SNMP.snapshot(), "kcp": _kcp_state(s)})
+             "snmp": kcpgo.DEFAULT_SNMP.snapshot(), "kcp": _kcp_state(s), **ends})
 
 
 def kcpgo_client(a: argparse.Namespace) -> None:
-    import gevent
     import kcpgo
+    ends = _runtime_report(a)
     s = kcpgo.dial(a.addr, timeout=a.stall, **_kcpgo_opts(a))      # "host:port"
     buf = os.urandom(a.size)
     if a.mode == "sink":
@@ -171,29 +269,46 @@ def kcpgo_client(a: argparse.Namespace) -> None:
             now = time.monotonic()
             _report({"role": "client", "bytes": sent, "stalled": True, "stalled_s": now - last,
                      "elapsed": now - start, "snmp": kcpgo.DEFAULT_SNMP.snapshot(),
-                     "kcp": _kcp_state(s)})
+                     "kcp": _kcp_state(s), **ends})
             sys.exit(STALLED)
         _report({"role": "client", "bytes": sent, "snmp": kcpgo.DEFAULT_SNMP.snapshot(),
-                 "send_drops": s._chan.endpoint.send_drops})
+                 "send_drops": _send_drops(s), **ends})
     elif a.mode == "echo":
         echoed = 0
+        failed: List[BaseException] = []
 
         def reader():
             nonlocal echoed
-            while True:
-                echoed += len(s.recv(1 << 20))
-        g = gevent.spawn(reader)
+            try:
+                while True:
+                    data = s.recv(1 << 20)
+                    if not data:
+                        return
+                    echoed += len(data)
+            except OSError:                     # closed by the main thread below
+                pass
+            except BaseException as e:          # noqa: BLE001 - reported by the main thread
+                failed.append(e)
+        if a.runtime == "hub":
+            import gevent
+            nap = gevent.sleep                  # time.sleep would block the hub's greenlets
+        else:
+            nap = time.sleep                    # gevent.sleep under the patch
+        g = _start(a, reader)
         start = time.monotonic()
         end = start + a.duration
         sent = 0
-        while time.monotonic() < end:
+        while time.monotonic() < end and not failed:
             s.sendall(buf)
             sent += len(buf)
-        while echoed < sent and time.monotonic() < end + 10:
-            gevent.sleep(0.001)
-        g.kill()
+        while echoed < sent and not failed and time.monotonic() < end + 10:
+            nap(0.001)
+        if failed:
+            raise SystemExit(f"echo reader ({a.runtime}) failed: {failed[0]!r}")
+        if a.runtime == "hub":
+            g.kill()
         _report({"role": "client", "bytes": sent, "echoed": echoed,
-                 "seconds": time.monotonic() - start})
+                 "seconds": time.monotonic() - start, **ends})
     elif a.mode == "ping":
         rtts = []
         msg = buf[:a.size]
@@ -205,7 +320,7 @@ def kcpgo_client(a: argparse.Namespace) -> None:
                 got += len(s.recv(65536))
             if i >= 20:
                 rtts.append((time.perf_counter() - t) * 1e6)
-        _report({"role": "client", "rtt_us": sorted(rtts)})
+        _report({"role": "client", "rtt_us": sorted(rtts), **ends})
     else:
         raise SystemExit("conc is driven by the Go client (--client go)")
     s.close()
@@ -242,7 +357,8 @@ def role_argv(impl: str, role: str, a: argparse.Namespace, addr: str) -> List[st
                  "--addr", addr, "--crypt", a.crypt or "", "--key", a.key, "--fec", a.fec,
                  "--mtu", str(a.mtu), "--sndwnd", str(a.sndwnd), "--rcvwnd", str(a.rcvwnd),
                  "--size", str(a.size), "--duration", str(a.duration), "--count", str(a.count),
-                 "--idle", str(a.idle), "--mb", str(a.mb), "--stall", str(a.stall)]
+                 "--idle", str(a.idle), "--mb", str(a.mb), "--stall", str(a.stall),
+                 "--runtime", getattr(a, "runtime", DEFAULT_RUNTIME)]
                 + (["--after-accept"] if a.after_accept else []))
     ds, ps = a.fec.split("/")
     return [build_gobench(), "-role", role, "-mode", common[1], "-addr", addr,
@@ -297,7 +413,7 @@ class Progress:
 
 def start_server(impl: str, a: argparse.Namespace) -> tuple:
     proc = subprocess.Popen(role_argv(impl, "server", a, "127.0.0.1:0"), stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=ROOT, env=role_env(impl, a))
     line = proc.stdout.readline()
     if not line.startswith("LISTENING "):
         proc.kill()
@@ -312,8 +428,10 @@ def last_json(text: str) -> dict:
     raise RuntimeError(f"no result in output: {text[-500:]!r}")
 
 
-def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float]:
-    """One measurement; returns the figures of the mode."""
+def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, Any]:
+    """One measurement; returns the figures of the mode (numbers, named as in
+    FIGURE_MEANINGS) and, with a kcpgo client, "client_end": how that end ran
+    (:func:`_runtime_report`'s runtime, patched, kcpgo_runtime)."""
     srv, addr = start_server(server, a)
     relay = None
     try:
@@ -325,7 +443,8 @@ def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float
             cpu0, _ = _proc_stat(srv.pid)
             t0 = time.monotonic()
             cli = subprocess.run(role_argv(client, "client", a, target), capture_output=True,
-                                 text=True, timeout=a.duration + 120, cwd=ROOT)
+                                 text=True, timeout=a.duration + 120, cwd=ROOT,
+                                 env=role_env(client, a))
             wall = time.monotonic() - t0
             cpu1, hwm = _proc_stat(srv.pid)
         if cli.returncode == STALLED:
@@ -335,25 +454,11 @@ def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float
             raise RuntimeError(f"{client} client failed ({client} -> {server}): "
                                f"{cli.stderr[-2000:]}")
         result = last_json(cli.stdout)
-        if a.mode in ("sink", "lossy"):
-            out, _ = srv.communicate(timeout=a.idle + 30)
-            s = last_json(out)
-            figures = {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6, "s": s["seconds"]}
-            snmp = result.get("snmp")
-            if snmp and a.verbose:
-                figures["retrans %"] = 100 * snmp["RetransSegs"] / max(snmp["OutSegs"], 1)
-            return figures
-        if a.mode == "echo":
-            return {"MB/s": result["echoed"] / result["seconds"] / 1e6}
-        if a.mode == "ping":
-            r = result["rtt_us"]
-            q = lambda p: r[min(len(r) - 1, int(p * len(r)))]  # noqa: E731
-            return {"p50 µs": q(0.5), "p90 µs": q(0.9), "p99 µs": q(0.99)}
-        if a.mode == "conc":
-            return {"server CPU %": (cpu1 - cpu0) / wall * 100, "server RSS MB": hwm / 1e6,
-                    "messages": result["messages"], "errors": result["errors"],
-                    "p50 µs": result["p50_us"]}
-        raise AssertionError(a.mode)
+        figures = _figures(a, srv, result, cpu1 - cpu0, wall, hwm)
+        if "kcpgo_runtime" in result:
+            figures["client_end"] = {k: result[k] for k in ("runtime", "patched",
+                                                             "kcpgo_runtime")}
+        return figures
     finally:
         if srv.poll() is None:
             srv.send_signal(signal.SIGTERM)
@@ -364,6 +469,32 @@ def run_pair(server: str, client: str, a: argparse.Namespace) -> Dict[str, float
         if relay is not None:
             relay.terminate()
             relay.wait(timeout=5)
+
+
+def _figures(a: argparse.Namespace, srv: subprocess.Popen, result: dict, cpu: float,
+             wall: float, hwm: int) -> Dict[str, Any]:
+    """The figures of one run from the client's report (and the sink server's, read from
+    ``srv``); ``cpu`` is the server's CPU seconds over ``wall`` seconds, ``hwm`` its peak RSS
+    in bytes."""
+    if a.mode in ("sink", "lossy"):
+        out, _ = srv.communicate(timeout=a.idle + 30)
+        s = last_json(out)
+        figures = {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6, "s": s["seconds"]}
+        snmp = result.get("snmp")
+        if snmp and a.verbose:
+            figures["retrans %"] = 100 * snmp["RetransSegs"] / max(snmp["OutSegs"], 1)
+        return figures
+    if a.mode == "echo":
+        return {"MB/s": result["echoed"] / result["seconds"] / 1e6}
+    if a.mode == "ping":
+        r = result["rtt_us"]
+        q = lambda p: r[min(len(r) - 1, int(p * len(r)))]  # noqa: E731
+        return {"p50 µs": q(0.5), "p90 µs": q(0.9), "p99 µs": q(0.99)}
+    if a.mode == "conc":
+        return {"server CPU %": cpu / wall * 100, "server RSS MB": hwm / 1e6,
+                "messages": result["messages"], "errors": result["errors"],
+                "p50 µs": result["p50_us"]}
+    raise AssertionError(a.mode)
 
 
 class Stalled(Exception):
@@ -486,7 +617,16 @@ def main() -> None:
     ap.add_argument("--client", default="kcpgo", choices=["kcpgo", "go", "tcp"])
     ap.add_argument("--compare", action="store_true", help="kcpgo pair vs Go pair (and TCP)")
     ap.add_argument("--mixed", action="store_true", help="with --compare: also kcpgo<->Go")
-    ap.add_argument("--runs", type=int, default=1, help="repeat and report medians")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="repeat and report medians (default 1; 3 with --compare-runtimes)")
+    ap.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                    help="how kcpgo ends run: patched (gevent.monkey.patch_all(), threads), "
+                         "unpatched (plain threads, kcpgo's thread runtime), hub (plain "
+                         "greenlets, KCPGO_RUNTIME=hub); default %(default)s (see below)")
+    ap.add_argument("--compare-runtimes", action="store_true",
+                    help="sink, ping or echo: kcpgo->kcpgo with both ends patched vs both "
+                         "unpatched, --runs interleaved; medians and ratios unpatched/patched "
+                         "(MB/s, 10^6 B/s; p50/p99 round trip, µs)")
     ap.add_argument("--crypt", default="", help="cipher name (default: no crypto header)")
     ap.add_argument("--key", default="it's a secrect")
     ap.add_argument("--fec", default="0/0", help="data/parity shards, e.g. 10/3")
@@ -514,6 +654,8 @@ def main() -> None:
         ap.error("a mode is required")
     if a.size is None:
         a.size = 64 if a.mode in ("ping",) else 100 if a.mode == "conc" else 65536
+    if a.runs is None:
+        a.runs = 3 if a.compare_runtimes else 1
     if a.role == "server":
         return kcpgo_server(a)
     if a.role == "client":
@@ -524,6 +666,15 @@ def main() -> None:
         # --mb: the duration only bounds the client process (a stalled run is one whose
         # client made no progress for --stall s, reported as such): a slow run is measured.
         a.duration = 60.0
+    if a.compare_runtimes:
+        if a.mode not in RATIO_FIGURES or a.compare or a.mixed \
+                or (a.server, a.client) != ("kcpgo", "kcpgo"):
+            ap.error("--compare-runtimes: mode sink, ping or echo, kcpgo ends, no --compare")
+        doc = compare_runtimes(a)
+        print_runtime_comparison(a, doc)
+        if any(r["stalls"] for r in doc["results"]):
+            sys.exit(STALLED)
+        return
     results = []
     for server, client in pairs_for(a):
         runs, stalls = [], []
@@ -533,14 +684,100 @@ def main() -> None:
             except Stalled as e:                # reported, not measured; the others go on
                 stalls.append(dict(e.info, run=i + 1))
                 print(describe_stall(stalls[-1]), file=sys.stderr, flush=True)
-        keys = runs[0] if runs else {}
-        med = {k: statistics.median(r[k] for r in runs) for k in keys}
-        worst = {k: max(r[k] for r in runs) for k in keys}
-        results.append({"server": server, "client": client, "median": med, "max": worst,
-                        "runs": runs, "stalls": stalls})
+        results.append(summarise(server, client, runs, stalls))
     print_results(a, results)
     if any(r["stalls"] for r in results):
         sys.exit(STALLED)
+
+
+def summarise(server: str, client: str, runs: List[Dict[str, Any]],
+              stalls: List[dict]) -> dict:
+    """One pair's result: its numeric figures' medians and maxima over ``runs``, the runs
+    themselves, the stalls, and (kcpgo client) the kcpgo runtimes its client ends reported."""
+    keys = [k for k, v in (runs[0] if runs else {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    med = {k: statistics.median(r[k] for r in runs) for k in keys}
+    worst = {k: max(r[k] for r in runs) for k in keys}
+    out = {"server": server, "client": client, "median": med, "max": worst,
+           "runs": runs, "stalls": stalls}
+    ends = sorted({r["client_end"]["kcpgo_runtime"] for r in runs if "client_end" in r})
+    if ends:
+        out["kcpgo_runtime"] = "/".join(ends)
+    return out
+
+
+def compare_runtimes(a: argparse.Namespace) -> dict:
+    """--compare-runtimes: kcpgo -> kcpgo with both ends under each of COMPARED_RUNTIMES,
+    ``a.runs`` rounds, each round running every contender once in order (interleaved, so a
+    machine's drift touches both alike). Returns the JSON document: mode and settings,
+    "results" (one :func:`summarise` per contender, with its "runtime"), "ratios" (figure ->
+    unpatched median / patched median, None when either has no median) and "targets"
+    (issue 12's bounds for this mode: figure -> {"op", "bound", "met"})."""
+    runs: Dict[str, list] = {rt: [] for rt in COMPARED_RUNTIMES}
+    stalls: Dict[str, list] = {rt: [] for rt in COMPARED_RUNTIMES}
+    for i in range(a.runs):
+        for rt in COMPARED_RUNTIMES:
+            b = argparse.Namespace(**dict(vars(a), runtime=rt))
+            try:
+                runs[rt].append(run_pair("kcpgo", "kcpgo", b))
+            except Stalled as e:                # reported, not measured; the others go on
+                stalls[rt].append(dict(e.info, run=i + 1, runtime=rt))
+                print(describe_stall(stalls[rt][-1]), file=sys.stderr, flush=True)
+    results = [dict(summarise("kcpgo", "kcpgo", runs[rt], stalls[rt]), runtime=rt)
+               for rt in COMPARED_RUNTIMES]
+    base, other = (r["median"] for r in results)
+    ratios: Dict[str, Optional[float]] = {}
+    for k in RATIO_FIGURES[a.mode]:
+        ratios[k] = other[k] / base[k] if base.get(k) and k in other else None
+    targets = {}
+    for (mode, k), (op, bound) in RUNTIME_TARGETS.items():
+        if mode == a.mode:
+            r = ratios.get(k)
+            met = None if r is None else (r >= bound if op == ">=" else r <= bound)
+            targets[k] = {"op": op, "bound": bound, "met": met}
+    return {"mode": a.mode, "crypt": a.crypt or None, "fec": a.fec, "size": a.size,
+            "runs_per_runtime": a.runs, "compare_runtimes": list(COMPARED_RUNTIMES),
+            "results": results, "ratios": ratios, "targets": targets}
+
+
+def print_runtime_comparison(a: argparse.Namespace, doc: dict) -> None:
+    """The --compare-runtimes table (or ``doc`` as JSON with --json)."""
+    if a.json:
+        print(json.dumps(doc, indent=1))
+        return
+    results = doc["results"]
+    keys = list(next((r["median"] for r in results if r["median"]), {}))
+    what = (f"{a.count} round trips of {a.size} B" if a.mode == "ping"
+            else f"{a.mb:g} MB" if a.mb and a.mode == "sink"
+            else f"{a.size} B writes for {a.duration:g} s")
+    print(f"\n{a.mode}: kcpgo -> kcpgo, both ends patched vs both ends unpatched; "
+          f"{what} per run;\ncrypt={a.crypt or 'off'} fec={a.fec} mtu={a.mtu} "
+          f"wnd={a.sndwnd}/{a.rcvwnd}; medians of {a.runs} interleaved runs each")
+    print(f"{'--runtime':12}{'kcpgo runtime':>14}" + "".join(f"{k:>12}" for k in keys))
+    for r in results:
+        print(f"{r['runtime']:12}{r.get('kcpgo_runtime', '-'):>14}"
+              + "".join(f"{r['median'].get(k, float('nan')):12.2f}" for k in keys)
+              + (f"   {len(r['stalls'])} of {a.runs} runs STALLED" if r["stalls"] else ""))
+    for r in results:
+        for st in r["stalls"]:
+            print(describe_stall(st))
+    unpatched = results[COMPARED_RUNTIMES.index("unpatched")].get("kcpgo_runtime")
+    if unpatched not in (None, "thread"):
+        print(f"note: the unpatched ends ran kcpgo's {unpatched!r} runtime, not 'thread' (this "
+              f"kcpgo has no set_runtime()?): the ratios do not measure the thread runtime")
+    for k, ratio in doc["ratios"].items():
+        line = (f"ratio unpatched / patched, {k}: "
+                + ("n/a (a contender has no figure)" if ratio is None else f"{ratio:.2f}"))
+        tgt = doc["targets"].get(k)
+        if tgt:
+            verdict = {True: "met", False: "NOT met", None: "not measured"}[tgt["met"]]
+            line += f"   (issue 12 target {tgt['op']} {tgt['bound']:.2f}: {verdict})"
+        print(line)
+    print("figures:")
+    for k in keys:
+        print(f"  {k:8} {FIGURE_MEANINGS.get(k, '')}")
+    print("  kcpgo runtime: what kcpgo.get_runtime() returned in the client end (thread: "
+          "sessions in the kcpgo-io thread; hub: on the main thread's gevent hub)")
 
 
 def print_results(a: argparse.Namespace, results: List[dict]) -> None:
@@ -550,7 +787,7 @@ def print_results(a: argparse.Namespace, results: List[dict]) -> None:
         return
     keys = list(next((r["median"] for r in results if r["median"]), {}))
     print(f"\n{a.mode}: crypt={a.crypt or 'off'} fec={a.fec} mtu={a.mtu} "
-          f"wnd={a.sndwnd}/{a.rcvwnd} size={a.size} runs={a.runs} "
+          f"wnd={a.sndwnd}/{a.rcvwnd} size={a.size} runs={a.runs} runtime={a.runtime} "
           f"{'after accept' if a.after_accept else 'kcpgo server at listen'}"
           f"{f' {a.mb:g} MB' if a.mb else ''} (medians)")
     print(f"{'client -> server':22}" + "".join(f"{k:>16}" for k in keys))

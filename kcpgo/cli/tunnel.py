@@ -36,8 +36,9 @@ import gevent
 import gevent.event
 from gevent import socket as gsocket
 
-from .. import MODES, dial_smux, listen_smux
+from .. import MODES, dial_smux, listen_smux, set_runtime
 from ..address import bind_plan, format_address
+from ..runtime.modes import ENV_VAR
 from ..snmp import DEFAULT_SNMP
 from .kcptun_config import (ROLES, ConfigError, TunnelConfig, nodelay_params, parse,
                             session_options, smux_arguments, startup_lines)
@@ -474,6 +475,10 @@ def run(cfg: TunnelConfig) -> int:
     SIGUSR1 logs the SNMP counters, as kcptun does."""
     for warning in cfg.warnings:
         log.warning("%s", warning)
+    if not os.environ.get(ENV_VAR):
+        # A gevent program (a greenlet per connection): its sessions run on its own hub,
+        # with no thread to cross (kcpgo.runtime.modes).
+        set_runtime("hub")
     tunnel: Any = TunnelClient(cfg) if cfg.role == "client" else TunnelServer(cfg)
     try:
         address = tunnel.start()

@@ -6,14 +6,20 @@ if it would block, wait on one event with the call's deadline; try again. So ``r
 
 * timeout ``None``: block; ``0``: ``BlockingIOError(EAGAIN)``; ``t``: ``TimeoutError`` once the
   whole call has taken ``t`` seconds (CPython's deadline semantics, not gevent's per-wait);
-* ``close()`` from another greenlet sets the events; the operation then raises ``EBADF``;
-* one greenlet per direction at a time (:class:`Direction`): a second greenlet that receives
-  (or sends) while another is inside a receive (or ``sendall``) on the same object waits for
-  its turn, within its own timeout, so bytes are never interleaved with the other's.
+* ``close()`` from another greenlet or thread wakes every waiter; the operation then raises
+  ``EBADF``;
+* one caller per direction at a time (:class:`Direction`): a second greenlet or thread that
+  receives (or sends) while another is inside a receive (or ``sendall``) on the same object
+  waits for its turn, within its own timeout, so bytes are never interleaved with the other's.
+
+Each try runs under the stack lock (:attr:`kcpgo.runtime.scheduler.Runtime.lock`), each wait
+outside it, on a :class:`~kcpgo.runtime.waiters.Waiter` registered under the lock, so a wake-up
+from the hub's thread cannot fall between the try and the wait.
 """
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket as _socket
 import weakref
@@ -21,13 +27,13 @@ from collections import deque
 from typing import Any, Callable, Deque, Optional, TypeVar
 
 import gevent
-from gevent.event import Event
 
 from ..runtime.clock import monotonic
 from ..runtime.scheduler import Runtime
+from ..runtime.waiters import Waiter
 
 __all__ = ["Blocking", "Direction", "ReadyFD", "ebadf", "set_dscp", "check_timeout",
-           "WOULD_BLOCK", "weak_call"]
+           "WOULD_BLOCK", "weak_call", "locked"]
 
 T = TypeVar("T")
 #: What an operation tried by :meth:`Blocking._blocking_call` returns when it would block.
@@ -47,84 +53,130 @@ def weak_call(obj: object, method: Callable[[Any], None]) -> Callable[[], None]:
     return call
 
 
+def locked(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a facade method under its object's stack lock (``self._runtime.lock``): for the
+    setters and queries that change or read several fields of the state the hub's thread
+    changes meanwhile."""
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> T:
+        with self._runtime.lock:
+            return method(self, *args, **kwargs)
+    return call
+
+
 def ebadf() -> OSError:
     return OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
 class Direction:
-    """The receiving or the sending side of an object: an event to wait on, and a turn.
+    """The receiving or the sending side of an object: its waiters, and a turn.
 
-    One greenlet at a time holds the direction for a whole call (``sendall`` included); others
-    queue for their turn, in arrival order, within their own deadline. So two greenlets never
-    splice their bytes into each other's ``sendall``, nor split one ``recv``'s data.
+    One caller (a greenlet of some thread) at a time holds the direction for a whole call
+    (``sendall`` included); others queue for their turn, in arrival order, within their own
+    deadline. So two callers never splice their bytes into each other's ``sendall``, nor split
+    one ``recv``'s data. Everything here runs under the stack lock
+    (:attr:`kcpgo.runtime.scheduler.Runtime.lock`) except :meth:`enter`'s wait.
     """
 
-    __slots__ = ("_event", "owner", "queue", "waiters")
+    __slots__ = ("_waiters", "owner", "queue", "closed")
 
     def __init__(self) -> None:
-        self._event: Optional[Event] = None     # created on first wait (see :attr:`event`)
+        #: Calls blocked until the object may proceed (:class:`~kcpgo.runtime.waiters.Waiter`).
+        self._waiters: Optional[list] = None    # created on first wait
         self.owner: Optional[object] = None     # the greenlet inside a call, if any
-        #: Greenlets waiting for their turn (created on first contention: a deque costs more
-        #: than the rest of a session's facade, and most sessions never contend).
-        self.queue: Optional[Deque[Event]] = None
-        self.waiters = 0                        # greenlets blocked on the event
+        #: Callers waiting for their turn (created on first contention: most never contend).
+        self.queue: Optional[Deque[Waiter]] = None
+        #: Set by :meth:`wake_all`: the object is gone, waits return at once.
+        self.closed = False
 
-    def enter(self, deadline: Optional[float], nonblocking: bool) -> bool:
+    @property
+    def waiters(self) -> int:
+        """Calls blocked on this direction."""
+        return len(self._waiters) if self._waiters else 0
+
+    def add_waiter(self, loop_ident: Optional[int]) -> Waiter:
+        """A new waiter for the calling greenlet, woken by the next :meth:`wake`."""
+        w = Waiter(loop_ident)
+        if self.closed:
+            w.fire()
+        elif self._waiters is None:
+            self._waiters = [w]
+        else:
+            self._waiters.append(w)
+        return w
+
+    def discard(self, w: Waiter) -> None:
+        waiters = self._waiters
+        if waiters and w in waiters:
+            waiters.remove(w)
+
+    def enter(self, deadline: Optional[float], nonblocking: bool, lock: Any,
+              loop_ident: Optional[int] = None) -> bool:
         """Take the direction for the current greenlet, waiting for the holder to finish.
 
         Returns whether this call took it (False: the caller already held it, e.g. ``sendall``
         calling ``send``). Raises ``BlockingIOError`` when ``nonblocking`` and busy,
-        ``TimeoutError`` when ``deadline`` passes first."""
+        ``TimeoutError`` when ``deadline`` passes first. Called without ``lock`` (the stack
+        lock), which it takes."""
         me = gevent.getcurrent()
-        owner = self.owner
-        if owner is None:
-            self.owner = me
-            return True
-        if owner is me:
-            return False
-        if nonblocking:
-            raise BlockingIOError(errno.EAGAIN, "another greenlet is using this direction")
-        turn = Event()
-        if self.queue is None:
-            self.queue = deque()
-        self.queue.append(turn)
+        with lock:
+            owner = self.owner
+            if owner is None:
+                self.owner = me
+                return True
+            if owner is me:
+                return False
+            if nonblocking:
+                raise BlockingIOError(errno.EAGAIN, "another caller is using this direction")
+            if self.queue is None:
+                self.queue = deque()
+        turn: Optional[Waiter] = None
         try:
-            while self.owner is not None:
-                turn.clear()
+            while True:
+                with lock:
+                    if turn is not None and turn in self.queue:
+                        self.queue.remove(turn)
+                    if self.owner is None or self.closed:
+                        self.owner = me
+                        turn = None
+                        return True
+                    turn = Waiter(loop_ident)
+                    self.queue.append(turn)
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0 or not turn.wait(remaining):
                     raise TimeoutError("timed out")
-            self.owner = me
-            return True
         finally:
-            self.queue.remove(turn)
-            if self.owner is None and self.queue:
-                self.queue[0].set()             # we left without our turn: pass it on
+            if turn is not None:
+                with lock:
+                    if turn in self.queue:
+                        self.queue.remove(turn)
+                    if self.owner is None and self.queue:
+                        self.queue[0].fire()    # we left without our turn: pass it on
 
     def leave(self, took: bool) -> None:
+        """Give the direction up (under the stack lock) and wake the next in line."""
         if took:
             self.owner = None
             queue = self.queue
             if queue:
-                queue[0].set()
-
-    @property
-    def event(self) -> Event:
-        """Set when the operation may proceed (a listener may create thousands of sessions
-        that never block, so the event is made on first use)."""
-        ev = self._event
-        if ev is None:
-            ev = self._event = Event()
-        return ev
+                queue[0].fire()
 
     def wake(self) -> None:
-        if self.waiters:
-            self.event.set()
+        """Wake every blocked call (under the stack lock; any thread): each tries again."""
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for w in waiters:
+                w.fire()
 
     def wake_all(self) -> None:
-        """Wake every waiter for good (close, release): the event stays set."""
-        if self._event is not None:
-            self._event.set()
+        """Wake every waiter for good (close, release): later waits return at once, and the
+        calls raise EBADF."""
+        self.closed = True
+        self.wake()
+        if self.queue:
+            for w in self.queue:
+                w.fire()
 
 
 def check_timeout(value: Optional[float]) -> Optional[float]:
@@ -166,37 +218,44 @@ class Blocking:
     def _blocking_call(self, attempt: Callable[[T], object], arg: T, side: Direction,
                        deadline: Optional[float], nonblocking: Optional[bool] = None,
                        take_turn: bool = True) -> object:
-        """Run ``attempt(arg)`` until it returns something other than :data:`WOULD_BLOCK`,
-        waiting on ``side``'s event in between; ``attempt`` raises for closed or failed
-        objects. With ``take_turn`` the call holds ``side`` throughout (see :class:`Direction`).
-        ``nonblocking`` defaults to "timeout is 0"."""
+        """Run ``attempt(arg)`` under the stack lock until it returns something other than
+        :data:`WOULD_BLOCK`, waiting (without the lock) for ``side`` to be woken in between;
+        ``attempt`` raises for closed or failed objects. With ``take_turn`` the call holds
+        ``side`` throughout (see :class:`Direction`). ``nonblocking`` defaults to "timeout is
+        0"."""
         if nonblocking is None:
             nonblocking = self._timeout == 0.0
-        took = side.enter(deadline, nonblocking) if take_turn else False
+        runtime = self._runtime
+        lock = runtime.lock
+        loop = runtime.thread_ident
+        took = side.enter(deadline, nonblocking, lock, loop) if take_turn else False
+        waiter: Optional[Waiter] = None
         try:
             while True:
-                result = attempt(arg)
-                if result is not WOULD_BLOCK:
-                    return result
-                if nonblocking:
-                    raise BlockingIOError(errno.EAGAIN, "operation would block")
-                self._runtime.check_thread()
-                ev = side.event
-                ev.clear()
-                side.waiters += 1
-                try:
-                    remaining = None
-                    if deadline is not None:
-                        remaining = deadline - monotonic()
-                        if remaining <= 0:
-                            raise TimeoutError("timed out")
-                    if not ev.wait(remaining):
+                with lock:
+                    if waiter is not None:
+                        side.discard(waiter)
+                        waiter = None
+                    result = attempt(arg)
+                    if result is not WOULD_BLOCK:
+                        return result
+                    if nonblocking:
+                        raise BlockingIOError(errno.EAGAIN, "operation would block")
+                    runtime.check_thread()
+                    waiter = side.add_waiter(loop)
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
                         raise TimeoutError("timed out")
-                finally:
-                    side.waiters -= 1
+                if not waiter.wait(remaining):
+                    raise TimeoutError("timed out")
         finally:
-            if took:
-                side.leave(True)
+            if took or waiter is not None:
+                with lock:
+                    if waiter is not None:
+                        side.discard(waiter)
+                    side.leave(took)
 
 
 class ReadyFD:

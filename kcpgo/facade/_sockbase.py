@@ -7,6 +7,8 @@ frees. Everything else a caller relies on is here, once: argument checking as
 ``socket.socket`` does it, the timeout and turn rules of :class:`Blocking`, ``sendall``,
 ``makefile`` (``socket.SocketIO``, with ``close()`` deferred until the last file object is
 closed, as a socket does), the context manager and idempotent ``close`` from any thread.
+Every change of state runs under the stack lock (``Runtime.lock``): the hub's thread may be
+handling a datagram for the same object meanwhile.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from ._blocking import Blocking, Direction, ReadyFD, ebadf
 __all__ = ["SocketFacade"]
 
 Address = Tuple[Any, ...]
+#: Send flags taken and ignored (see ``SocketFacade._send_dontwait``).
+_SEND_IGNORED = getattr(_socket, "MSG_NOSIGNAL", 0) | getattr(_socket, "MSG_MORE", 0)
 
 
 class SocketFacade(Blocking):
@@ -97,19 +101,20 @@ class SocketFacade(Blocking):
         """Receive up to ``bufsize`` bytes; block until at least one is available (the
         subclass says when ``b""`` is returned). Raises ``TimeoutError`` after the timeout,
         ``BlockingIOError`` in non-blocking mode, ``OSError(EBADF)`` if closed (also when
-        closed while blocked), ``ValueError`` for flags or a negative size. While another
-        greenlet is receiving, waits for its turn."""
+        closed while blocked), ``ValueError`` for a negative size. While another
+        greenlet is receiving, waits for its turn. ``flags``: ``MSG_PEEK``, ``MSG_DONTWAIT``
+        (see :meth:`_recv_flags`; others raise ``OSError(EOPNOTSUPP)``)."""
         if flags:
-            raise ValueError(f"recv flags are not supported on a {self._what}")
+            return self._recv_flags(bufsize, flags)
         bufsize = operator.index(bufsize)   # TypeError before anything is taken, as socket.recv
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        self._runtime.check_thread()
         return self._blocking_call(self._try_recv, bufsize, self._rd,
                                    self._deadline())  # type: ignore[return-value]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """Like :meth:`recv`, into a writable buffer; returns the number of bytes stored.
+        """Like :meth:`recv` (``flags`` included), into a writable buffer; returns the number
+        of bytes stored.
 
         ``TypeError`` for a read-only buffer, raised before anything is received (as
         ``socket.recv_into``), so no data is lost."""
@@ -130,13 +135,13 @@ class SocketFacade(Blocking):
 
     def send(self, data: Any, flags: int = 0) -> int:
         """Queue some of ``data``; block while nothing fits. Returns the bytes queued. Raises
-        like :meth:`recv`, and ``BrokenPipeError`` after ``shutdown(SHUT_WR)``."""
+        like :meth:`recv`, and ``BrokenPipeError`` after ``shutdown(SHUT_WR)``. ``flags``:
+        ``MSG_DONTWAIT``, ``MSG_NOSIGNAL``, ``MSG_MORE`` (see :meth:`_send_flags`)."""
         if flags:
-            raise ValueError(f"send flags are not supported on a {self._what}")
+            return self._send_flags(data, flags)
         return self._send(memoryview(data).cast("B"), self._deadline())
 
     def _send(self, view: memoryview, deadline: Optional[float]) -> int:
-        self._runtime.check_thread()
         return self._blocking_call(self._try_send, view, self._wr,
                                    deadline)  # type: ignore[return-value]
 
@@ -144,22 +149,26 @@ class SocketFacade(Blocking):
         """Queue all of ``data``, blocking as needed. The timeout bounds the whole call.
 
         The send direction is held for the whole call: another greenlet's ``send`` or
-        ``sendall`` waits for its turn instead of splicing its bytes into these.
+        ``sendall`` waits for its turn instead of splicing its bytes into these. ``flags`` as
+        :meth:`send` (with ``MSG_DONTWAIT``, see :meth:`_sendall_flags`).
         """
         if flags:
-            raise ValueError(f"send flags are not supported on a {self._what}")
+            return self._sendall_flags(data, flags)
         view = memoryview(data).cast("B")
         deadline = self._deadline()
-        self._runtime.check_thread()
         side = self._wr
-        took = side.enter(deadline, self._timeout == 0.0)
+        lock = self._runtime.lock
+        took = side.enter(deadline, self._timeout == 0.0, lock, self._runtime.thread_ident)
         try:
-            self._check_writable()           # also for b"", as socket.sendall does
+            with lock:
+                self._check_writable()       # also for b"", as socket.sendall does
             while view:
                 n = self._send(view, deadline)
                 view = view[n:]
         finally:
-            side.leave(took)
+            if took:
+                with lock:
+                    side.leave(took)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,8 +176,11 @@ class SocketFacade(Blocking):
         """``SHUT_RD``: ``recv`` returns ``b""`` from now on; ``SHUT_WR``: ``send`` raises
         ``BrokenPipeError`` (and the subclass may tell the peer); ``SHUT_RDWR``: both.
         ``ValueError`` for another ``how``; ``OSError(EBADF)`` when closed."""
+        with self._runtime.lock:
+            self._shutdown(how)
+
+    def _shutdown(self, how: int) -> None:
         self._check_usable()
-        self._runtime.check_thread()
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise ValueError(f"invalid shutdown how: {how!r}")
         rd = how in (_socket.SHUT_RD, _socket.SHUT_RDWR)
@@ -184,27 +196,31 @@ class SocketFacade(Blocking):
         self._on_shutdown(rd, wr)
 
     def close(self) -> None:
-        """Close (idempotent). Blocked calls raise ``OSError(EBADF)``. As with
-        ``socket.socket``, resources are released once every :meth:`makefile` object is
-        closed. Called from another OS thread, the close is handed to the owning thread's hub
-        and happens when that thread next waits in kcpgo (or gevent); this call does not
-        wait."""
+        """Close (idempotent; any thread). Blocked calls, in any thread, raise
+        ``OSError(EBADF)``. As with ``socket.socket``, resources are released once every
+        :meth:`makefile` object is closed."""
         if self._closed:
             return
-        if self._runtime.owner_runs_elsewhere():
-            self._runtime.call_threadsafe(self.close)
-            return
-        self._closed = True
-        self._rd.wake()
-        self._wr.wake()
-        if self._io_refs <= 0:
-            self._release()
+        with self._runtime.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._rd.wake()
+            self._wr.wake()
+            if self._io_refs <= 0:
+                self._release()
+        self._after_close()
+
+    def _after_close(self) -> None:
+        """Called by :meth:`close` once the stack lock is released (wait for what the hub's
+        thread finishes, e.g. closing a UDP socket)."""
 
     def _decref_socketios(self) -> None:
-        if self._io_refs > 0:
-            self._io_refs -= 1
-        if self._closed and self._io_refs <= 0:
-            self._release()
+        with self._runtime.lock:
+            if self._io_refs > 0:
+                self._io_refs -= 1
+            if self._closed and self._io_refs <= 0:
+                self._release()
 
     def _release_facade(self) -> bool:
         """The shared part of ``_release``: returns False if already released; else frees
@@ -257,3 +273,78 @@ class SocketFacade(Blocking):
         text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
         text.mode = mode  # type: ignore[misc]
         return text
+
+    # ------------------------------------------------------------------ recv and send flags
+
+    def _try_peek(self, bufsize: int) -> object:
+        """``MSG_PEEK``: what ``_try_recv(bufsize)`` would return, left in place for the next
+        receive, and without changing readiness (``fileno()`` stays readable)."""
+        raise NotImplementedError
+
+    def _recv_flags(self, bufsize: int, flags: int) -> bytes:
+        """:meth:`recv` with flags (recv(2)'s, as a TCP socket takes them):
+
+        * ``MSG_PEEK``: return what the next ``recv(bufsize)`` would, and leave it there for
+          it (in message mode: the next message, or its first ``bufsize`` bytes). It blocks,
+          times out, returns ``b""`` at EOF and raises as :meth:`recv` does.
+        * ``MSG_DONTWAIT``: this call never waits: ``BlockingIOError(EAGAIN)`` when nothing
+          is ready or another caller is receiving, whatever the timeout (recv(2) says
+          "non-blocking for this call"; CPython on a socket with a timeout > 0 measurably
+          waits out the timeout instead and raises ``TimeoutError``).
+        * Both together: a peek that never waits.
+
+        Any other flag raises ``OSError(EOPNOTSUPP)`` rather than being ignored (Linux TCP
+        ignores most and honours ``MSG_WAITALL``/``MSG_OOB``, which kcpgo does not): an
+        ``OSError`` is what socket code is written to handle, and ignoring ``MSG_WAITALL``
+        would return short reads to code that relies on it."""
+        unknown = flags & ~(_socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+        if unknown:
+            raise self._unsupported_flags("recv", unknown, "MSG_PEEK, MSG_DONTWAIT")
+        bufsize = operator.index(bufsize)
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        attempt = self._try_peek if flags & _socket.MSG_PEEK else self._try_recv
+        dontwait = bool(flags & _socket.MSG_DONTWAIT)
+        return self._blocking_call(attempt, bufsize, self._rd, self._deadline(),
+                                   nonblocking=dontwait or None)  # type: ignore[return-value]
+
+    def _send_dontwait(self, flags: int) -> bool:
+        """Check send flags: whether ``MSG_DONTWAIT`` is among them. ``MSG_NOSIGNAL`` (kcpgo
+        never raises SIGPIPE: a broken connection is ``BrokenPipeError`` or the latched
+        error) and ``MSG_MORE`` (a hint that more follows; writes go out as the window and
+        ``set_write_delay`` say) are taken and ignored; others raise ``OSError(EOPNOTSUPP)``
+        (``MSG_OOB``: KCP has no urgent data)."""
+        unknown = flags & ~(_socket.MSG_DONTWAIT | _SEND_IGNORED)
+        if unknown:
+            raise self._unsupported_flags("send", unknown,
+                                          "MSG_DONTWAIT, MSG_NOSIGNAL, MSG_MORE")
+        return bool(flags & _socket.MSG_DONTWAIT)
+
+    def _send_flags(self, data: Any, flags: int) -> int:
+        """:meth:`send` with flags: with ``MSG_DONTWAIT`` queue what fits now and return its
+        size, or raise ``BlockingIOError(EAGAIN)`` if nothing fits (or another caller is
+        sending), whatever the timeout (send(2))."""
+        view = memoryview(data).cast("B")
+        if not self._send_dontwait(flags):
+            return self._send(view, self._deadline())
+        return self._blocking_call(self._try_send, view, self._wr, None,
+                                   nonblocking=True)  # type: ignore[return-value]
+
+    def _sendall_flags(self, data: Any, flags: int) -> None:
+        """:meth:`sendall` with flags. With ``MSG_DONTWAIT`` it queues what fits, in as many
+        sends as the window takes, and raises ``BlockingIOError(EAGAIN)`` once nothing more
+        fits, the rest unsent: what CPython's ``sendall`` does on a blocking TCP socket
+        (measured; how much was sent is then unknown, as there)."""
+        if not self._send_dontwait(flags):
+            self.sendall(data)
+            return
+        view = memoryview(data).cast("B")
+        while True:                         # once at least: b"" still checks for errors
+            n = self._blocking_call(self._try_send, view, self._wr, None, nonblocking=True)
+            view = view[n:]  # type: ignore[index]
+            if not view:
+                return
+
+    def _unsupported_flags(self, call: str, unknown: int, supported: str) -> OSError:
+        return OSError(errno.EOPNOTSUPP, f"{call} flags {unknown:#x} are not supported on a "
+                                         f"{self._what} (supported: {supported})")

@@ -1,4 +1,4 @@
-"""How sessions are opened on the gevent runtime: the bodies of :func:`kcpgo.dial`,
+"""How sessions are opened on the runtime (:mod:`kcpgo.runtime.modes`): the bodies of :func:`kcpgo.dial`,
 :func:`kcpgo.listen` and :func:`kcpgo.serve_conn`, from validated :class:`~kcpgo.Options`."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ..address import bind_plan, parse_address
 from ..options import Options
 from ..runtime._originals import RealSocket
 from ..runtime.channel import ADMIT_PER_FLUSH, Channel
+from ..runtime.scheduler import Runtime
 from ..runtime.udp import UDPEndpoint
 from ..sansio.demux import ACCEPT_BACKLOG
 from ..sansio.kcpdefs import PROBE_INIT_LATEST
@@ -43,7 +44,9 @@ def open_client(address: Address, opts: Options, conv: Optional[int],
     new UDP socket of its own. Everything is checked before the socket is opened; a failure
     after that closes it again."""
     timeout = check_timeout(timeout)
-    return KCPSocket(client_channel(address, opts, conv, "dial()"), timeout=timeout)
+    chan = client_channel(address, opts, conv, "dial()")
+    chan.endpoint.wait_started()
+    return KCPSocket(chan, timeout=timeout)
 
 
 def client_channel(address: Address, opts: Options, conv: Optional[int],
@@ -69,20 +72,22 @@ def client_channel(address: Address, opts: Options, conv: Optional[int],
     conn = opts.connection(conv, **_POLICY)
     bind = ("0.0.0.0", 0) if family == _socket.AF_INET else ("::", 0)
     sock = UDPEndpoint.open(bind, family)
-    try:
-        endpoint = UDPEndpoint(sock, snmp=conn.snmp)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        chan = Channel(conn, endpoint, peer, on_release=lambda _: endpoint.close(),
-                       idle_timeout=opts.idle_timeout)
-    except BaseException:
-        endpoint.close()
-        raise
-    endpoint.on_batch = chan.on_batch
-    endpoint.on_error = chan.fail
-    return chan
+    # Under the stack lock: the runtime's thread may start the reader before we are done.
+    with Runtime.current().lock:
+        try:
+            endpoint = UDPEndpoint(sock, snmp=conn.snmp)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            chan = Channel(conn, endpoint, peer, on_release=lambda _: endpoint.close(),
+                           idle_timeout=opts.idle_timeout)
+        except BaseException:
+            endpoint.close()
+            raise
+        endpoint.on_batch = chan.on_batch
+        endpoint.on_error = chan.fail
+        return chan
 
 
 def open_listener(address: Address, opts: Options, backlog: int = ACCEPT_BACKLOG) -> Listener:
@@ -112,12 +117,15 @@ def wrap_listener(udp_socket: _socket.socket, opts: Options,
 
 def _listener(sock: _socket.socket, opts: Options, backlog: int) -> Listener:
     try:
-        return Listener(sock, crypt=opts.block, backlog=backlog, owned=True,
-                        snmp=opts.counters, idle_timeout=opts.idle_timeout,
-                        new_connection=partial(opts.connection, **_POLICY))
+        with Runtime.current().lock:     # (see client_channel)
+            listener = Listener(sock, crypt=opts.block, backlog=backlog, owned=True,
+                            snmp=opts.counters, idle_timeout=opts.idle_timeout,
+                            new_connection=partial(opts.connection, **_POLICY))
     except BaseException:
         sock.close()
         raise
+    listener._endpoint.wait_started()
+    return listener
 
 
 def open_smux_client(address: Address, opts: Options, conv: Optional[int], config: Any,
@@ -129,21 +137,29 @@ def open_smux_client(address: Address, opts: Options, conv: Optional[int], confi
     timeout = check_timeout(timeout)
     stack = config.stack(client=True, now=now_ms())
     chan = client_channel(address, opts, conv, "dial_smux()")
-    try:
-        driver = SmuxDriver(chan, stack, accept_limit=config.accept_limit)
-    except BaseException:
-        chan.release()
-        raise
-    return SmuxSession(driver, stream_timeout=timeout)
+    with chan.runtime.lock:
+        try:
+            driver = SmuxDriver(chan, stack, accept_limit=config.accept_limit)
+        except BaseException:
+            chan.release()
+            raise
+        session = SmuxSession(driver, stream_timeout=timeout)
+    chan.endpoint.wait_started()
+    return session
 
 
 def open_smux_listener(address: Address, opts: Options, config: Any, backlog: int,
                        timeout: Optional[float]) -> Any:
     """An smux listener (``kcpgo.listen_smux``) on a new KCP listener."""
     from .smux import SmuxListener
-    listener = open_listener(address, opts, backlog)
-    try:
-        return SmuxListener(listener, config, stream_timeout=timeout)
-    except BaseException:
-        listener.close()
-        raise
+    family, sockaddr, dualstack = bind_plan(address, "listen_smux()")
+    sock = UDPEndpoint.open(sockaddr, family, dualstack=dualstack)
+    with Runtime.current().lock:     # (see client_channel: before any datagram is read)
+        listener = _listener(sock, opts, backlog)
+        try:
+            smux = SmuxListener(listener, config, stream_timeout=timeout)
+        except BaseException:
+            listener.close()
+            raise
+    listener._endpoint.wait_started()
+    return smux

@@ -61,7 +61,7 @@ from ..runtime.udp import UDPEndpoint
 from ..sansio.connection import Connection
 from ..sansio.demux import ACCEPT_BACKLOG, Backlog, BadSources, Demux, Route, receive_window
 from ..snmp import Snmp
-from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, ebadf, set_dscp
+from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, ebadf, locked, set_dscp
 from .socket import KCPSocket
 
 __all__ = ["Listener", "ACCEPT_BACKLOG"]
@@ -89,6 +89,7 @@ class Listener(Blocking):
         self._demux = Demux(crypt, snmp, window=receive_window(new_connection(0)))
         #: D33: which addresses keep failing the checksum, for the rate-limited warning.
         self._bad = BadSources()
+        self._bad_seen = 0          # bad.total when the last accept() ended
         self._backlog: Backlog[_Entry] = Backlog(backlog)
         self._new_connection = new_connection
         self._idle_timeout = idle_timeout
@@ -305,18 +306,20 @@ class Listener(Blocking):
 
         Honours :meth:`settimeout` (``TimeoutError``; ``BlockingIOError`` when non-blocking).
         Raises ``OSError(EBADF)`` once the listener is closed, also if closed while waiting.
-        Any number of greenlets may wait in ``accept`` at once; each session goes to one.
-        If datagrams failed the checksum while it waited, the ``TimeoutError`` says how many
-        and from where (docs/deviations.md D33).
+        Any number of greenlets and threads may wait in ``accept`` at once; each session goes
+        to one. If datagrams failed the checksum since the previous ``accept`` ended (they may
+        arrive, and be counted by the runtime's thread, just before this call), the
+        ``TimeoutError`` says how many and from where (docs/deviations.md D33).
         """
         bad = self._bad
-        before = bad.total
         try:
-            return self._blocking_call(self._try_accept, None, self._accepting,
-                                       self._deadline(),
-                                       take_turn=False)  # type: ignore[return-value]
+            result = self._blocking_call(self._try_accept, None, self._accepting,
+                                         self._deadline(), take_turn=False)
+            self._bad_seen = bad.total
+            return result  # type: ignore[return-value]
         except TimeoutError:
-            failed = bad.total - before
+            failed = bad.total - self._bad_seen
+            self._bad_seen = bad.total
             if not failed:
                 raise
             # With a cipher only checksum failures are noted, without one only bytes that are
@@ -337,6 +340,11 @@ class Listener(Blocking):
         Sessions waiting in the backlog are closed; accepted sessions keep working, and the UDP
         socket is closed after the last of them (unless it was passed to ``serve_conn``).
         """
+        with self._runtime.lock:
+            self._close()
+        self._endpoint.wait_closed()        # (if it closed now: no accepted session is left)
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -360,6 +368,7 @@ class Listener(Blocking):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @locked
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when ``accept`` would
         not block."""

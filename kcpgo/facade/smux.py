@@ -22,18 +22,15 @@ import warnings
 from collections import deque
 from typing import Any, Deque, Optional, Set, Tuple
 
-import gevent
-from gevent.event import Event
-from gevent.hub import get_hub
-
 from ..address import format_address
 from ..runtime.channel import Channel
 from ..runtime.smux_driver import ACCEPT_LIMIT, LINGER, SmuxDriver
 from ..runtime.udp import local_sockname
+from ..runtime.waiters import Waiter
 from ..sansio.smux_stack import SmuxStack
 from ..snmp import Snmp
 from ._blocking import (WOULD_BLOCK, Blocking, Direction, ReadyFD, check_timeout, ebadf,
-                        set_dscp, weak_call)
+                        locked, set_dscp, weak_call)
 from .listener import Listener
 from .stream import Stream
 
@@ -159,11 +156,11 @@ class SmuxSession(Blocking):
         there is no handshake to wait for). ``ConnectionResetError`` naming the cause on a
         dead session; ``OSError(EBADF)`` after :meth:`close`; ``SmuxStreamError`` in the
         server role."""
-        self._check()
-        self._runtime.check_thread()
-        buf = self._driver.open()
-        self._streams += 1
-        return Stream(self, buf, timeout=self.stream_timeout)
+        with self._runtime.lock:
+            self._check()
+            buf = self._driver.open()
+            self._streams += 1
+            return Stream(self, buf, timeout=self.stream_timeout)
 
     def _try_accept(self, _: None) -> object:
         self._check()
@@ -184,7 +181,6 @@ class SmuxSession(Blocking):
         """Wait for a stream the peer opened. Honours :meth:`settimeout` (``TimeoutError``;
         ``BlockingIOError`` when non-blocking); ``OSError(EBADF)`` once closed (also while
         waiting), ``ConnectionResetError`` when the session dies."""
-        self._runtime.check_thread()
         return self._blocking_call(self._try_accept, None, self._accepting, self._deadline(),
                                    take_turn=False)  # type: ignore[return-value]
 
@@ -209,34 +205,39 @@ class SmuxSession(Blocking):
         after the program exits; here the program is the stack, so the wait is what lets
         ``with kcpgo.dial_smux(...) as session:`` end a script without losing its last
         bytes. ``linger=0`` returns at once and lets the rest go out in the background (while
-        this thread's hub runs). The wait ends early if the KCP session fails (dead link).
+        the runtime's hub runs). The wait ends early if the KCP session fails (dead link).
 
         Calls on the session's streams raise ``ConnectionResetError("smux session closed
         locally")`` from now on; waiting ``accept_stream`` calls raise ``OSError(EBADF)``.
         Streams still open get no FIN (smux, kcptun.md §4.5): the peer notices by its
-        keepalive timeout, so close (or ``shutdown``) streams first for a clean end. Called
-        from another OS thread, the close is handed to the owning thread and does not wait.
+        keepalive timeout, so close (or ``shutdown``) streams first for a clean end. Any
+        thread may call it; called from within kcpgo (a callback) it does not wait.
         """
         if self._closed:
             return
-        if self._runtime.owner_runs_elsewhere():
-            self._runtime.call_threadsafe(self.close, 0.0)
-            return
-        self._closed = True
-        wait = LINGER if linger is None else max(0.0, float(linger))
-        driver = self._driver
-        # Linger only while this thread's hub runs on; when the owning thread has ended,
-        # nothing would drive it: finish now.
-        alive = self._runtime.owner_alive()
-        done = Event()
-        driver.on_finish = done.set
-        driver.close(LINGER if alive else 0.0)
-        if wait and alive and not driver.closed and gevent.getcurrent() is not get_hub():
-            done.wait(wait)
-        self._accepting.wake_all()
-        if self._fd is not None:
-            self._fd.close()
-            self._fd = None
+        runtime = self._runtime
+        waiter: Optional[Waiter] = None
+        with runtime.lock:
+            if self._closed:
+                return
+            self._closed = True
+            wait = LINGER if linger is None else max(0.0, float(linger))
+            driver = self._driver
+            # Linger only while the runtime's hub runs on; when its thread has ended (hub
+            # mode), nothing would drive it: finish now.
+            alive = runtime.owner_alive()
+            if wait and alive and runtime.can_wait():
+                waiter = Waiter(runtime.thread_ident)
+                driver.on_finish = waiter.fire
+            driver.close(LINGER if alive else 0.0)
+            if driver.closed:
+                waiter = None
+            self._accepting.wake_all()
+            if self._fd is not None:
+                self._fd.close()
+                self._fd = None
+        if waiter is not None:
+            waiter.wait(wait)
 
     def __del__(self) -> None:
         # Like socket.socket: an unclosed session is closed when collected (its streams hold
@@ -267,6 +268,7 @@ class SmuxSession(Blocking):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @locked
     def fileno(self) -> int:
         """A descriptor readable exactly when :meth:`accept_stream` would not block."""
         self._check()
@@ -277,6 +279,7 @@ class SmuxSession(Blocking):
 
     # ------------------------------------------------------------------ KCP knobs
 
+    @locked
     def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
         """kcp-go ``SetNoDelay`` on the KCP session (kcptun's ``--nodelay --interval --resend
         --nc``; ``mode=`` presets at dial/listen)."""
@@ -435,11 +438,11 @@ class SmuxListener(Blocking):
         return self._listener._error is not None or any(
             s._driver.accept_queue for s in self._ready)
 
+    @locked
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when :meth:`accept`
-        would not block (an eventfd, created on first call; gevent's select or
-        monkey-patching, as :meth:`kcpgo.KCPSocket.fileno`). ``OSError(EBADF)`` once
-        closed."""
+        would not block (an eventfd, created on first call, as :meth:`kcpgo.KCPSocket.fileno`).
+        ``OSError(EBADF)`` once closed."""
         if self._closed:
             raise ebadf()
         if self._fd is None:
@@ -452,7 +455,6 @@ class SmuxListener(Blocking):
 
         Honours :meth:`settimeout` (``TimeoutError``; ``BlockingIOError`` when non-blocking);
         ``OSError(EBADF)`` once closed, also while waiting."""
-        self._runtime.check_thread()
         return self._blocking_call(self._try_accept, None, self._accepting, self._deadline(),
                                    take_turn=False)  # type: ignore[return-value]
 
@@ -460,6 +462,10 @@ class SmuxListener(Blocking):
         """Stop accepting (idempotent). Streams already accepted keep working; sessions keep
         running while they have streams; the UDP socket closes after the last session.
         Waiting ``accept`` calls raise ``OSError(EBADF)``."""
+        with self._runtime.lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

@@ -22,20 +22,23 @@ from typing import Any, Callable, Optional, Tuple
 from ..runtime.channel import Channel
 from ..runtime.udp import local_sockname
 from ..snmp import Snmp
-from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, set_dscp, weak_call
+from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, locked, set_dscp, weak_call
 from ._sockbase import SocketFacade
+from ._sockopts import SocketExtras
 
 __all__ = ["KCPSocket"]
 
 Address = Tuple[Any, ...]
 
 
-class KCPSocket(SocketFacade):
+class KCPSocket(SocketFacade, SocketExtras):
     """A KCP session (kcp-go ``UDPSession``) with the blocking API of a connected TCP socket.
 
     Created by :func:`kcpgo.dial` or returned by :meth:`kcpgo.Listener.accept`; not meant to be
-    constructed directly. Use it only from the thread (gevent hub) that created it, and from
-    one greenlet per direction at a time (others wait for their turn).
+    constructed directly. Usable from any thread when kcpgo runs on its I/O thread (the
+    default without monkey-patching), else from the thread whose hub runs it
+    (:mod:`kcpgo.runtime.modes`); one caller per direction at a time (others wait for their
+    turn, as :class:`~kcpgo.facade._blocking.Direction` says).
     """
 
     family: int
@@ -59,10 +62,10 @@ class KCPSocket(SocketFacade):
         failed = self._chan.error is not None
         rd = self._rd
         if rd.waiters and (failed or self._leftover or self._readable()):
-            rd.event.set()
+            rd.wake()
         wr = self._wr
         if wr.waiters and (failed or self._conn.writable() or not self._conn.waitsnd):
-            wr.event.set()
+            wr.wake()
         if self._fd is not None:
             self._fd.set(self._would_not_block())
 
@@ -105,6 +108,8 @@ class KCPSocket(SocketFacade):
     def _take(self, n: int) -> Optional[bytes]:
         left = self._leftover
         if left:
+            if len(left) < n and self._conn.stream:
+                left = self._fill(n)        # a peek left a few bytes: add what is ready
             if len(left) <= n:
                 self._leftover = b""
                 if self._fd is not None:
@@ -124,6 +129,42 @@ class KCPSocket(SocketFacade):
         if conn.window_update_due:
             self._chan.kick()               # the window reopened: tell the peer
         return data or None
+
+    def _fill(self, n: int) -> bytes:
+        """Move received data into ``_leftover`` (which :meth:`_take` returns first) until it
+        holds what ``recv(n)`` returns: in message mode the next message if it was empty, in
+        stream mode up to ``n`` bytes (or one longer segment). Returns it."""
+        left = self._leftover
+        conn = self._conn
+        if conn.stream:
+            if len(left) < n:
+                more = conn.recv_stream(n - len(left))
+                if more:
+                    left = self._leftover = left + more
+        elif not left:
+            more = conn.recv()
+            if more:
+                left = self._leftover = bytes(more)
+        if conn.window_update_due:
+            self._chan.kick()               # the window reopened: tell the peer
+        return left
+
+    def _try_peek(self, bufsize: int) -> object:
+        """``MSG_PEEK``: the data stays in ``_leftover`` for the next receive, so readiness
+        holds (``_would_not_block`` counts it); otherwise as :meth:`_try_recv`."""
+        self._check_usable()
+        if bufsize == 0:
+            return b""
+        left = self._fill(bufsize)
+        if self._fd is not None:
+            self._fd.set(self._would_not_block())
+        if left:
+            return left[:bufsize]
+        if self._shut_rd:
+            return b""
+        if self._chan.error is not None:
+            self._raise_error()
+        return WOULD_BLOCK
 
     def _try_recv(self, bufsize: int) -> object:
         self._check_usable()
@@ -149,6 +190,8 @@ class KCPSocket(SocketFacade):
         the timeout, ``BlockingIOError`` in non-blocking mode, ``OSError(EBADF)`` if closed
         (also when closed while blocked), ``ConnectionResetError``/``TimeoutError`` once the
         peer was declared dead. While another greenlet is receiving, waits for its turn.
+        ``flags``: ``MSG_PEEK`` (in message mode it sees the next message, kept whole for the
+        next call) and ``MSG_DONTWAIT`` (``SocketFacade._recv_flags``).
         """
         return SocketFacade.recv(self, bufsize, flags)
 
@@ -196,7 +239,6 @@ class KCPSocket(SocketFacade):
         kcp-go's Close drops unacknowledged data; call this first to make sure the peer has it.
         ``timeout`` (seconds, default: the socket timeout) raises ``TimeoutError``.
         """
-        self._runtime.check_thread()
         deadline = self._deadline(timeout, use_default=timeout is None)
         self._blocking_call(self._try_drain, None, self._wr, deadline,
                             nonblocking=timeout is None and self._timeout == 0.0,
@@ -218,8 +260,7 @@ class KCPSocket(SocketFacade):
         Like kcp-go, one final flush sends what the window allows; unacknowledged data is then
         dropped (use :meth:`drain` first to wait for it). Nothing tells the peer. As with
         ``socket.socket``, resources are released once every :meth:`makefile` object is closed.
-        Called from another OS thread, the close is handed to the owning thread's hub and
-        happens when that thread next waits in kcpgo (or gevent); this call does not wait.
+        Any thread may call it; a client session's UDP socket is closed when it returns.
         """
         SocketFacade.close(self)
 
@@ -229,9 +270,13 @@ class KCPSocket(SocketFacade):
         if self._release_facade():
             self._chan.release()
 
+    def _after_close(self) -> None:
+        if not self._chan.passive:
+            self._chan.endpoint.wait_closed()   # a client's own UDP socket: closed on return
+
     def __del__(self) -> None:
         # Like socket.socket: an unclosed session is closed when collected (with a
-        # ResourceWarning), in its own thread's hub.
+        # ResourceWarning), in its runtime's thread.
         try:
             if not self._released:
                 if not self._chan.released:         # a live session leaked, not a backlog one
@@ -250,6 +295,7 @@ class KCPSocket(SocketFacade):
 
     # ------------------------------------------------------------------ socket-like extras
 
+    @locked
     def set_idle_timeout(self, seconds: Optional[float]) -> None:
         """Declare the peer dead (``TimeoutError``) after ``seconds`` without any datagram.
 
@@ -257,35 +303,31 @@ class KCPSocket(SocketFacade):
         """
         self._chan.set_idle_timeout(seconds)
 
+    @locked
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when ``recv`` would
         not block (an eventfd kept in step with the session; created on first call).
 
-        Wait on it with ``gevent.select``/``gevent.selectors`` or under monkey-patching: a
-        stdlib ``select`` that blocks the thread also blocks the hub that runs the session.
-        It is always writable (use ``send`` in non-blocking mode to learn about room)."""
+        The runtime's thread keeps it in step, so the stdlib's ``select``/``poll``/``selectors``
+        see data that arrives while they wait (in hub mode only while that hub runs: use
+        gevent's, or monkey-patching). It is always writable (use ``send`` in non-blocking
+        mode to learn about room)."""
         self._check_usable()
         if self._fd is None:
             self._fd = ReadyFD()
             self._fd.set(self._would_not_block())
         return self._fd.rfd
 
-    def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
-        """For code written against TCP: ``TCP_NODELAY`` turns write delay off/on (writes are
-        flushed at once by default), ``SO_KEEPALIVE`` is accepted and ignored (KCP has none).
-        Anything else raises ``OSError(ENOPROTOOPT)``; see the ``set_*`` methods."""
-        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
-            self.set_write_delay(not value)
-        elif not (level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE):
-            raise OSError(errno.ENOPROTOOPT, "socket option not supported by a KCP session")
+    # SocketExtras hooks: getsockopt/setsockopt (TCP_NODELAY is write delay, below)
 
-    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> int:
-        """``TCP_NODELAY`` (1 unless write delay is on) and ``SO_KEEPALIVE`` (0) only."""
-        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
-            return int(not self._conn.write_delay)
-        if level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE:
-            return 0
-        raise OSError(errno.ENOPROTOOPT, "socket option not supported by a KCP session")
+    def _nodelay(self) -> int:
+        return int(not self._conn.write_delay)
+
+    def _set_nodelay(self, on: bool) -> None:
+        self.set_write_delay(not on)
+
+    def _udp_socket(self) -> _socket.socket:
+        return self._chan.endpoint.sock
 
     def getpeername(self) -> Address:
         return self._chan.peer
@@ -323,11 +365,13 @@ class KCPSocket(SocketFacade):
         """The counters this session adds to."""
         return self._conn.snmp
 
+    @locked
     def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
         """kcp-go ``SetNoDelay``: see kcptun's modes (``mode=`` on dial/listen)."""
         self._conn.set_nodelay(nodelay, interval, resend, nc)
         self._chan.flush()
 
+    @locked
     def set_mode(self, mode: str) -> None:
         """Apply a kcptun preset: normal, fast, fast2 or fast3."""
         self._conn.set_mode(mode)
@@ -338,6 +382,7 @@ class KCPSocket(SocketFacade):
         window probes went unanswered (docs/deviations.md D47)."""
         self._conn.dead_link = transmissions
 
+    @locked
     def set_window_size(self, sndwnd: int, rcvwnd: int) -> None:
         """Send/receive windows in segments (values <= 0 leave one unchanged; max 65535,
         ``ValueError`` above). A receive window that grew beyond what the peer was last told
@@ -347,6 +392,7 @@ class KCPSocket(SocketFacade):
         if conn.window_update_due:
             self._chan.flush()
 
+    @locked
     def set_mtu(self, mtu: int) -> None:
         """Largest datagram on the wire in bytes, headers included (50..1500; §1.4).
 
@@ -366,6 +412,7 @@ class KCPSocket(SocketFacade):
         message mode the largest piece one :meth:`recv` returns from a kcpgo/kcp-go peer."""
         return self._conn.mss
 
+    @locked
     def set_stream_mode(self, enable: bool) -> None:
         """Stream mode (kcptun) packs writes into full segments; message mode sends each chunk
         of at most :attr:`mss` bytes as one message (see :meth:`send`)."""

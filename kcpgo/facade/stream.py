@@ -23,8 +23,9 @@ import warnings
 from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from ..runtime.smux_driver import SmuxDriver, StreamBuffer
-from ._blocking import WOULD_BLOCK, ReadyFD, weak_call
+from ._blocking import WOULD_BLOCK, ReadyFD, locked, weak_call
 from ._sockbase import SocketFacade
+from ._sockopts import SocketExtras
 
 if TYPE_CHECKING:  # pragma: no cover
     from .smux import SmuxSession
@@ -34,16 +35,17 @@ __all__ = ["Stream"]
 Address = Tuple[Any, ...]
 
 
-class Stream(SocketFacade):
+class Stream(SocketFacade, SocketExtras):
     """An smux stream (smux ``Stream``) with the blocking API of a connected TCP socket.
 
     Returned by :meth:`kcpgo.SmuxSession.open_stream` / ``accept_stream`` and
     :meth:`kcpgo.SmuxListener.accept`; not meant to be constructed directly. Same threading
-    rules as :class:`~kcpgo.KCPSocket` (the creating thread's gevent hub; one greenlet per
+    rules as :class:`~kcpgo.KCPSocket` (any thread on the I/O thread's runtime; one caller per
     direction at a time). ``recv`` returns ``b""`` at EOF (the peer's FIN), as TCP does.
     """
 
     _what = "smux stream"
+    _keepalive = 1              # SO_KEEPALIVE: smux's NOPs keep the session alive (§4.6)
 
     def __init__(self, session: "SmuxSession", buf: StreamBuffer, *,
                  timeout: Optional[float] = None) -> None:
@@ -71,10 +73,10 @@ class Stream(SocketFacade):
         """The driver changed something for this stream (data, FIN, window, death)."""
         rd = self._rd
         if rd.waiters and self._recv_would_not_block():
-            rd.event.set()
+            rd.wake()
         wr = self._wr
         if wr.waiters:
-            wr.event.set()          # room, window or death: the sender re-checks
+            wr.wake()               # room, window or death: the sender re-checks
         if self._fd is not None:
             self._fd.set(self._recv_would_not_block())
 
@@ -106,6 +108,21 @@ class Stream(SocketFacade):
             self._raise_error()
         return WOULD_BLOCK
 
+    def _try_peek(self, bufsize: int) -> object:
+        """``MSG_PEEK``: the first ``bufsize`` received bytes, left in the buffer (so neither
+        readiness nor the smux window changes); otherwise as :meth:`_try_recv`."""
+        self._check_usable()
+        if bufsize == 0 or self._shut_rd:
+            return b""
+        buf = self._buf
+        if buf.size:
+            return _peek(buf, bufsize)
+        if buf.eof:
+            return b""
+        if self._driver.error is not None:
+            self._raise_error()
+        return WOULD_BLOCK
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Receive up to ``bufsize`` bytes; block until at least one is available.
 
@@ -115,7 +132,8 @@ class Stream(SocketFacade):
         mode, ``OSError(EBADF)`` if closed (also when closed while blocked), and
         ``ConnectionResetError`` naming the cause once the session died (after the bytes
         received before). Reading returns smux bucket tokens and, in v2, window (kcptun.md
-        §4.7, 4.8).
+        §4.7, 4.8); a ``MSG_PEEK`` leaves both as they are. ``flags``: ``MSG_PEEK``,
+        ``MSG_DONTWAIT`` (``SocketFacade._recv_flags``).
         """
         return SocketFacade.recv(self, bufsize, flags)
 
@@ -170,8 +188,7 @@ class Stream(SocketFacade):
         """Close the stream (idempotent): FIN unless already sent, then the stream is
         forgotten; bytes not yet read are dropped, bytes already sent still go out (the
         session keeps running). Blocked calls raise ``OSError(EBADF)``; resources are
-        released once every :meth:`makefile` object is closed. Called from another OS thread,
-        the close is handed to the owning thread's hub."""
+        released once every :meth:`makefile` object is closed. Any thread may call it."""
         SocketFacade.close(self)
 
     def _release(self) -> None:
@@ -199,32 +216,30 @@ class Stream(SocketFacade):
 
     # ------------------------------------------------------------------ socket-like extras
 
+    @locked
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when ``recv`` would
-        not block (data, EOF, an error; an eventfd kept in step, created on first call). Same
-        caveats as :meth:`kcpgo.KCPSocket.fileno`: wait on it with gevent's select or under
-        monkey-patching; it is always writable."""
+        not block (data, EOF, an error; an eventfd kept in step, created on first call), as
+        :meth:`kcpgo.KCPSocket.fileno`; it is always writable."""
         self._check_usable()
         if self._fd is None:
             self._fd = ReadyFD()
             self._fd.set(self._recv_would_not_block())
         return self._fd.rfd
 
-    def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
-        """``TCP_NODELAY`` and ``SO_KEEPALIVE`` are accepted and ignored (frames are written at
-        once; smux keeps the session alive with NOPs, kcptun.md §4.6). Anything else raises
-        ``OSError(ENOPROTOOPT)``."""
-        if not ((level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY)
-                or (level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE)):
-            raise OSError(errno.ENOPROTOOPT, "socket option not supported by an smux stream")
+    # SocketExtras hooks: getsockopt/setsockopt (TCP_NODELAY reads 1: frames go out at once)
 
-    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> int:
-        """``TCP_NODELAY`` (1) and ``SO_KEEPALIVE`` (1: smux keepalive) only."""
-        if level == _socket.IPPROTO_TCP and optname == _socket.TCP_NODELAY:
-            return 1
-        if level == _socket.SOL_SOCKET and optname == _socket.SO_KEEPALIVE:
-            return 1
-        raise OSError(errno.ENOPROTOOPT, "socket option not supported by an smux stream")
+    def _udp_socket(self) -> _socket.socket:
+        return self._driver.chan.endpoint.sock
+
+    def _pending_error(self) -> Optional[BaseException]:
+        """The session's death, else ECONNRESET once the peer signalled that it discards
+        what is sent on this stream (what :meth:`send` then raises, D46; TCP's RST)."""
+        if self._driver.error is not None:
+            return self._driver.error
+        if self._buf.reset:
+            return ConnectionResetError(errno.ECONNRESET, "the peer closed this stream")
+        return None
 
     def getpeername(self) -> Address:
         """The KCP peer's UDP address (every stream of a session has the same)."""
@@ -242,3 +257,17 @@ class Stream(SocketFacade):
 
 def _nothing() -> None:
     pass
+
+
+def _peek(buf: StreamBuffer, n: int) -> bytes:
+    """Up to ``n`` bytes from the head of ``buf`` without taking them (``SmuxDriver.take``
+    takes them); called under the stack lock, as the driver's appends are."""
+    chunks = buf.chunks
+    parts = []
+    size = i = 0
+    while size < n and i < len(chunks):
+        piece = chunks[i][:n - size]
+        parts.append(piece)
+        size += len(piece)
+        i += 1
+    return b"".join(parts)

@@ -4,7 +4,10 @@
   not go through gevent's cooperative wrapper for every datagram;
 * the real thread identity and thread-local: one runtime per OS thread, even after
   ``patch_all()`` (a patched ``threading.local`` would be per greenlet);
-* the real lock, for flags set from any thread.
+* the real locks, for flags set from any thread and for the stack lock
+  (:attr:`kcpgo.runtime.scheduler.Runtime.lock`);
+* the real thread start, for the I/O thread (:mod:`kcpgo.runtime.iothread`): under
+  ``patch_all()`` ``threading.Thread`` starts a greenlet.
 """
 from __future__ import annotations
 
@@ -14,5 +17,8 @@ RealSocket = get_original("socket", "socket")
 real_get_ident = get_original("threading", "get_ident")
 RealThreadLocal = get_original("threading", "local")
 allocate_lock = get_original("_thread", "allocate_lock")
+RealRLock = get_original("_thread", "RLock")
+start_new_thread = get_original("_thread", "start_new_thread")
 
-__all__ = ["RealSocket", "real_get_ident", "RealThreadLocal", "allocate_lock"]
+__all__ = ["RealSocket", "real_get_ident", "RealThreadLocal", "allocate_lock", "RealRLock",
+           "start_new_thread"]

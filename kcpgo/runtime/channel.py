@@ -83,6 +83,8 @@ class Channel:
         #: Datagrams from other addresses dropped by this client channel (its share of InErrs).
         self.foreign = 0
         self.set_idle_timeout(idle_timeout)
+        if self.runtime.io_thread:
+            self.runtime.channels.add(self)     # (the final flush at exit, iothread.py)
         snmp = conn.snmp
         snmp.CurrEstab += 1
         if snmp.CurrEstab > snmp.MaxConn:
@@ -191,6 +193,18 @@ class Channel:
         self._idle_ms = None if seconds is None else max(1, int(seconds * 1000))
         if self._idle_ms is not None and not self.released and self.error is None:
             self.timer.schedule(self.last_rx + self._idle_ms)
+
+    def final_flush(self) -> None:
+        """One flush of what the window allows (the I/O thread's exit; :meth:`release`
+        does the same)."""
+        if self.released or self.error is not None or self.endpoint.closed:
+            return
+        try:
+            out = self.conn.flush(now_ms())
+            if out:
+                self.endpoint.send_many(out, self.peer, self.local)
+        except OSError:
+            pass
 
     def release(self) -> None:
         """Final flush (kcp-go's Close: what the window allows), stop, then ``on_release``."""

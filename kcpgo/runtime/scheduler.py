@@ -1,12 +1,21 @@
 """The per-hub scheduler: one greenlet, one heap of deadlines, :class:`Timer` handles.
 
-One :class:`Runtime` exists per OS thread (per gevent hub). It knows timers and threads, not
-KCP: a channel, a future smux keepalive or anything else asks for a :class:`Timer` and arms it
-with an absolute deadline in ms (:func:`kcpgo.runtime.clock.now_ms`). A timer that is not armed
-costs nothing, so thousands of idle sessions sleep for free.
+One :class:`Runtime` drives sessions per gevent hub: the I/O thread's in ``"thread"`` mode, one
+per OS thread in ``"hub"`` mode (:mod:`.modes`). It knows timers and threads, not KCP: a
+channel, an smux keepalive or anything else asks for a :class:`Timer` and arms it with an
+absolute deadline in ms (:func:`kcpgo.runtime.clock.now_ms`). A timer that is not armed costs
+nothing, so thousands of idle sessions sleep for free.
 
-Also here: thread ownership (:meth:`Runtime.check_thread`, :meth:`Runtime.call_threadsafe`) and
-:class:`Signal`, a flag any thread may set and any greenlet of any thread may wait for.
+Threads: everything a runtime drives is guarded by its :attr:`Runtime.lock` (the stack lock).
+Its hub's greenlets hold it while they handle a batch, a timer or a callback; an application
+thread holds it while it tries an operation (a ``recv``, a ``send``), never while it waits. So
+an application thread runs its own sends (no hand-over, no extra wake-up) and the hub's thread
+runs everything that arrives. Arming a timer or asking for a callback from another thread goes
+through the hub's thread-safe callback queue.
+
+Also here: :meth:`Runtime.check_thread` (hub mode's ownership rule), :meth:`Runtime.call_soon`,
+:meth:`Runtime.call_threadsafe`, :meth:`Runtime.run_sync` and :class:`Signal`, a flag any
+thread may set and any greenlet of any thread may wait for.
 """
 from __future__ import annotations
 
@@ -14,13 +23,17 @@ import heapq
 import itertools
 import logging
 import sys as _sys
+import weakref
 from typing import Any, Callable, List, Optional, Tuple
 
 import gevent
+from gevent._hub_local import get_hub_if_exists
 from gevent.event import Event
 
-from ._originals import RealThreadLocal, allocate_lock, real_get_ident
-from .clock import monotonic, now_ms
+from . import modes
+from ._originals import RealRLock, RealThreadLocal, allocate_lock, real_get_ident
+from .clock import now_ms
+from .waiters import Waiter
 
 __all__ = ["Runtime", "Timer", "Signal"]
 
@@ -72,13 +85,19 @@ def _disarmed(now: int) -> None:
 
 
 class Runtime:
-    """Per-hub scheduler: one greenlet and one heap of ``(deadline_ms, seq, Timer)``."""
+    """Per-hub scheduler: one greenlet and one heap of ``(deadline_ms, seq, Timer)``, and the
+    stack lock of everything it drives (module docstring)."""
 
     _local = RealThreadLocal()
 
     @classmethod
     def current(cls) -> "Runtime":
-        """The runtime of the calling thread's gevent hub (created on first use)."""
+        """The runtime new sessions of the calling thread run on: the I/O thread's in
+        ``"thread"`` mode (started on first use), else the calling thread's hub's (created on
+        first use). The first call fixes the mode (:mod:`.modes`)."""
+        if modes.fix() == "thread":
+            from .iothread import runtime
+            return runtime()
         rt = getattr(cls._local, "runtime", None)
         if rt is None:
             rt = cls._local.runtime = cls()
@@ -86,93 +105,209 @@ class Runtime:
 
     @classmethod
     def existing(cls) -> Optional["Runtime"]:
-        """The calling thread's runtime if one was created, else ``None`` (diagnostics)."""
+        """The runtime :meth:`current` would return if one was created, else ``None``
+        (diagnostics)."""
+        if modes.effective() == "thread":
+            from . import iothread
+            cur = iothread._current
+            return None if cur is None else cur.runtime
         return getattr(cls._local, "runtime", None)
 
-    def __init__(self) -> None:
+    def __init__(self, io_thread: bool = False) -> None:
         self.hub = gevent.get_hub()
         self.thread_ident = real_get_ident()
+        #: True for the I/O thread's runtime: its objects may be used from any thread.
+        self.io_thread = io_thread
+        #: The stack lock (re-entrant, per OS thread; module docstring).
+        self.lock = RealRLock()
+        #: Set once the hub's loop ended (the I/O thread stopped at exit).
+        self.stopped = False
+        #: Live channels, for the final flush at exit (:meth:`shutdown_sessions`).
+        self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._heap: List[Tuple[int, int, Timer]] = []
         self._seq = itertools.count()
         self._wake = Event()
         self._sleep_until: Optional[int] = None
         self._greenlet: Optional[gevent.Greenlet] = None
+        self._kick_pending = False
 
     def timer(self, callback: Callable[[int], None]) -> Timer:
         """A new, disarmed :class:`Timer` running ``callback(now_ms)`` in this runtime."""
         return Timer(self, callback)
 
+    def in_loop(self) -> bool:
+        """Whether the caller runs in this runtime's hub thread."""
+        return real_get_ident() == self.thread_ident
+
     def call_soon(self, callback: Callable[[], None]) -> None:
-        """Run ``callback()`` on the hub's next loop turn (after the current greenlet yields)."""
-        self.hub.loop.run_callback(callback)
+        """Run ``callback()`` under the stack lock on the hub's next loop turn (after the
+        current greenlet yields); from another thread, on the hub's next iteration."""
+        if real_get_ident() == self.thread_ident:
+            self.hub.loop.run_callback(self._locked, callback)
+        elif not self.stopped:
+            self.hub.loop.run_callback_threadsafe(self._locked, callback)
+
+    def _locked(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            with self.lock:
+                fn(*args)
+        except Exception:       # a bug in one session must not stop the loop
+            log.exception("kcpgo callback failed")
 
     def check_thread(self) -> None:
-        """Raise ``RuntimeError`` if called from a thread other than this runtime's."""
-        if real_get_ident() != self.thread_ident:
-            raise RuntimeError(
-                "this kcpgo object belongs to another thread's gevent hub; use it only from "
-                "the thread that created it (or run your threads as greenlets with "
-                "gevent.monkey.patch_all())")
+        """Hub mode: raise ``RuntimeError`` if called from a thread other than this runtime's
+        (its sessions run only while that thread's hub runs). The I/O thread's objects may be
+        used from any thread: nothing to check."""
+        if self.io_thread or real_get_ident() == self.thread_ident:
+            return
+        raise RuntimeError(
+            "this kcpgo object belongs to another thread's gevent hub (kcpgo runs in 'hub' "
+            "mode); use it only from the thread that created it, or let kcpgo run its "
+            "sessions on an I/O thread of their own (kcpgo.set_runtime('thread'), the default "
+            "in programs without gevent.monkey.patch_all())")
+
+    def can_wait(self) -> bool:
+        """Whether the caller may wait for this runtime to make progress: it does not hold
+        the stack lock (the hub's thread would wait for it) and is not a hub's own greenlet
+        (whose loop would stop)."""
+        if self.lock._is_owned():   # type: ignore[attr-defined]
+            return False
+        hub = get_hub_if_exists()
+        return hub is None or gevent.getcurrent() is not hub
 
     def owner_runs_elsewhere(self) -> bool:
         """True when called from another OS thread while this runtime's thread is alive.
 
-        Only then must work be handed to :meth:`call_threadsafe`; once the owning thread has
-        ended nothing else can touch its objects, and the caller may clean them up directly.
+        Only then must hub work be handed to :meth:`call_threadsafe`; once the owning thread
+        has ended nothing else can touch its objects, and the caller may clean them up
+        directly.
         """
         ident = self.thread_ident
-        return real_get_ident() != ident and ident in _sys._current_frames()
+        return (real_get_ident() != ident and not self.stopped
+                and ident in _sys._current_frames())
 
     def owner_alive(self) -> bool:
-        """Whether this runtime's thread is still running (its hub can still drive timers)."""
-        return self.thread_ident in _sys._current_frames()
+        """Whether this runtime's thread still runs its hub (it can still drive timers)."""
+        return not self.stopped and self.thread_ident in _sys._current_frames()
 
     def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` in this runtime's thread: now when called from it (or when that
-        thread has ended), else on its hub's next loop iteration. Never waits."""
+        """Run ``fn(*args)`` under the stack lock in this runtime's thread: now when called
+        from it (or when that thread has ended), else on its hub's next loop iteration. Never
+        waits."""
         if self.owner_runs_elsewhere():
-            self.hub.loop.run_callback_threadsafe(fn, *args)
+            self.hub.loop.run_callback_threadsafe(self._locked, fn, *args)
         else:
-            fn(*args)
+            with self.lock:
+                fn(*args)
+
+    def run_sync(self, fn: Callable[..., Any], *args: Any, timeout: Optional[float] = None
+                 ) -> Any:
+        """``fn(*args)`` run under the stack lock in this runtime's thread; its result, or its
+        exception raised here. From that thread (or once it ended) it runs at once. Must not be
+        called while holding the stack lock in another thread (``RuntimeError``: it would wait
+        for the lock it holds). ``TimeoutError`` after ``timeout`` seconds (it may still run)."""
+        if not self.owner_runs_elsewhere():
+            with self.lock:
+                return fn(*args)
+        if self.lock._is_owned():   # type: ignore[attr-defined]
+            raise RuntimeError("kcpgo internal error: run_sync() under the stack lock")
+        waiter = Waiter()
+        box: list = []
+
+        def task() -> None:
+            try:
+                with self.lock:
+                    box.append((True, fn(*args)))
+            except BaseException as e:   # handed to the caller
+                box.append((False, e))
+            finally:
+                waiter.fire()
+        self.hub.loop.run_callback_threadsafe(task)
+        if not waiter.wait(timeout) and not box:
+            raise TimeoutError(f"kcpgo's I/O thread did not answer in {timeout} s")
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
+
+    def shutdown_sessions(self) -> None:
+        """kcp-go's final flush for every live channel (the I/O thread's exit)."""
+        for chan in list(self.channels):
+            try:
+                chan.final_flush()
+            except Exception:  # pragma: no cover - teardown
+                pass
+
+    def unacked(self) -> int:
+        """Segments sent and not yet acknowledged, over every live, healthy channel."""
+        return sum(chan.conn.waitsnd for chan in list(self.channels)
+                   if chan.error is None and not chan.released)
 
     def _push(self, deadline: int, timer: Timer) -> None:
+        # Called under the stack lock (Timer.schedule is stack code).
         heapq.heappush(self._heap, (deadline, next(self._seq), timer))
+        if real_get_ident() == self.thread_ident:
+            if self._greenlet is None:
+                self._start()
+            elif self._sleep_until is None or deadline < self._sleep_until:
+                self._wake.set()
+        elif (self._greenlet is None or self._sleep_until is None
+              or deadline < self._sleep_until) and not self._kick_pending and not self.stopped:
+            # Another thread armed a timer the sleeping scheduler does not know of yet.
+            self._kick_pending = True
+            self.hub.loop.run_callback_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_pending = False
         if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run)
-            self._greenlet.name = "kcpgo-scheduler"
-        elif self._sleep_until is None or deadline < self._sleep_until:
+            self._start()
+        else:
             self._wake.set()
+
+    def _start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+        self._greenlet.name = "kcpgo-scheduler"
 
     def _run(self) -> None:
         heap = self._heap
         wake = self._wake
+        lock = self.lock
         while True:
-            if not heap:
-                self._sleep_until = None
-                wake.clear()
-                wake.wait()
-                continue
-            now = now_ms()
-            due = heap[0][0]
-            if due > now:
-                self._sleep_until = due
-                wake.clear()
-                wake.wait((due - now) / 1000.0)
-                self._sleep_until = None
-                continue
-            fired = []
-            while heap and heap[0][0] <= now:
-                deadline, _, timer = heapq.heappop(heap)
-                if timer.at == deadline:         # else superseded, or cancelled
-                    timer.at = None
-                    fired.append(timer)
-            for timer in fired:
-                try:
-                    timer.callback(now)
-                except Exception:       # a bug in one session must not stop the others
-                    log.exception("timer callback failed")
-            if fired:
+            fired: list = []
+            with lock:
+                if not heap:
+                    self._sleep_until = None
+                    wake.clear()
+                    timeout: Optional[float] = None
+                else:
+                    now = now_ms()
+                    due = heap[0][0]
+                    if due > now:
+                        self._sleep_until = due
+                        wake.clear()
+                        timeout = (due - now) / 1000.0
+                    else:
+                        self._sleep_until = now     # running: later deadlines need no wake
+                        while heap and heap[0][0] <= now:
+                            deadline, _, timer = heapq.heappop(heap)
+                            if timer.at == deadline:     # else superseded, or cancelled
+                                timer.at = None
+                                fired.append(timer)
+                        for timer in fired:
+                            try:
+                                timer.callback(now)
+                            except Exception:   # a bug in one session must not stop the others
+                                log.exception("timer callback failed")
+                        self._sleep_until = None
+                        if fired:
+                            timeout = -1.0
+                        else:
+                            continue
+            if timeout is not None and timeout < 0:
                 gevent.sleep(0)         # readers first: a session may want to run again now
+                continue
+            wake.wait(timeout)
+            self._sleep_until = None
 
     @property
     def pending_timers(self) -> int:
@@ -189,14 +324,16 @@ class Runtime:
 class Signal:
     """A flag any thread may set and any greenlet of any thread may wait for.
 
-    Waiting is cooperative: the waiting thread's hub keeps running (and with it that thread's
-    kcpgo sessions), unlike ``threading.Event.wait`` in an unpatched program.
+    Waiting is cooperative where the waiting thread runs a gevent hub (its other greenlets,
+    and in hub mode its kcpgo sessions, keep running), unlike ``threading.Event.wait`` in an
+    unpatched program; a thread without a hub sleeps on a real lock
+    (:class:`~kcpgo.runtime.waiters.Waiter`).
     """
 
     def __init__(self, value: bool = False) -> None:
         self._lock = allocate_lock()
         self._flag = value
-        self._waiters: List[Tuple[Any, Event]] = []
+        self._waiters: List[Waiter] = []
 
     def is_set(self) -> bool:
         return self._flag
@@ -209,32 +346,19 @@ class Signal:
         with self._lock:
             self._flag = True
             waiters, self._waiters = self._waiters, []
-        me = real_get_ident()
-        for hub, ev in waiters:
-            if hub.thread_ident == me:
-                ev.set()
-            elif hub.loop is not None:
-                hub.loop.run_callback_threadsafe(ev.set)
+        for w in waiters:
+            w.fire()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until set (True) or ``timeout`` seconds pass (False)."""
         with self._lock:
             if self._flag:
                 return True
-            entry = (gevent.get_hub(), Event())
-            self._waiters.append(entry)
-        deadline = None if timeout is None else monotonic() + timeout
+            w = Waiter()
+            self._waiters.append(w)
         try:
-            while True:
-                # The timer keeps this hub's loop alive: the setter's wake-up from another
-                # thread arrives through an unreferenced watcher (gevent would see nothing to
-                # wait for and raise LoopExit).
-                step = 1.0 if deadline is None else min(1.0, deadline - monotonic())
-                if entry[1].wait(max(step, 0.0)) or self._flag:
-                    return True
-                if deadline is not None and monotonic() >= deadline:
-                    return False
+            return w.wait(timeout) or self._flag
         finally:
             with self._lock:
-                if entry in self._waiters:
-                    self._waiters.remove(entry)
+                if w in self._waiters:
+                    self._waiters.remove(w)

@@ -25,9 +25,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import gevent
 
 from ..sansio.wire import MTU_LIMIT
-from ._originals import RealSocket
+from ._originals import RealSocket, real_get_ident
 from .clock import monotonic as _monotonic
+from .pktinfo import (CMSG_PKTINFO, IP_PKTINFO, IPPROTO_IP, IPPROTO_IPV6,
+                      IPV6_RECVPKTINFO, local_sockname, reply_cmsg)
 from .scheduler import Runtime
+from .waiters import Waiter
 
 __all__ = ["UDPEndpoint", "spawn_count", "local_sockname", "DEFAULT_SOCKBUF", "RECV_SIZE"]
 
@@ -58,17 +61,6 @@ _GSO_SIZES = {}
 #: sendmsg errors that mean "no GSO here" (old kernel, odd device).
 _NO_GSO = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
-# Local-address ancillary data (IP_PKTINFO: struct in_pktinfo {ifindex, spec_dst, addr};
-# IPV6_PKTINFO: struct in6_pktinfo {addr, ifindex}). Python < 3.13 lacks IP_PKTINFO: Linux's
-# value is 8. A dual-stack socket reports IPv4 datagrams as IPV6_PKTINFO with a v4-mapped
-# address and accepts that form back (Linux ip_cmsg_send with allow_ipv6).
-_IPPROTO_IP = _stdlib_socket.IPPROTO_IP
-_IPPROTO_IPV6 = getattr(_stdlib_socket, "IPPROTO_IPV6", 41)
-_IP_PKTINFO = getattr(_stdlib_socket, "IP_PKTINFO", 8 if _sys.platform.startswith("linux")
-                      else None)
-_IPV6_RECVPKTINFO = getattr(_stdlib_socket, "IPV6_RECVPKTINFO", None)
-_IPV6_PKTINFO = getattr(_stdlib_socket, "IPV6_PKTINFO", None)
-_CMSG_PKTINFO = _stdlib_socket.CMSG_SPACE(20) if _CMSG_GRO else 0
 #: Send errors that lose this flush's datagrams like a lossy link (KCP retransmits them):
 #: ICMP errors reported on a later send (which is not sent), a full buffer or memory
 #: (ENOBUFS, ENOMEM), a firewall rule (EPERM), a datagram above the path MTU (EMSGSIZE).
@@ -129,7 +121,7 @@ class UDPEndpoint:
         #: Local addresses are read and replies sent from them (see the class docstring).
         self.pktinfo = False
         self._local_cache: Dict[Tuple[int, int, bytes], Any] = {}
-        if pktinfo and self._sendmsg is not None and _CMSG_PKTINFO:
+        if pktinfo and self._sendmsg is not None and CMSG_PKTINFO:
             self._enable_pktinfo()
         self.on_batch = on_batch
         self.on_error = on_error
@@ -141,9 +133,37 @@ class UDPEndpoint:
         self.error: Optional[OSError] = None
         self._limit = MAX_BATCH
         self._polling = False
-        self._watcher = self.runtime.hub.loop.io(sock.fileno(), 1)
-        self._reader = gevent.spawn(self._read_loop)
-        self._reader.name = "kcpgo-reader"
+        self._watcher: Any = None
+        self._reader: Optional[gevent.Greenlet] = None
+        # The watcher and the reader belong to the runtime's hub: made there (at once when
+        # called from its thread, else on its next loop iteration: see wait_started).
+        self._started: Optional[Waiter] = None
+        self._stopped: Optional[Tuple[int, Waiter]] = None
+        if self.runtime.owner_runs_elsewhere():
+            self._started = Waiter()
+        self.runtime.call_threadsafe(self._start)
+
+    def _start(self) -> None:
+        try:
+            if self.closed:
+                if self.owned:
+                    self.sock.close()
+                return
+            self._watcher = self.runtime.hub.loop.io(self.sock.fileno(), 1)
+            self._reader = gevent.spawn(self._read_loop)
+            self._reader.name = "kcpgo-reader"
+        finally:
+            if self._started is not None:
+                self._started.fire()
+
+    def wait_started(self) -> None:
+        """Wait until the reader runs (made in another thread than the runtime's, it starts
+        on the hub's next iteration): a listener returned to the application reads at once.
+        Returns at once when the caller holds the stack lock (the start waits for it)."""
+        started = self._started
+        if started is not None and self.runtime.can_wait():
+            started.wait(5.0)
+            self._started = None
 
     def _enable_pktinfo(self) -> None:
         """Ask for each datagram's local address, if the socket is bound to a wildcard one
@@ -153,10 +173,10 @@ class UDPEndpoint:
         except OSError:
             return
         try:
-            if self.family == _stdlib_socket.AF_INET6 and host == "::" and _IPV6_RECVPKTINFO:
-                self.sock.setsockopt(_IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
-            elif self.family == _stdlib_socket.AF_INET and host == "0.0.0.0" and _IP_PKTINFO:
-                self.sock.setsockopt(_IPPROTO_IP, _IP_PKTINFO, 1)
+            if self.family == _stdlib_socket.AF_INET6 and host == "::" and IPV6_RECVPKTINFO:
+                self.sock.setsockopt(IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            elif self.family == _stdlib_socket.AF_INET and host == "0.0.0.0" and IP_PKTINFO:
+                self.sock.setsockopt(IPPROTO_IP, IP_PKTINFO, 1)
             else:
                 return
         except OSError as e:  # pragma: no cover - platform without it: the system chooses
@@ -177,7 +197,7 @@ class UDPEndpoint:
         sock = RealSocket(family, _stdlib_socket.SOCK_DGRAM)
         try:
             if dualstack:
-                sock.setsockopt(_IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 0)
+                sock.setsockopt(IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 0)
             for opt in (_stdlib_socket.SO_RCVBUF, _stdlib_socket.SO_SNDBUF):
                 try:
                     sock.setsockopt(_stdlib_socket.SOL_SOCKET, opt, sockbuf)
@@ -384,7 +404,7 @@ class UDPEndpoint:
         cache = self._local_cache
         recvmsg = self.sock.recvmsg
         bufsize = _GRO_BUFSIZE if self.gro else RECV_SIZE
-        ancsize = _CMSG_PKTINFO + _CMSG_GRO
+        ancsize = CMSG_PKTINFO + _CMSG_GRO
         try:
             while len(batch) < limit:
                 data, anc, _, addr = recvmsg(bufsize, ancsize)
@@ -397,7 +417,7 @@ class UDPEndpoint:
                 if local is None and raw[0] != _SOL_UDP:    # (a GRO message alone: no address)
                     if len(cache) >= _LOCAL_CACHE_MAX:
                         cache.clear()
-                    local = cache[raw] = _reply_cmsg(*raw)
+                    local = cache[raw] = reply_cmsg(*raw)
                 if anc[0][0] == _SOL_UDP:
                     # A GRO burst (see _receive: the segment size decides).
                     seg = int.from_bytes(anc[0][2], _sys.byteorder)
@@ -420,25 +440,29 @@ class UDPEndpoint:
         log.debug("reader stopped: %s", e)
 
     def _dispatch(self, batch: list) -> float:
-        """Hand a batch to the owner; returns the processing time in seconds."""
-        t0 = _monotonic()
-        try:
-            self.on_batch(batch, int(t0 * 1000))
-        except Exception:
-            log.exception("datagram handling failed")
-        return _monotonic() - t0
+        """Hand a batch to the owner, under the stack lock; returns the processing time in
+        seconds."""
+        with self.runtime.lock:
+            t0 = _monotonic()
+            try:
+                self.on_batch(batch, int(t0 * 1000))
+            except Exception:
+                log.exception("datagram handling failed")
+            return _monotonic() - t0
 
     def _fail(self) -> None:
         on_error = self.on_error
         if on_error is None or self.error is None:
             return
         try:
-            on_error(self.error)
+            with self.runtime.lock:
+                on_error(self.error)
         except Exception:
             log.exception("socket failure handling failed")
 
     def poll(self) -> None:
-        """Process what is already waiting on the socket, from the calling greenlet.
+        """Process what is already waiting on the socket, from the calling greenlet (under the
+        stack lock, which the caller holds: it is about to flush).
 
         A sender calls this before each flush so that ACKs are handled at once even while it
         keeps the hub busy, instead of when it next blocks (late ACKs mean spurious RTOs).
@@ -476,13 +500,20 @@ class UDPEndpoint:
             if full:
                 gevent.sleep(0)             # let others run; more is likely waiting
                 continue
+            if self.closed:
+                # Closed by what this batch did (an smux linger that ended, say): the watcher
+                # is closed too, and waiting on it would restart it on a descriptor that is
+                # gone, or already another socket's (libev then aborts the process).
+                return
             try:
                 hub.wait(watcher)
             except _Closed:
                 return
 
     def close(self) -> None:
-        """Stop the reader and (if owned) close the socket. Idempotent."""
+        """Stop the reader and (if owned) close the socket. Idempotent. From another thread than
+        the runtime's, the socket is closed on the hub's next loop iteration (nothing is read
+        from it meanwhile: the owner's callbacks are dropped at once)."""
         if self.closed:
             return
         self.closed = True
@@ -490,47 +521,48 @@ class UDPEndpoint:
         # cycle collector (the endpoint and its channel refer to each other).
         self.on_batch = _ignore_batch
         self.on_error = None
-        hub = self.runtime.hub
+        if self._watcher is not None:
+            # (else _start has yet to run, and closes the socket instead of starting)
+            if self.runtime.owner_runs_elsewhere():
+                self._stopped = (real_get_ident(), Waiter())
+            self.runtime.call_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        """The hub's part of :meth:`close`, in its thread: end the reader, close the socket.
+
+        The watcher is closed before the descriptor (gevent's own sockets keep that order):
+        libev aborts the process when a watcher it still knows outlives its descriptor and the
+        number is reused meanwhile ("I/O watcher with invalid fd found in epoll_ctl")."""
         reader = self._reader
         if reader is not None and not reader.dead and gevent.getcurrent() is not reader:
-            hub.cancel_wait(self._watcher, _Closed(), True)
+            # The reader waits on the watcher: throw _Closed into it, close the watcher, then
+            # the socket (at once if it does not wait now).
+            self.runtime.hub.cancel_waits_close_and_then([self._watcher], _Closed,
+                                                         self._close_socket)
         else:
             self._watcher.close()
-        if self.owned:
-            self.sock.close()
+            self._close_socket()
+
+    def _close_socket(self) -> None:
+        try:
+            if self.owned:
+                self.sock.close()
+        finally:
+            if self._stopped is not None:
+                self._stopped[1].fire()
+
+    def wait_closed(self) -> None:
+        """After :meth:`close` from another thread than the runtime's: wait (at most 5 s)
+        until the socket is closed, so that a ``close()`` returns with its descriptor gone, as
+        a socket's does. Returns at once where waiting is not possible (see
+        :meth:`~kcpgo.runtime.scheduler.Runtime.can_wait`) or when another thread closed it."""
+        stopped = self._stopped
+        if stopped is not None and stopped[0] == real_get_ident() and self.runtime.can_wait():
+            stopped[1].wait(5.0)
 
 
 def _ignore_batch(batch: list, now: int) -> None:
     pass
-
-
-def _reply_cmsg(level: int, kind: int, value: bytes) -> Optional[list]:
-    """The control message that sends from the local address a received ``IP_PKTINFO`` /
-    ``IPV6_PKTINFO`` reported (``None`` if it is neither). IPv4: ``ipi_spec_dst`` (the
-    local address, also for a broadcast) with interface 0, so routing picks the interface;
-    IPv6: the address, with the interface only for a link-local one (which needs it)."""
-    if level == _IPPROTO_IP and kind == _IP_PKTINFO and len(value) >= 12:
-        return [(_IPPROTO_IP, _IP_PKTINFO, bytes(4) + value[4:8] + bytes(4))]
-    if level == _IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(value) >= 20:
-        link_local = value[0] == 0xfe and value[1] & 0xc0 == 0x80
-        return [(_IPPROTO_IPV6, _IPV6_PKTINFO, value[:16] + (value[16:20] if link_local
-                                                             else bytes(4)))]
-    return None
-
-
-def local_sockname(local: Optional[list], sockname: Tuple[Any, ...]) -> Tuple[Any, ...]:
-    """The socket address a session replies from: the wildcard ``sockname`` of its socket
-    with the host of ``local`` (a control message of :func:`_reply_cmsg`; ``None``: the
-    system chooses, ``sockname`` unchanged). IPv6 sockets give IPv4 peers' addresses
-    v4-mapped, as the socket reports them."""
-    if not local:
-        return sockname
-    level, _, value = local[0]
-    if level == _IPPROTO_IP:
-        return (_stdlib_socket.inet_ntop(_stdlib_socket.AF_INET, value[4:8]),) + sockname[1:]
-    host = _stdlib_socket.inet_ntop(_stdlib_socket.AF_INET6, value[:16])
-    scope = int.from_bytes(value[16:20], _sys.byteorder)
-    return (host, sockname[1], 0, scope)
 
 
 class _Closed(Exception):

@@ -1,0 +1,125 @@
+"""The I/O thread of ``"thread"`` mode (:mod:`.modes`): one daemon OS thread per process whose
+gevent hub runs every session's reader and the scheduler greenlet.
+
+Started on first use by :func:`runtime`; stopped at interpreter exit (``atexit``, so after the
+application's non-daemon threads ended): sessions still open get kcp-go's final flush and up
+to :data:`LINGER_AT_EXIT` for their data to be acknowledged, the hub's loop ends and the
+thread is joined, so the interpreter never finalizes under a running
+loop. A process that forks gets a new I/O thread in the child on first use there (the parent's
+thread does not exist in the child).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from typing import Any, Optional
+
+import gevent
+
+from gevent.monkey import get_original
+
+from ._originals import allocate_lock, start_new_thread
+from .clock import monotonic
+from .scheduler import Runtime
+
+__all__ = ["runtime", "stop", "THREAD_NAME"]
+
+log = logging.getLogger("kcpgo.runtime")
+
+THREAD_NAME = "kcpgo-io"
+#: Seconds :func:`stop` waits for the thread to end at exit.
+STOP_TIMEOUT = 2.0
+#: Seconds the exit waits, at most, for what open sessions sent to be acknowledged: a script
+#: that sends and exits without closing delivers its data as over TCP, whose kernel goes on
+#: sending after the process ended (kcp-go drops it). A dead peer delays the exit this long.
+LINGER_AT_EXIT = 1.0
+
+_real_sleep = get_original("time", "sleep")
+_start_lock = allocate_lock()
+_current: Optional["_IOThread"] = None
+
+
+class _IOThread:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.runtime: Optional[Runtime] = None
+        self.error: Optional[BaseException] = None
+        self._keepalive: Any = None
+        self._ended = allocate_lock()
+        self._ended.acquire()
+        ready = allocate_lock()
+        ready.acquire()
+        start_new_thread(self._main, (ready,))
+        ready.acquire()
+        if self.error is not None:
+            raise RuntimeError(f"kcpgo could not start its I/O thread: {self.error!r}")
+
+    def _main(self, ready: Any) -> None:
+        try:
+            try:
+                import threading
+                threading.current_thread().name = THREAD_NAME    # (a dummy entry: for logs)
+            except Exception:  # pragma: no cover
+                pass
+            try:
+                hub = gevent.get_hub()
+                self.runtime = Runtime(io_thread=True)
+                # A referenced watcher keeps the loop running while nothing else is active;
+                # stop() fires it (async watchers may be sent from any thread).
+                self._keepalive = hub.loop.async_()
+            except BaseException as e:  # pragma: no cover - gevent cannot start a hub here
+                self.error = e
+                return
+            finally:
+                ready.release()
+            try:
+                hub.wait(self._keepalive)
+            except BaseException:  # pragma: no cover - interpreter teardown
+                pass
+            self.runtime.stopped = True
+        finally:
+            self._ended.release()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Flush every session once, end the loop, wait for the thread (True if it ended)."""
+        rt = self.runtime
+        if rt is None or rt.stopped:
+            return True
+        deadline = monotonic() + LINGER_AT_EXIT
+        try:
+            rt.run_sync(rt.shutdown_sessions, timeout=timeout)
+            while rt.run_sync(rt.unacked, timeout=timeout) and monotonic() < deadline:
+                _real_sleep(0.01)
+        except Exception:  # pragma: no cover - teardown: nothing more can be done
+            log.debug("final flush at exit failed", exc_info=True)
+        self._keepalive.send()
+        return self._ended.acquire(True, timeout)
+
+
+def runtime() -> Runtime:
+    """The I/O thread's runtime, starting the thread on first use (also in a forked child)."""
+    global _current
+    cur = _current
+    if cur is not None and cur.pid == os.getpid() and cur.runtime is not None \
+            and not cur.runtime.stopped:
+        return cur.runtime
+    with _start_lock:
+        cur = _current
+        if cur is None or cur.pid != os.getpid():
+            cur = _current = _IOThread()
+            if len(_registered) == 0:
+                atexit.register(stop)
+                _registered.append(True)
+        assert cur.runtime is not None
+        return cur.runtime
+
+
+_registered: list = []
+
+
+def stop() -> None:
+    """Stop this process's I/O thread, if it runs (registered with ``atexit``)."""
+    cur = _current
+    if cur is not None and cur.pid == os.getpid():
+        cur.stop()
