@@ -231,43 +231,48 @@ def wait_readable(api, obj, timeout):
 '''
 
 SELECT_SESSION = WAIT_READABLE + '''
-API = sys.argv[3]
-sess = kcpgo.dial(ADDR, mode="fast3", stream=True, timeout=5)
-sess.sendall(b"ECHO 0.5\\nping")            # the peer answers "ping" after 0.5 s
-t0 = time.monotonic()
-ok, got = wait_readable(API, sess, 3)
-elapsed = time.monotonic() - t0
-sess.settimeout(0)
-try:
-    data = sess.recv(100).decode()
-except BlockingIOError:
-    data = None
-report(ok=ok, got=got, elapsed=elapsed, data=data)
+results = {}
+for API in sys.argv[3].split(","):
+    sess = kcpgo.dial(ADDR, mode="fast3", stream=True, timeout=5)
+    sess.sendall(b"ECHO 0.5\\nping")            # the peer answers "ping" after 0.5 s
+    t0 = time.monotonic()
+    ok, got = wait_readable(API, sess, 3)
+    elapsed = time.monotonic() - t0
+    sess.settimeout(0)
+    try:
+        data = sess.recv(100).decode()
+    except BlockingIOError:
+        data = None
+    sess.close()
+    results[API] = dict(ok=ok, got=got, elapsed=elapsed, data=data)
+report(**results)
 '''
 
 SELECT_LISTENER = WAIT_READABLE + '''
-API = sys.argv[3]
-ln = kcpgo.listen(("127.0.0.1", 0), mode="fast3", stream=True)
 clients = []
+results = {}
 
 
-def connect():
+def connect(ln):
     c = kcpgo.dial(ln.getsockname(), mode="fast3", stream=True)
     c.sendall(b"hello")                     # the first datagram: a new session for ln
     clients.append(c)
 
 
-threading.Timer(0.5, connect).start()
-t0 = time.monotonic()
-ok, got = wait_readable(API, ln, 3)
-elapsed = time.monotonic() - t0
-ln.settimeout(0)
-try:
-    s, _ = ln.accept()
-    accepted = True
-except BlockingIOError:
-    accepted = False
-report(ok=ok, got=got, elapsed=elapsed, accepted=accepted)
+for API in sys.argv[3].split(","):
+    ln = kcpgo.listen(("127.0.0.1", 0), mode="fast3", stream=True)
+    threading.Timer(0.5, connect, (ln,)).start()
+    t0 = time.monotonic()
+    ok, got = wait_readable(API, ln, 3)
+    elapsed = time.monotonic() - t0
+    ln.settimeout(0)
+    try:
+        s, _ = ln.accept()
+        accepted = True
+    except BlockingIOError:
+        accepted = False
+    results[API] = dict(ok=ok, got=got, elapsed=elapsed, accepted=accepted)
+report(**results)
 '''
 
 APIS = ["select", "selectors", "poll"]
@@ -275,8 +280,7 @@ MODES = ["unpatched", "patched"]
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("api", APIS)
-def test_session_readable_in_select_when_reply_arrives(peer, api, mode):
+def test_session_readable_in_select_when_reply_arrives(peer, mode):
     """``select.select([sess], [], [], 3)``, ``selectors.DefaultSelector().select(3)`` and
     ``select.poll().poll(3000)`` on a client session whose echo reply is on its way (the peer
     sends it 0.5 s after the request, while the child already waits) return the session as
@@ -286,24 +290,27 @@ def test_session_readable_in_select_when_reply_arrives(peer, api, mode):
     readable exactly when recv would not block). Issue 12, Why bullet 1 and Deliver 3:
     unpatched (thread runtime) and patched (gevent's select) alike. Unpatched today the
     hub that would read the reply is stopped by the real select: ``[]`` after 3 s."""
-    out = run_child(script(SELECT_SESSION), mode, str(peer.port), api)
-    assert out["ok"], f"{api} did not report the session readable: {out}"
-    assert 0.4 <= out["elapsed"] < 1.5, out     # the reply left the peer 0.5 s after t0
-    assert out["data"] == "ping", out
+    results = run_child(script(SELECT_SESSION), mode, str(peer.port), ",".join(APIS))
+    for api in APIS:                            # one child tries each API in turn
+        out = results[api]
+        assert out["ok"], f"{api} did not report the session readable: {out}"
+        assert 0.4 <= out["elapsed"] < 1.5, (api, out)  # the reply left 0.5 s after t0
+        assert out["data"] == "ping", (api, out)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("api", APIS)
-def test_listener_readable_in_select_when_first_datagram_arrives(api, mode):
+def test_listener_readable_in_select_when_first_datagram_arrives(mode):
     """A listener's ``fileno()`` is reported readable by ``select``/``selectors``/``poll``
     once a client's first datagram (sent 0.5 s after the wait began, from a timer thread)
     has arrived, and a non-blocking ``accept()`` then succeeds (README, Listener: fileno is
     readable exactly when accept would not block; issue 12, Deliver 3). Unpatched today
     nobody reads the UDP socket while the real select blocks the thread: ``[]`` after 3 s."""
-    out = run_child(script(SELECT_LISTENER), mode, "0", api)
-    assert out["ok"], f"{api} did not report the listener readable: {out}"
-    assert 0.4 <= out["elapsed"] < 1.5, out     # the datagram left 0.5 s after t0
-    assert out["accepted"], out
+    results = run_child(script(SELECT_LISTENER), mode, "0", ",".join(APIS))
+    for api in APIS:                            # one child tries each API in turn
+        out = results[api]
+        assert out["ok"], f"{api} did not report the listener readable: {out}"
+        assert 0.4 <= out["elapsed"] < 1.5, (api, out)  # the datagram left 0.5 s after t0
+        assert out["accepted"], (api, out)
 
 
 # ---------------------------------------------------------------- 2. time.sleep while receiving
@@ -358,6 +365,7 @@ def test_sleeping_thread_does_not_stall_a_transfer(peer):
     assert out["buffered"] >= 2_000_000, out
 
 
+@pytest.mark.slow       # a control (it passed before issue 12): kept out of the 6-minute suite
 def test_sleep_under_monkey_patching_does_not_stall_either(peer):
     """The same scenario in a patched child, where ``time.sleep`` is gevent's and the hub
     keeps running (model (a), unchanged by issue 12): the push completes within 1.5 s and
@@ -793,7 +801,7 @@ def test_set_runtime_rejects_an_unknown_mode():
     assert out == {"set_error": "ValueError"}
 
 
-@pytest.mark.parametrize("how", ["env", "set-hub"])
+@pytest.mark.parametrize("how", [pytest.param("env", marks=pytest.mark.slow), "set-hub"])
 def test_hub_mode_stalls_while_the_owning_thread_sleeps(peer, how):
     """With the hub runtime forced in an unpatched program (``KCPGO_RUNTIME=hub`` or
     ``kcpgo.set_runtime("hub")``), sessions run only while their thread is inside kcpgo, as

@@ -142,10 +142,15 @@ BLOCKING_HANDLERS = textwrap.dedent('''
 ''')
 
 
+_SLOW = pytest.mark.slow    # controls and repeats, kept out of the 6-minute default suite
+
+
 @pytest.mark.parametrize("mode,block,flavour", [
     ("unpatched", "sleep", "kcpserver"), ("unpatched", "subprocess", "kcpserver"),
-    ("unpatched", "sleep", "monkey"), ("unpatched", "subprocess", "monkey"),
-    ("patched", "sleep", "kcpserver"), ("patched", "sleep", "monkey")])
+    ("unpatched", "sleep", "monkey"),
+    pytest.param("unpatched", "subprocess", "monkey", marks=_SLOW),
+    pytest.param("patched", "sleep", "kcpserver", marks=_SLOW),
+    ("patched", "sleep", "monkey")])
 def test_blocking_handlers_do_not_stall_other_clients(mode, block, flavour):
     """Four clients connect at once to an unpatched threading server whose handler blocks
     its thread for 1 s (``time.sleep(1)`` or ``subprocess.run(["sleep", "1"])``) before
