@@ -154,8 +154,10 @@ class KCPServer(socketserver.TCPServer):
     ``data_shards``, ``parity_shards``, ``window``, ``mtu``, ``backlog``, ...), with
     ``stream=True`` and ``idle_timeout=`` :attr:`idle_timeout` by default, plus
     ``drain_timeout``. ``server_address`` is validated as :func:`kcpgo.listen`'s (a tuple or
-    ``"host:port"``; the wildcards ``""`` and ``"::"`` serve IPv4 and IPv6 where the system
-    allows, and IPv4 clients then appear as ``("::ffff:a.b.c.d", port, 0, 0)``). Bad options
+    ``"host:port"``). ``("", port)`` binds IPv4's wildcard, as ``TCPServer`` does (so
+    addresses stay ``(host, port)``); ``"::"``, ``":port"`` or a class whose
+    ``address_family`` is ``AF_INET6`` serve IPv4 and IPv6 where the system allows, and IPv4
+    clients then appear as ``("::ffff:a.b.c.d", port, 0, 0)``. Bad options
     or addresses raise ``TypeError``/``ValueError`` here; a port in use raises ``OSError``
     here. Requests are handled one at a time in the serving thread (see
     :class:`ThreadingKCPServer`).
@@ -190,6 +192,13 @@ class KCPServer(socketserver.TCPServer):
                               drain_timeout=getattr(self, "drain_timeout",
                                                     DEFAULT_DRAIN_TIMEOUT),
                               where=type(self).__name__)
+        if (isinstance(server_address, tuple) and len(server_address) == 2
+                and server_address[0] == "" and self.address_family == _socket.AF_INET):
+            # socketserver's ("", port) with its default AF_INET: IPv4 only, as TCPServer
+            # binds it, so server_address and client_address stay (host, port) pairs that
+            # legacy code unpacks. "::" (or a class with address_family AF_INET6) is the
+            # dual-stack wildcard of kcpgo.listen.
+            server_address = ("0.0.0.0", server_address[1])
         family, self.server_address, dualstack = bind_plan(server_address, type(self).__name__)
         self._kcpgo = _KCPState(opts)
         if family == _socket.AF_INET6:

@@ -312,3 +312,17 @@ def test_send_and_drain_timeouts_explain_too(quiet) -> None:
         assert str(err).startswith("timed out; no valid datagram received from "
                                    f"{where(quiet.getsockname())} in "), err
         assert "nothing came back" in str(err), err
+
+
+def test_an_smux_streams_timeout_says_why_as_a_sessions_does():
+    """A stream's TimeoutError on a session that never heard from its peer carries the same
+    diagnosis as a bare session's (D33): with nothing listening, "no valid datagram received
+    ... nothing came back". It said only "timed out" over smux (a new user's finding)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(LOCAL)                                # a port where nothing answers
+        sess = kcpgo.dial_smux(u.getsockname(), timeout=0.3)
+        s = sess.open_stream()
+        s.sendall(b"hello")
+        with pytest.raises(TimeoutError, match="no valid datagram received"):
+            s.recv(10)
+        sess.close(linger=0)

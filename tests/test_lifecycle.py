@@ -168,3 +168,18 @@ def test_an_endpoint_closed_by_its_own_batch_stops_its_reader(raw):
             break
         gevent.sleep(0.01)
     assert ep.closed and ep._reader.dead and not ep._watcher.active
+
+
+def test_a_new_sessions_first_write_leaves_at_once():
+    """kcp-go runs a session's first update when it creates it (sess.go newUDPSession:
+    ``SystemTimedSched.Put(sess.update, time.Now())``), which raises KCP's cwnd from 0 to 1
+    (docs/protocol.md §1.9 phase 6), so with congestion control on (kcp-go's default mode)
+    the application's first write is flushed by ``Write`` itself. Before: kcpgo's first flush
+    came with that write, sent nothing and waited for the next tick, 100 ms later (a new
+    user's first request/response took 102 ms)."""
+    snmp = Snmp()
+    with kcpgo.listen(LOCAL, snmp=Snmp()) as ln:
+        c = kcpgo.dial(ln.getsockname(), snmp=snmp)       # default mode: nc 0, interval 100
+        c.sendall(b"x")
+        assert snmp.OutPkts == 1                           # on the wire before sendall returned
+        c.close()

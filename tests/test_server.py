@@ -391,3 +391,27 @@ def test_server_semantics_under_gevent_patch_all():
     assert json.loads(proc.stdout) == {"handle_request": [1, "cba"],
                                        "KCPServer": ["stopping", True],
                                        "ThreadingKCPServer": ["stopping", True]}
+
+
+def test_an_empty_host_binds_ipv4_as_tcpserver_does():
+    """socketserver.TCPServer(("", port)) has address_family AF_INET: server_address is
+    ("0.0.0.0", port) and every client_address a (host, port) pair (measured with the stdlib
+    here). KCPServer bound "" dual-stack, and legacy ``host, port = self.client_address``
+    raised "too many values to unpack" (a new user's port under kcpgo.monkey servers=)."""
+    import socketserver as ss
+    with ss.TCPServer(("", 0), Reverse) as tcp:
+        assert tcp.server_address[0] == "0.0.0.0" and len(tcp.server_address) == 2
+    seen = []
+
+    class Peer(ss.BaseRequestHandler):
+        def handle(self):
+            host, port = self.client_address
+            seen.append((host, port))
+    with KCPServer(("", 0), Peer, **FAST) as server:
+        assert server.server_address[0] == "0.0.0.0" and len(server.server_address) == 2
+        c = kcpgo.dial(("127.0.0.1", server.server_address[1]), **FAST)
+        c.sendall(b"x")
+        server.timeout = 5
+        server.handle_request()
+        c.close()
+    assert seen and seen[0][0] == "127.0.0.1"

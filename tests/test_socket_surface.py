@@ -664,3 +664,44 @@ def test_dup_and_detach_name_the_alternative(kpair):
         assert "fileno()" in str(info.value)
     a.sendall(b"still open")
     assert _receive(b, 10) == b"still open"
+
+
+def test_fileno_after_close_is_minus_one_and_a_selector_can_unregister(pair):
+    """``socket.fileno()`` returns -1 once closed (socket docs; measured here on the TCP end),
+    so the common "close, then ``sel.unregister(sock)``" works: selectors then find the
+    object by an exhaustive search. kcpgo's objects raised EBADF instead, and the unregister
+    with them (a new user's port of a select-based client)."""
+    import selectors
+    a, b = pair
+    with selectors.DefaultSelector() as sel:
+        sel.register(b, selectors.EVENT_READ)
+        b.close()
+        assert b.fileno() == -1
+        sel.unregister(b)
+        assert sel.get_map() == {}
+
+
+def test_listeners_and_smux_sessions_fileno_after_close_is_minus_one(made):
+    """The same for the accepting objects: a listening socket's fileno() is -1 once closed."""
+    srv = socket.create_server(LOCAL)
+    srv.close()
+    objs = [kcpgo.listen(LOCAL), kcpgo.listen_smux(LOCAL)]
+    objs.append(kcpgo.dial_smux(objs[1].getsockname()))
+    for o in [srv] + objs:
+        if o is not srv:
+            assert o.fileno() >= 0
+            o.close()
+        assert o.fileno() == -1, o
+
+
+@pytest.mark.parametrize("value,error", [("1", TypeError), (float("nan"), ValueError),
+                                         (float("inf"), OverflowError), (-1, ValueError),
+                                         (1e300, OverflowError)])
+def test_settimeout_refuses_what_a_socket_refuses(pair, value, error):
+    """``settimeout`` raises what ``socket.settimeout`` raises (measured on CPython 3.11, and
+    here on the TCP end): kcpgo took "1", NaN and infinity, and failed only at the next
+    ``recv`` (a new user's finding)."""
+    a, _ = pair
+    with pytest.raises(error):
+        a.settimeout(value)
+    assert a.gettimeout() == 5           # unchanged

@@ -269,12 +269,13 @@ def test_close_is_idempotent_and_every_later_call_raises_ebadf(smux):
     c.close()
     assert c.closed
     calls = [lambda: c.recv(1), lambda: c.recv(0), lambda: c.recv_into(bytearray(4)),
-             lambda: c.send(b"x"), lambda: c.sendall(b"x"), lambda: c.fileno(),
+             lambda: c.send(b"x"), lambda: c.sendall(b"x"),
              lambda: c.shutdown(socket.SHUT_RDWR)]
     for call in calls:
         with pytest.raises(OSError) as info:
             call()
         assert info.value.errno == errno.EBADF
+    assert c.fileno() == -1                     # as socket.fileno() after close
     assert s.recv(10) == b""                    # close sent FIN
     assert sess.streams == 0
     s.close()

@@ -179,14 +179,26 @@ class Direction:
                 w.fire()
 
 
+#: The largest timeout CPython's sockets take: its clock counts int64 nanoseconds.
+_MAX_TIMEOUT = (2 ** 63 - 1) / 1e9
+
+
 def check_timeout(value: Optional[float]) -> Optional[float]:
-    """A socket timeout as ``socket.settimeout`` takes it: ``None`` or seconds >= 0 (a float);
-    ``ValueError`` if negative, ``TypeError`` if not a number."""
+    """A socket timeout as ``socket.settimeout`` takes it (the errors measured on CPython
+    3.11): ``None`` or seconds >= 0, returned as a float. ``TypeError`` for a string or
+    another non-number, ``ValueError`` for NaN or a negative value, ``OverflowError`` for
+    infinity or more than ~292 years."""
     if value is None:
         return None
+    if isinstance(value, (str, bytes, bytearray)):
+        raise TypeError(f"'{type(value).__name__}' object cannot be interpreted as an integer")
     value = float(value)
+    if value != value:
+        raise ValueError("Invalid value NaN (not a number)")
     if value < 0:
         raise ValueError("Timeout value out of range")
+    if value > _MAX_TIMEOUT:
+        raise OverflowError("timeout value is too large")
     return value
 
 

@@ -16,7 +16,7 @@ import errno
 import io
 import operator
 import socket as _socket
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from ._blocking import Blocking, Direction, ReadyFD, ebadf
 
@@ -70,6 +70,25 @@ class SocketFacade(Blocking):
 
     def _release(self) -> None:
         raise NotImplementedError
+
+    def _channel(self) -> Any:
+        """The KCP session's :class:`~kcpgo.runtime.channel.Channel` underneath."""
+        raise NotImplementedError
+
+    def _blocking_call(self, attempt: Callable[[Any], object], arg: Any, side: Direction,
+                       deadline: Optional[float], nonblocking: Optional[bool] = None,
+                       take_turn: bool = True) -> object:
+        """:meth:`Blocking._blocking_call`, whose ``TimeoutError`` says why when no valid
+        datagram ever came from the peer (``Channel.diagnosis``, docs/deviations.md D33):
+        for a session and for each smux stream on it alike."""
+        try:
+            return Blocking._blocking_call(self, attempt, arg, side, deadline, nonblocking,
+                                           take_turn)
+        except TimeoutError as exc:
+            chan = self._channel()
+            if exc.errno is None and not chan.heard:
+                raise TimeoutError(f"timed out; {chan.diagnosis()}") from None
+            raise
 
     def _on_shutdown(self, rd: bool, wr: bool) -> None:
         """Called by :meth:`shutdown` after the flags were set (tell the peer, wake...)."""

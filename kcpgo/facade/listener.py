@@ -371,9 +371,10 @@ class Listener(Blocking):
     @locked
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when ``accept`` would
-        not block."""
+        not block (also once it failed: ``accept`` then raises). -1 once closed, as
+        ``socket.fileno``."""
         if self._closed:
-            raise ebadf()
+            return -1
         if self._fd is None:
             self._fd = ReadyFD()
             self._fd.set(bool(self._backlog) or self._error is not None)

@@ -270,11 +270,13 @@ class SmuxSession(Blocking):
 
     @locked
     def fileno(self) -> int:
-        """A descriptor readable exactly when :meth:`accept_stream` would not block."""
-        self._check()
+        """A descriptor readable exactly when :meth:`accept_stream` would not block (a stream
+        waits, or the session died: it then raises). -1 once closed, as ``socket.fileno``."""
+        if self._closed:
+            return -1
         if self._fd is None:
             self._fd = ReadyFD()
-            self._fd.set(bool(self._driver.accept_queue))
+            self._fd.set(bool(self._driver.accept_queue) or self._driver.error is not None)
         return self._fd.rfd
 
     # ------------------------------------------------------------------ KCP knobs
@@ -442,9 +444,9 @@ class SmuxListener(Blocking):
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when :meth:`accept`
         would not block (an eventfd, created on first call, as :meth:`kcpgo.KCPSocket.fileno`).
-        ``OSError(EBADF)`` once closed."""
+        -1 once closed, as ``socket.fileno``."""
         if self._closed:
-            raise ebadf()
+            return -1
         if self._fd is None:
             self._fd = ReadyFD()
             self._fd.set(self._would_not_block())

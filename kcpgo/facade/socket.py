@@ -17,12 +17,12 @@ from __future__ import annotations
 import errno
 import socket as _socket
 import warnings
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from ..runtime.channel import Channel
 from ..runtime.udp import local_sockname
 from ..snmp import Snmp
-from ._blocking import WOULD_BLOCK, Blocking, Direction, ReadyFD, locked, set_dscp, weak_call
+from ._blocking import WOULD_BLOCK, ReadyFD, locked, set_dscp, weak_call
 from ._sockbase import SocketFacade
 from ._sockopts import SocketExtras
 
@@ -74,19 +74,8 @@ class KCPSocket(SocketFacade, SocketExtras):
     def _error(self) -> Optional[BaseException]:
         return self._chan.error
 
-    def _blocking_call(self, attempt: Callable[[Any], object], arg: Any, side: Direction,
-                       deadline: Optional[float], nonblocking: Optional[bool] = None,
-                       take_turn: bool = True) -> object:
-        """:meth:`Blocking._blocking_call`, whose ``TimeoutError`` says why when no valid
-        datagram ever came from the peer (``Channel.diagnosis``, docs/deviations.md D33)."""
-        try:
-            return Blocking._blocking_call(self, attempt, arg, side, deadline, nonblocking,
-                                           take_turn)
-        except TimeoutError as exc:
-            chan = self._chan
-            if exc.errno is None and not chan.heard:
-                raise TimeoutError(f"timed out; {chan.diagnosis()}") from None
-            raise
+    def _channel(self) -> Channel:
+        return self._chan
 
     def _would_not_block(self) -> bool:
         return bool(self._closed or self._chan.error is not None or self._shut_rd
@@ -311,8 +300,9 @@ class KCPSocket(SocketFacade, SocketExtras):
         The runtime's thread keeps it in step, so the stdlib's ``select``/``poll``/``selectors``
         see data that arrives while they wait (in hub mode only while that hub runs: use
         gevent's, or monkey-patching). It is always writable (use ``send`` in non-blocking
-        mode to learn about room)."""
-        self._check_usable()
+        mode to learn about room). -1 once closed, as ``socket.fileno``."""
+        if self._closed and (self._released or self._io_refs <= 0):
+            return -1
         if self._fd is None:
             self._fd = ReadyFD()
             self._fd.set(self._would_not_block())

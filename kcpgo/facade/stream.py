@@ -67,6 +67,9 @@ class Stream(SocketFacade, SocketExtras):
         """The smux session (one KCP session) this stream belongs to."""
         return self._session
 
+    def _channel(self) -> Any:
+        return self._driver.chan
+
     # ------------------------------------------------------------------ driver events
 
     def _on_update(self) -> None:
@@ -220,8 +223,10 @@ class Stream(SocketFacade, SocketExtras):
     def fileno(self) -> int:
         """A descriptor that ``select``/``poll`` report readable exactly when ``recv`` would
         not block (data, EOF, an error; an eventfd kept in step, created on first call), as
-        :meth:`kcpgo.KCPSocket.fileno`; it is always writable."""
-        self._check_usable()
+        :meth:`kcpgo.KCPSocket.fileno`; it is always writable. -1 once closed, as
+        ``socket.fileno``."""
+        if self._closed and (self._released or self._io_refs <= 0):
+            return -1
         if self._fd is None:
             self._fd = ReadyFD()
             self._fd.set(self._recv_would_not_block())

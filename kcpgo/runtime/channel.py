@@ -83,6 +83,13 @@ class Channel:
         #: Datagrams from other addresses dropped by this client channel (its share of InErrs).
         self.foreign = 0
         self.set_idle_timeout(idle_timeout)
+        # kcp-go's session runs its first update at creation (sess.go newUDPSession): that
+        # flush raises KCP's congestion window from 0 to 1 segment (§1.9 phase 6), so the
+        # application's first write leaves at once. Without it, a session with congestion
+        # control on (kcp-go's default) sent its first message one interval late (100 ms).
+        out = conn.flush(self.opened)
+        if out:  # pragma: no cover - nothing is queued yet
+            self._transmit(out)
         if self.runtime.io_thread:
             self.runtime.channels.add(self)     # (the final flush at exit, iothread.py)
         snmp = conn.snmp
