@@ -54,6 +54,9 @@ class Options:
     * ``ack_nodelay``, ``write_delay``: kcp-go's ``SetACKNoDelay`` / ``SetWriteDelay``;
     * ``idle_timeout``: seconds without any datagram after which the peer is declared dead
       (``TimeoutError``; ``None``: never, as kcp-go);
+    * ``rate_limit``: pacing in bytes per second on the wire, headers included (an int >= 0;
+      0, the default: off), kcp-go latest's ``SetRateLimit`` (docs/protocol.md §5.9): a token
+      bucket with a burst of 64 x 1500 bytes (:class:`~kcpgo.sansio.ratelimit.TokenBucket`);
     * ``snmp``: the :class:`~kcpgo.snmp.Snmp` counters to add to (default: the global one).
     """
 
@@ -68,6 +71,7 @@ class Options:
     ack_nodelay: bool = False
     write_delay: bool = False
     idle_timeout: Optional[float] = None
+    rate_limit: int = 0
     snmp: Optional[Snmp] = field(default=None, compare=False)
     #: The cipher built from ``crypt``/``key`` (derived once, here).
     block: Optional[BlockCrypt] = field(default=None, init=False, repr=False, compare=False)
@@ -98,6 +102,7 @@ class Options:
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or
                               not t > 0):
             raise ValueError(f"idle_timeout must be > 0 seconds or None, got {t!r}")
+        _int("rate_limit (bytes/s)", self.rate_limit, 0, None)
         if self.snmp is not None and not isinstance(self.snmp, Snmp):
             raise ValueError(f"snmp must be a kcpgo.Snmp or None, got {self.snmp!r}")
 
@@ -140,7 +145,8 @@ class Options:
     def connection(self, conv: int, **policy: Any) -> Connection:
         """The sans-IO :class:`~kcpgo.sansio.Connection` for conversation ``conv``; ``policy``
         is passed on (``admit_limit``, ``probe_init``). Stream mode, window, ACK and write
-        delay are applied too; ``idle_timeout`` is the driver's business."""
+        delay are applied too; ``idle_timeout`` and ``rate_limit`` are the driver's business
+        (``kcpgo.runtime.channel.Channel``)."""
         return Connection(conv, crypt=self.block, data_shards=self.data_shards,
                           parity_shards=self.parity_shards, mtu=self.mtu or MTU_DEFAULT,
                           mode=self.mode, snmp=self.counters, stream=self.stream,

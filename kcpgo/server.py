@@ -353,13 +353,19 @@ class KCPServer(socketserver.TCPServer):
         request.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went silent past ``idle_timeout`` (KCP's only "disconnect"), or whose
-        smux session died (keepalive timeout, protocol error: docs/kcptun.md §4.6, 4.9), is
-        logged to ``kcpgo.server`` at INFO; anything else prints a traceback as socketserver
-        does."""
+        """A client that went silent past ``idle_timeout`` (KCP's only "disconnect"), whose
+        KCP session died of the dead-link limit (it vanished while the handler's data was in
+        flight: KCP has no FIN, so that is the other way a client's exit shows), or whose smux
+        session died (keepalive timeout, protocol error: docs/kcptun.md §4.6, 4.9) is logged
+        to ``kcpgo.server`` at INFO; anything else prints a traceback as socketserver does."""
         exc = sys.exc_info()[1]
         if isinstance(exc, TimeoutError) and exc.errno == errno.ETIMEDOUT:
             log.info("kcpgo: %s sent nothing for idle_timeout; request ended (%s)",
+                     client_address, exc)
+            return
+        if isinstance(exc, ConnectionResetError) and isinstance(request, KCPSocket) \
+                and request._chan.error is not None:
+            log.info("kcpgo: %s stopped acknowledging; request ended (%s)",
                      client_address, exc)
             return
         if (isinstance(exc, ConnectionResetError) and isinstance(request, Stream)

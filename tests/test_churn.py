@@ -1,7 +1,7 @@
 """Churn: many sessions opened, used and closed in waves leak no greenlets, descriptors,
 sessions, timers or memory. Prints the before/after figures.
 
-Normal suite: 4,000 sessions in 8 waves of 500. Long run: ``KCPGO_SLOW=1`` (10,000 in 20
+Normal suite: 2,000 sessions in 4 waves of 500. Long run: ``KCPGO_SLOW=1`` (10,000 in 20
 waves) or ``python tools/churn.py --sessions 10000 --wave 500``.
 """
 from __future__ import annotations
@@ -14,10 +14,12 @@ from tools.churn import run
 def _check(res):
     print({k: v for k, v in res.items()})
     assert res["failures"] == 0, res
-    assert res["fd_growth"] == 0, res
-    # Greenlets left by earlier tests may finish meanwhile: the count must not grow.
-    assert res["greenlet_growth"] <= 0 and res["kcpgo_greenlet_growth"] == 0, res
-    assert res["socket_growth"] == 0, res
+    # Sessions earlier tests left closing (an smux linger, a close handed to the I/O thread)
+    # may finish meanwhile, taking their descriptor and reader with them: the counts must
+    # not grow.
+    assert res["fd_growth"] <= 0, res
+    assert res["greenlet_growth"] <= 0 and res["kcpgo_greenlet_growth"] <= 0, res
+    assert res["socket_growth"] <= 0, res
     assert res["after"]["listener_sessions"] == 0, res
     assert res["after"]["live_timers"] == 0, res
     assert res["gc_object_growth"] < 200, res
@@ -26,7 +28,7 @@ def _check(res):
 
 
 def test_churn_short():
-    _check(run(sessions=4_000, per_wave=500))
+    _check(run(sessions=2_000, per_wave=500))
 
 
 @pytest.mark.slow

@@ -165,7 +165,8 @@ def test_app_is_ordinary_stdlib_code_over_tcp():
         server.shutdown()
 
 
-@pytest.mark.parametrize("model", ["a", "b", "c", "b-hub", "c-hub"])
+@pytest.mark.parametrize("model", ["a", "b", "c", pytest.param("b-hub", marks=pytest.mark.slow),
+                                   "c-hub"])
 def test_unmodified_app_over_kcp(app_dir, model):
     forced = "hub" if model.endswith("-hub") else ""
     out = json.loads(run_python(SCENARIO, model, str(free_udp_port()), cwd=app_dir,

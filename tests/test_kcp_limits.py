@@ -321,6 +321,9 @@ def _pair():
     s, _ = ln.accept()
     s.settimeout(5)
     assert s.recv(100) == b"hi"
+    # Acknowledged, so the next send leaves at once: in kcp-go's default mode the congestion
+    # window is 1 segment while "hi" is in flight, and the peer's ACK waits for its tick.
+    c.drain(5)
     return ln, c, s
 
 

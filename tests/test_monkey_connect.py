@@ -28,6 +28,9 @@ from kcpgo.testing.process import read_line
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
 MODES = ["plain", "gevent-first", "gevent-after"]
+#: The other behaviours with gevent patched first run with KCPGO_SLOW=1 only (the switch
+#: itself is tested in every order; this keeps the default suite within its 6 minutes).
+MODES_SHORT = ["plain", pytest.param("gevent-first", marks=pytest.mark.slow), "gevent-after"]
 
 SERVER = textwrap.dedent('''
     # The KCP side: line servers over bare KCP and over smux; threads are greenlets.
@@ -303,7 +306,7 @@ def test_socket_connect_to_a_listed_destination_is_kcp(kcp_server, mode):
     assert out["default_args"] == ["AGAIN\n"]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_SHORT)
 def test_connect_ex_to_a_listed_destination_returns_0_and_is_kcp(kcp_server, mode):
     """``connect_ex`` returns 0 (stdlib docs: "0 if the operation succeeded") and the socket
     is KCP; a second ``connect_ex`` returns ``EISCONN`` and ``connect`` raises it, as CPython
@@ -317,7 +320,7 @@ def test_connect_ex_to_a_listed_destination_returns_0_and_is_kcp(kcp_server, mod
     assert out["again"] == errno.EISCONN
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_SHORT)
 def test_timeout_set_before_connect_is_kept(kcp_server, mode):
     """``settimeout(0.5)`` before ``connect``: ``gettimeout()`` and ``.timeout`` say 0.5
     after it and ``recv`` raises ``socket.timeout`` after about 0.5 s; ``setblocking(False)``
@@ -354,7 +357,7 @@ def test_only_listed_destinations_switch(kcp_server, mode):
     assert out["unix"] == ["unix", None]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_SHORT)
 def test_smux_destination_gives_streams_on_one_shared_session(kcp_server, mode):
     """With ``smux=True`` each ``connect``/``connect_ex`` socket is an smux Stream on the one
     shared session per destination (as ``create_connection`` gives, docs/kcptun.md §5.3);
@@ -368,7 +371,7 @@ def test_smux_destination_gives_streams_on_one_shared_session(kcp_server, mode):
     assert out["to_eof"] == "LAST\nWORDS\n"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES_SHORT)
 def test_unpatch_restores_the_socket_class(kcp_server, mode):
     """While patched ``socket.socket`` is a subclass of the class in effect (stdlib's, or
     gevent's, whichever order gevent patched in); ``unpatch()`` puts that class back, and

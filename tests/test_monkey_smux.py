@@ -204,7 +204,7 @@ SCENARIO = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("model", ["a", "b", "c"])
+@pytest.mark.parametrize("model", ["a", pytest.param("b", marks=pytest.mark.slow), "c"])
 def test_create_connection_shares_one_session_per_destination(model):
     ports = [str(free_udp_port()) for _ in range(3)]
     out = json.loads(run(["-c", SCENARIO, model, *ports]).stdout)

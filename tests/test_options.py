@@ -26,6 +26,11 @@ from kcpgo.server import server_options
     (dict(data_shards=200, parity_shards=100), "<= 256"),
     (dict(data_shards=-1), ">= 0"),
     (dict(idle_timeout=0), "> 0 seconds"),
+    # kcp-go SetRateLimit(bytesPerSecond uint32): a whole byte count, 0 = off
+    (dict(rate_limit=-1), r"rate_limit \(bytes/s\) must be an int in >= 0"),
+    (dict(rate_limit=1.5), r"rate_limit .*>= 0"),
+    (dict(rate_limit=True), r"rate_limit .*>= 0"),
+    (dict(rate_limit=None), r"rate_limit .*>= 0"),
     (dict(crypt="aes"), "needs a key"),
     (dict(key="k"), "without crypt"),
     (dict(crypt="rot13", key="k"), "valid names"),

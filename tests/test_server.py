@@ -415,3 +415,27 @@ def test_an_empty_host_binds_ipv4_as_tcpserver_does():
         server.handle_request()
         c.close()
     assert seen and seen[0][0] == "127.0.0.1"
+
+
+def test_a_client_dead_mid_reply_ends_its_request_quietly(caplog, capsys):
+    """A KCP client that exits while the handler's reply is unacknowledged sends no FIN:
+    the handler's next call fails with ConnectionResetError at the dead-link limit. Like an
+    idle timeout, that is how a KCP client's exit shows, so the server logs it at INFO
+    instead of printing socketserver's traceback (which a 1,000-session load test's
+    handlers spilled into later tests' output)."""
+    import time
+
+    class EchoForever(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.set_dead_link(3)
+            while True:
+                self.request.sendall(self.request.recv(65536) * 100)
+    caplog.set_level(logging.INFO, logger="kcpgo.server")
+    with KCPServer(LOCAL, EchoForever, mode="fast3", idle_timeout=30) as server:
+        c = kcpgo.dial(server.server_address, mode="fast3")
+        c.sendall(b"x" * 1000)
+        threading.Thread(target=lambda: (time.sleep(0.2), c.close())).start()
+        server.timeout = 5
+        server.handle_request()         # ends when the dead link fires
+    assert any("stopped acknowledging" in r.getMessage() for r in caplog.records)
+    assert "Traceback" not in capsys.readouterr().err

@@ -195,7 +195,14 @@ def test_refused_settings(role: str, argv: List[str], match: str, capsys: Any) -
 def test_ignored_settings_warn() -> None:
     cfg = parse("client", "--ratelimit", "1000", "--pprof", "--autoexpire", "10")
     text = " | ".join(cfg.warnings)
-    assert "ratelimit" in text and "pprof" in text and "scavengettl" in text
+    assert "pprof" in text and "scavengettl" in text and "ratelimit" not in text
+
+
+def test_ratelimit_paces_every_session() -> None:
+    """kcptun's --ratelimit (bytes/s; current kcptun calls SetRateLimit per session) becomes
+    the sessions' rate_limit option (issue 13; docs/protocol.md §5.9)."""
+    cfg = parse("client", "--ratelimit", "1000000")
+    assert kc.session_options(cfg).rate_limit == 1_000_000 and not cfg.warnings
 
 
 def test_command_table(capsys: Any) -> None:

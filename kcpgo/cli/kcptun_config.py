@@ -27,8 +27,9 @@ Where kcpgo differs, on purpose (each is also in the flag's help text):
   bounds how much, which stalls the client's other streams). With N > 0 the ended direction
   is forwarded as a half-close while it waits (see :mod:`kcpgo.cli.pipe`): for protocols
   that half-close, between kcpgo ends.
-* ``--tcp`` (tcpraw) and ``--QPP`` change the wire and are refused; ``--pprof`` and
-  ``--ratelimit`` are accepted and ignored with a warning.
+* ``--tcp`` (tcpraw) and ``--QPP`` change the wire and are refused; ``--pprof`` is
+  accepted and ignored with a warning. ``--ratelimit`` paces every session (bytes/s, as
+  current kcptun's ``SetRateLimit`` per session; Options ``rate_limit``).
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ FLAGS: Tuple[Flag, ...] = (
     Flag("scavengettl", int, 600, "seconds an expired session may live on before it is "
          "closed", role="client"),
     Flag("mtu", int, 1350, "maximum UDP datagram size in bytes"),
-    Flag("ratelimit", int, 0, "bytes/s pacing per session (not supported by kcpgo: ignored)"),
+    Flag("ratelimit", int, 0, "bytes/s pacing per session, wire bytes (0: off)"),
     Flag("sndwnd", int, (128, 1024), "send window in packets"),
     Flag("rcvwnd", int, (512, 1024), "receive window in packets"),
     Flag("datashard", int, 10, "Reed-Solomon FEC data shards", ("ds",)),
@@ -415,8 +416,6 @@ def check(cfg: TunnelConfig) -> None:
                           "both ends without --QPP")
     if cfg.ratelimit < 0:
         cfg.ratelimit = 0
-    if cfg.ratelimit:
-        cfg.warnings.append(f"--ratelimit {cfg.ratelimit} ignored: kcpgo has no pacer")
     if cfg.pprof:
         cfg.warnings.append("--pprof ignored: there is no Go profiler in kcpgo")
     if cfg.autoexpire and cfg.scavengettl > cfg.autoexpire:
@@ -461,7 +460,7 @@ def session_options(cfg: TunnelConfig) -> Options:
                    data_shards=cfg.datashard, parity_shards=cfg.parityshard,
                    mode=cfg.mode if cfg.mode in MODES else None, stream=True, mtu=cfg.mtu,
                    window=(cfg.sndwnd, cfg.rcvwnd), ack_nodelay=cfg.acknodelay,
-                   write_delay=False)
+                   write_delay=False, rate_limit=cfg.ratelimit)
 
 
 def smux_arguments(cfg: TunnelConfig) -> Dict[str, Any]:

@@ -4,7 +4,9 @@ kcptun (``std.SnmpLogger``; docs/kcptun.md §5.5) formats the file *name* (not t
 with Go's time layout, so ``./snmp-20060102.log`` starts a new file each day; a new (empty)
 file gets the header ``Unix,BytesSent,BytesReceived,...`` (kcp-go ``Snmp.Header()``) first;
 each row is the Unix time in seconds followed by the counters (``Snmp.ToSlice()``). kcpgo's
-counters are :data:`kcpgo.DEFAULT_SNMP` with kcp-go's names and order (docs/protocol.md §5.11).
+counters are :data:`kcpgo.DEFAULT_SNMP` with kcp-go's names and order (docs/protocol.md §5.11):
+5.6.1's 24 columns by default (Debian's kcptun), the latest kcp-go's 30 with
+``version="latest"`` (current kcptun releases).
 """
 from __future__ import annotations
 
@@ -88,15 +90,19 @@ def snmp_path(path: str, when: Optional[float] = None) -> str:
     return os.path.join(head, go_time_format(tail, when)) if head else go_time_format(tail, when)
 
 
-def write_record(path: str, snmp: Snmp = DEFAULT_SNMP, when: Optional[float] = None) -> str:
+def write_record(path: str, snmp: Snmp = DEFAULT_SNMP, when: Optional[float] = None,
+                 version: str = "5.6.1") -> str:
     """Append one CSV row of ``snmp`` to the file for ``path`` (header first in an empty
-    file); returns the file written. Raises ``OSError`` if it cannot be written. Blocks on
-    the file system (a local append: short)."""
+    file) in the column layout of kcp-go ``version`` (``"5.6.1"`` or ``"latest"``,
+    :meth:`kcpgo.snmp.Snmp.header`); returns the file written. Raises ``OSError`` if it cannot
+    be written, ``ValueError`` for an unknown version (before writing). Blocks on the file
+    system (a local append: short)."""
+    header = snmp.header(version)
     now = time.time() if when is None else when
     target = snmp_path(path, now)
     with open(target, "a", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         if fh.tell() == 0:
-            w.writerow(["Unix"] + snmp.header())
-        w.writerow([str(int(now))] + snmp.to_list())
+            w.writerow(["Unix"] + header)
+        w.writerow([str(int(now))] + snmp.to_list(version))
     return target

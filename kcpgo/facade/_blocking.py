@@ -119,6 +119,7 @@ class Direction:
         ``TimeoutError`` when ``deadline`` passes first. Called without ``lock`` (the stack
         lock), which it takes."""
         me = gevent.getcurrent()
+        nested = lock._is_owned()
         with lock:
             owner = self.owner
             if owner is None:
@@ -128,6 +129,8 @@ class Direction:
                 return False
             if nonblocking:
                 raise BlockingIOError(errno.EAGAIN, "another caller is using this direction")
+            if nested:                          # (see Blocking._blocking_call)
+                raise RuntimeError(_NESTED_WAIT)
             if self.queue is None:
                 self.queue = deque()
         turn: Optional[Waiter] = None
@@ -183,6 +186,12 @@ class Direction:
 _MAX_TIMEOUT = (2 ** 63 - 1) / 1e9
 
 
+_NESTED_WAIT = ("a blocking kcpgo call cannot wait here: this thread is already inside a "
+                "kcpgo call (a signal handler or a callback interrupted it), and the session "
+                "cannot make progress until that call returns; use a timeout of 0 here, or "
+                "defer the call (e.g. set a flag in the handler and act on it afterwards)")
+
+
 def check_timeout(value: Optional[float]) -> Optional[float]:
     """A socket timeout as ``socket.settimeout`` takes it (the errors measured on CPython
     3.11): ``None`` or seconds >= 0, returned as a float. ``TypeError`` for a string or
@@ -221,6 +230,10 @@ class Blocking:
     def getblocking(self) -> bool:
         return self._timeout != 0.0
 
+    def _interrupted(self, exc: BaseException) -> None:
+        """``exc`` (KeyboardInterrupt, SystemExit: not an ``Exception``) escaped an attempt:
+        the object's state may be half changed. Subclasses with protocol state abort it."""
+
     def _deadline(self, timeout: Optional[float] = None, use_default: bool = True
                   ) -> Optional[float]:
         """The monotonic time at which a call starting now times out (``None``: never)."""
@@ -238,8 +251,15 @@ class Blocking:
         if nonblocking is None:
             nonblocking = self._timeout == 0.0
         runtime = self._runtime
+        if runtime.forked:
+            raise OSError(errno.EBADF, "this kcpgo object belongs to the parent process (it "
+                                       "was inherited across fork()): open a new one here")
         lock = runtime.lock
         loop = runtime.thread_ident
+        # Held already by this thread: a signal handler (or a callback) interrupted a kcpgo
+        # call, whose changes the hub's thread must not see half done. Waiting here would
+        # block the hub's thread, which needs the lock to make progress, until the timeout.
+        nested = lock._is_owned()
         took = side.enter(deadline, nonblocking, lock, loop) if take_turn else False
         waiter: Optional[Waiter] = None
         try:
@@ -248,12 +268,20 @@ class Blocking:
                     if waiter is not None:
                         side.discard(waiter)
                         waiter = None
-                    result = attempt(arg)
+                    try:
+                        result = attempt(arg)
+                    except Exception:
+                        raise
+                    except BaseException as exc:    # KeyboardInterrupt, SystemExit...
+                        self._interrupted(exc)
+                        raise
                     if result is not WOULD_BLOCK:
                         return result
                     if nonblocking:
                         raise BlockingIOError(errno.EAGAIN, "operation would block")
                     runtime.check_thread()
+                    if nested:
+                        raise RuntimeError(_NESTED_WAIT)
                     waiter = side.add_waiter(loop)
                 remaining = None
                 if deadline is not None:

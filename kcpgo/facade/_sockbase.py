@@ -90,6 +90,18 @@ class SocketFacade(Blocking):
                 raise TimeoutError(f"timed out; {chan.diagnosis()}") from None
             raise
 
+    def _interrupted(self, exc: BaseException) -> None:
+        """A KeyboardInterrupt (or SystemExit) raised by a signal handler inside this
+        session's state changes (a send that was splitting data into segments, a flush) may
+        leave KCP's queues out of step, with nothing ever retransmitted: the session is
+        aborted, so that every later call says so (``ConnectionAbortedError``) instead of
+        hanging or failing silently. A TCP socket's C code cannot be interrupted there;
+        interrupting the wait (the common case) changes nothing."""
+        chan = self._channel()
+        chan.fail(ConnectionAbortedError(
+            errno.ECONNABORTED, f"{type(exc).__name__} interrupted kcpgo while it changed this "
+            f"{self._what}'s state, which may be inconsistent: it was aborted; open a new one"))
+
     def _on_shutdown(self, rd: bool, wr: bool) -> None:
         """Called by :meth:`shutdown` after the flags were set (tell the peer, wake...)."""
 

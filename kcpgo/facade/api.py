@@ -81,7 +81,7 @@ def client_channel(address: Address, opts: Options, conv: Optional[int],
             raise
         try:
             chan = Channel(conn, endpoint, peer, on_release=lambda _: endpoint.close(),
-                           idle_timeout=opts.idle_timeout)
+                           idle_timeout=opts.idle_timeout, rate_limit=opts.rate_limit)
         except BaseException:
             endpoint.close()
             raise
@@ -120,6 +120,7 @@ def _listener(sock: _socket.socket, opts: Options, backlog: int) -> Listener:
         with Runtime.current().lock:     # (see client_channel)
             listener = Listener(sock, crypt=opts.block, backlog=backlog, owned=True,
                             snmp=opts.counters, idle_timeout=opts.idle_timeout,
+                            rate_limit=opts.rate_limit,
                             new_connection=partial(opts.connection, **_POLICY))
     except BaseException:
         sock.close()

@@ -78,12 +78,13 @@ class Listener(Blocking):
 
     ``new_connection(conv)`` builds the sans-IO connection of each new session (cipher, FEC,
     MTU, window ... from the listen options), before its first datagram is processed;
-    ``idle_timeout`` (seconds) applies to every session.
+    ``idle_timeout`` (seconds) and ``rate_limit`` (bytes per second, 0: none) apply to every
+    session.
     """
 
     def __init__(self, sock: _socket.socket, *, crypt: Any, backlog: int, owned: bool,
                  snmp: Snmp, new_connection: Callable[[int], Connection],
-                 idle_timeout: Optional[float] = None) -> None:
+                 idle_timeout: Optional[float] = None, rate_limit: int = 0) -> None:
         # D30: a PUSH from a new address begins a conversation if its sn is below the receive
         # window its session will have (the listen options'; a throwaway connection says).
         self._demux = Demux(crypt, snmp, window=receive_window(new_connection(0)))
@@ -93,6 +94,7 @@ class Listener(Blocking):
         self._backlog: Backlog[_Entry] = Backlog(backlog)
         self._new_connection = new_connection
         self._idle_timeout = idle_timeout
+        self._rate_limit = rate_limit
         self.snmp = snmp
         #: Live sessions by peer address: their channels only, so that an accepted socket the
         #: application drops without close() is collected (and closed) as a socket would be.
@@ -257,7 +259,7 @@ class Listener(Blocking):
     def _create(self, conv: int, addr: Address) -> Channel:
         conn = self._new_connection(conv)
         chan = Channel(conn, self._endpoint, addr, on_release=self._forget, passive=True,
-                       idle_timeout=self._idle_timeout)
+                       idle_timeout=self._idle_timeout, rate_limit=self._rate_limit)
         self._sessions[addr] = chan
         self._backlog.push((chan, self.adopt(chan)), key=chan)
         return chan

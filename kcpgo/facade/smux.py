@@ -288,6 +288,16 @@ class SmuxSession(Blocking):
         self._chan.conn.set_nodelay(nodelay, interval, resend, nc)
         self._chan.flush()
 
+    @locked
+    def set_rate_limit(self, bytes_per_second: int) -> None:
+        """Pace the KCP session under this smux session (all its streams together) at
+        ``bytes_per_second`` on the wire (headers included), a token bucket with a burst of
+        64 x 1500 bytes; 0 turns it off (kcp-go latest ``SetRateLimit``, docs/protocol.md
+        §5.9; ``Options.rate_limit``). Datagrams wait for tokens in a bounded queue
+        (``kcpgo.runtime.channel.pace_queue_limit``). ``ValueError`` unless an int >= 0.
+        Never blocks."""
+        self._chan.set_rate_limit(bytes_per_second)
+
     def set_dscp(self, dscp: int) -> None:
         """DSCP of this session's datagrams (client sessions; a listener's are set on
         ``SmuxListener.listener``). ``ValueError`` outside 0..63."""

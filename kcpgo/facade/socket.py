@@ -23,6 +23,7 @@ from ..runtime.channel import Channel
 from ..runtime.udp import local_sockname
 from ..snmp import Snmp
 from ._blocking import WOULD_BLOCK, ReadyFD, locked, set_dscp, weak_call
+from ._oob import OOBMixin
 from ._sockbase import SocketFacade
 from ._sockopts import SocketExtras
 
@@ -31,7 +32,7 @@ __all__ = ["KCPSocket"]
 Address = Tuple[Any, ...]
 
 
-class KCPSocket(SocketFacade, SocketExtras):
+class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
     """A KCP session (kcp-go ``UDPSession``) with the blocking API of a connected TCP socket.
 
     Created by :func:`kcpgo.dial` or returned by :meth:`kcpgo.Listener.accept`; not meant to be
@@ -58,10 +59,14 @@ class KCPSocket(SocketFacade, SocketExtras):
     # ------------------------------------------------------------------ channel events
 
     def _on_update(self) -> None:
-        """The channel changed something (data, window, error): wake whoever can proceed."""
+        """The channel changed something (data, window, error, an OOB packet): wake whoever
+        can proceed (``recv_oob`` waits on the receiving side too)."""
         failed = self._chan.error is not None
+        conn = self._conn
+        if conn.oob_pending and self._oob_handler is not None:
+            self._deliver_oob()
         rd = self._rd
-        if rd.waiters and (failed or self._leftover or self._readable()):
+        if rd.waiters and (failed or self._leftover or conn.oob_pending or self._readable()):
             rd.wake()
         wr = self._wr
         if wr.waiters and (failed or self._conn.writable() or not self._conn.waitsnd):
@@ -291,6 +296,15 @@ class KCPSocket(SocketFacade, SocketExtras):
         ``None`` (default) disables it; kcp-go itself never times out.
         """
         self._chan.set_idle_timeout(seconds)
+
+    @locked
+    def set_rate_limit(self, bytes_per_second: int) -> None:
+        """Pace the session at ``bytes_per_second`` on the wire (headers included), a token
+        bucket with a burst of 64 x 1500 bytes; 0 turns it off (kcp-go latest ``SetRateLimit``,
+        docs/protocol.md §5.9; ``Options.rate_limit``). Datagrams wait for tokens in a bounded
+        queue (``kcpgo.runtime.channel.pace_queue_limit``). ``ValueError`` unless an int
+        >= 0. Never blocks."""
+        self._chan.set_rate_limit(bytes_per_second)
 
     @locked
     def fileno(self) -> int:

@@ -13,18 +13,28 @@ idle timeout. A dead link (a segment sent ``dead_link`` times) or a socket error
 :attr:`Channel.error`; the channel then sends no more and stops its timer. Until a valid
 datagram arrives (:attr:`Channel.heard`), the dead-link and idle errors end with
 :meth:`Channel.diagnosis`: what arrived instead and the likely causes (docs/deviations.md D33).
+
+Rate limit (kcp-go latest ``SetRateLimit``, docs/protocol.md §5.9; :meth:`Channel.set_rate_limit`,
+off by default): every datagram the channel sends is charged to a
+:class:`~kcpgo.sansio.ratelimit.TokenBucket`. A flush goes out at once, borrowing up to one
+burst; the next flush waits until the bucket is out of debt (KCP keeps the data meanwhile).
+What would borrow more waits in a bounded queue (:func:`pace_queue_limit`) for a timer, in
+order. ACK-only flushes never wait (:data:`ACKS_UNPACED`).
 """
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Optional, Tuple
 
 from ..address import format_address
 from ..sansio.connection import Connection
+from ..sansio.ratelimit import DEFAULT_BURST, TokenBucket
 from .clock import now_ms
 from .udp import UDPEndpoint
 
-__all__ = ["Channel", "ADMIT_PER_FLUSH", "ACK_PROMPT"]
+__all__ = ["Channel", "ADMIT_PER_FLUSH", "ACK_PROMPT", "PACE_QUEUE_MS", "PACE_TICK_MS",
+           "ACKS_UNPACED", "pace_queue_limit"]
 
 #: ACKs pending after a batch from which they are sent on the next loop turn; fewer wait up
 #: to one interval for a reply to carry them (D1).
@@ -32,6 +42,19 @@ ACK_PROMPT = 4
 #: New segments a session puts on the wire per flush (``Connection(admit_limit=...)``): about
 #: one GSO burst, so a flush costs well under a millisecond even with a cipher and FEC.
 ADMIT_PER_FLUSH = 64
+#: Rate limit: the paced queue holds at most this many ms of the limit (and never less than
+#: the bucket's burst), :func:`pace_queue_limit`. It only fills when one flush alone would
+#: borrow more than a burst (a retransmission storm with a large window).
+PACE_QUEUE_MS = 250
+#: Rate limit: a paced queue is served once enough tokens for this many ms of the limit (or
+#: for all it holds) are back, so that a session wakes at most about 1000 / PACE_TICK_MS times
+#: a second for its queue (the rate over any longer interval is the same).
+PACE_TICK_MS = 5
+#: Rate limit: ACK-only flushes (a batch's ACKs, or the pending ones when a timer finds data
+#: held back) go out at once whatever the bucket holds, and are charged to it (so the rate
+#: over time still holds). kcp-go makes them wait with the data; measured in
+#: tools/bench_ratelimit.py ``--bidir`` (docs in tests/test_ratelimit.py).
+ACKS_UNPACED = True
 
 Address = Tuple[Any, ...]
 
@@ -43,16 +66,19 @@ class Channel:
     dropped on a client channel. ``on_release(channel)`` runs once when :meth:`release` has
     sent the final flush (a client closes its endpoint there, a listener forgets the session).
     ``passive`` marks a listener's session (``PassiveOpens``; it shares the listener's socket).
+    ``rate_limit``: bytes per second on the wire, 0 for none (:meth:`set_rate_limit`).
     """
 
     __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "local", "passive",
                  "runtime",
                  "timer", "on_update", "error", "released", "_on_release", "_acks_scheduled",
-                 "_idle_ms", "last_rx", "heard", "opened", "foreign", "__weakref__")
+                 "_idle_ms", "last_rx", "heard", "opened", "foreign",
+                 "_bucket", "_paced", "_paced_bytes", "_pace_limit", "_pace_timer",
+                 "pace_drops", "__weakref__")
 
     def __init__(self, conn: Connection, endpoint: UDPEndpoint, peer: Address, *,
                  on_release: Callable[["Channel"], None], passive: bool = False,
-                 idle_timeout: Optional[float] = None) -> None:
+                 idle_timeout: Optional[float] = None, rate_limit: int = 0) -> None:
         self.conn = conn
         self.conv = conn.conv
         #: A listener's datagram, already opened by its demux (``Connection.receive_payload``,
@@ -83,6 +109,17 @@ class Channel:
         #: Datagrams from other addresses dropped by this client channel (its share of InErrs).
         self.foreign = 0
         self.set_idle_timeout(idle_timeout)
+        #: Rate limit (:meth:`set_rate_limit`): the bucket (``None``: off), the datagrams
+        #: waiting for tokens and their bytes, the queue's bound in bytes, its timer.
+        self._bucket: Optional[TokenBucket] = None
+        self._paced: Deque[bytes] = deque()
+        self._paced_bytes = 0
+        self._pace_limit = 0
+        self._pace_timer = self.runtime.timer(self._on_pace)
+        #: Datagrams the rate limit's full queue dropped (also in ``endpoint.send_drops``).
+        self.pace_drops = 0
+        if rate_limit:
+            self.set_rate_limit(rate_limit)
         # kcp-go's session runs its first update at creation (sess.go newUDPSession): that
         # flush raises KCP's congestion window from 0 to 1 segment (§1.9 phase 6), so the
         # application's first write leaves at once. Without it, a session with congestion
@@ -139,9 +176,10 @@ class Channel:
         if self.released:
             return
         conn = self.conn
-        out = conn.datagrams_to_send(now, acks=False)
-        if out:
-            self._transmit(out)
+        if self._bucket is None or not self._held(now):
+            out = conn.datagrams_to_send(now, acks=False)
+            if out:
+                self._transmit(out)
         self._post_io(now)
         pending = conn.pending_acks
         if 0 < pending < ACK_PROMPT and not self._acks_scheduled:
@@ -183,9 +221,10 @@ class Channel:
         if self.released:
             return
         now = now_ms()
-        out = self.conn.datagrams_to_send(now)
-        if out:
-            self._transmit(out)
+        if self._bucket is None or not self._held(now):
+            out = self.conn.datagrams_to_send(now)
+            if out:
+                self._transmit(out)
         self._post_io(now)
 
     def kick(self) -> None:
@@ -200,6 +239,49 @@ class Channel:
         self._idle_ms = None if seconds is None else max(1, int(seconds * 1000))
         if self._idle_ms is not None and not self.released and self.error is None:
             self.timer.schedule(self.last_rx + self._idle_ms)
+
+    def set_rate_limit(self, bytes_per_second: int) -> None:
+        """Pace every datagram of this session at ``bytes_per_second`` on the wire (crypto, FEC
+        and KCP headers included), with kcp-go's burst of 64 x 1500 bytes; 0 turns pacing off
+        (kcp-go latest ``SetRateLimit``, docs/protocol.md §5.9). ``ValueError`` unless an int
+        >= 0. kcp-go waits for a batch's tokens, then sends it; kcpgo sends a flush at once,
+        borrowing up to one burst, and holds the next flush back until the debt is repaid: the
+        same rate and burst, but no datagram waits after KCP stamped it (a wait there counts
+        in its RTT samples and fires spurious retransmissions). What would borrow more waits
+        in order, at most :func:`pace_queue_limit` bytes (the rest is dropped, counted in
+        :attr:`pace_drops` and ``endpoint.send_drops``: KCP retransmits). A new rate keeps the
+        tokens held; turning pacing on starts with a full bucket (one burst at once); turning
+        it off sends what waits at once."""
+        rate = bytes_per_second
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
+            raise ValueError(f"rate limit must be an int >= 0 (bytes per second), got {rate!r}")
+        now = now_ms()
+        self._pace_timer.cancel()
+        if not rate:
+            self._bucket = None
+            out = self._unpace()
+            if out and not self.released and self.error is None:
+                self._transmit(out)
+            return
+        if self._bucket is None:
+            self._bucket = TokenBucket(rate, DEFAULT_BURST, now)
+        else:
+            self._bucket.set_rate(rate, now)
+        self._pace_limit = pace_queue_limit(rate)
+        if self._paced:
+            self._arm_pace(now)
+        if not self.released and self.error is None:
+            self.timer.schedule(now)        # a held-back flush may go sooner (or later)
+
+    @property
+    def rate_limit(self) -> int:
+        """The pacing rate in bytes per second, 0 when off (:meth:`set_rate_limit`)."""
+        return 0 if self._bucket is None else self._bucket.rate
+
+    @property
+    def paced_bytes(self) -> int:
+        """Bytes of datagrams waiting for the rate limit's tokens."""
+        return self._paced_bytes
 
     def final_flush(self) -> None:
         """One flush of what the window allows (the I/O thread's exit; :meth:`release`
@@ -219,29 +301,131 @@ class Channel:
             return
         self.released = True
         endpoint = self.endpoint
-        if not endpoint.closed and self.error is None:
+        if not endpoint.closed and self.error is None and not self.runtime.forked:
             try:
                 out = self.conn.flush(now_ms())
+                if self._paced:     # rate limit: what still waits goes first, unpaced
+                    out = self._unpace() + out
                 if out:
                     endpoint.send_many(out, self.peer, self.local)
             except OSError:
                 pass
         self.conn.snmp.CurrEstab -= 1
         self.timer.close()
+        self._pace_timer.close()
+        self._unpace()
         self.on_update = _nothing
         self._on_release(self)
 
     # ------------------------------------------------------------------ internals
 
-    def _transmit(self, out: list) -> None:
+    def _transmit(self, out: list, acks: bool = False) -> None:
         """Send a flush's datagrams. The data is already in KCP's buffers whatever happens
         here: transient errors are drops (``UDPEndpoint.send_many``; KCP retransmits), any
         other socket error fails this session, latched for its next call, so that the call
-        that queued the data never raises after queueing it (docs/deviations.md D21)."""
+        that queued the data never raises after queueing it (docs/deviations.md D21).
+        With a rate limit, :meth:`_pace` decides what leaves now (``acks``: an ACK-only
+        flush)."""
+        if self.runtime.forked:
+            return          # a child's copy: its datagrams would go into the parent's session
+        bucket = self._bucket
+        if bucket is not None:
+            out = self._pace(out, bucket, acks)
+            if not out:
+                return
         try:
             self.endpoint.send_many(out, self.peer, self.local)
         except OSError as exc:
             self.fail(exc)
+
+    def _held(self, now: int) -> bool:
+        """Rate limit: whether flushes wait (the bucket is in debt, or datagrams queue)."""
+        bucket = self._bucket
+        return bucket is not None and (bool(self._paced) or bucket.available(now) < 0)
+
+    def _pace(self, out: list, bucket: TokenBucket, acks: bool) -> list:
+        """The datagrams of ``out`` that leave now (as long as the bucket stays within one
+        burst of debt); the others join the paced queue, in order, as far as its bound
+        allows (the rest is dropped, :meth:`set_rate_limit`)."""
+        now = now_ms()
+        if acks and ACKS_UNPACED:
+            bucket.take(sum(map(len, out)), now)
+            return out
+        queue = self._paced
+        n = len(out)
+        i = 0
+        if not queue:
+            try_take = bucket.try_take
+            borrow = bucket.burst
+            while i < n and try_take(len(out[i]), now, borrow):
+                i += 1
+            if i == n:
+                return out
+        room = self._pace_limit - self._paced_bytes
+        dropped = 0
+        for j in range(i, n):
+            d = out[j]
+            size = len(d)
+            if size <= room:
+                queue.append(d)
+                room -= size
+            else:
+                dropped += 1
+        self._paced_bytes = self._pace_limit - room
+        if dropped:
+            self.pace_drops += dropped
+            self.endpoint.send_drops += dropped
+        if queue and not self._pace_timer.pending:
+            self._arm_pace(now)
+        return out[:i]
+
+    def _arm_pace(self, now: int) -> None:
+        """Wake when the bucket holds enough for the queue's head and ``PACE_TICK_MS`` of the
+        rate (or for the whole queue if it holds less)."""
+        bucket = self._bucket
+        if bucket is None:  # pragma: no cover - callers check
+            return
+        want = bucket.rate * PACE_TICK_MS // 1000
+        head = len(self._paced[0])
+        if want < head:
+            want = head
+        if want > self._paced_bytes:
+            want = self._paced_bytes
+        self._pace_timer.schedule(now + bucket.delay(want, now, bucket.burst))
+
+    def _on_pace(self, now: int) -> None:
+        """The pace timer: send what the tokens allow, in order; re-arm for the rest, or
+        let the held-back flush run once the queue is empty."""
+        bucket = self._bucket
+        if bucket is None or self.released or self.error is not None or self.runtime.forked:
+            self._unpace()
+            return
+        queue = self._paced
+        out = []
+        nbytes = 0
+        try_take = bucket.try_take
+        borrow = bucket.burst
+        while queue and try_take(len(queue[0]), now, borrow):
+            d = queue.popleft()
+            out.append(d)
+            nbytes += len(d)
+        self._paced_bytes -= nbytes
+        if queue:
+            self._arm_pace(now)
+        else:
+            self.timer.schedule(now + bucket.delay(0, now))
+        if out:
+            try:
+                self.endpoint.send_many(out, self.peer, self.local)
+            except OSError as exc:
+                self.fail(exc)
+
+    def _unpace(self) -> list:
+        """Empty the paced queue; return what it held, in order."""
+        out = list(self._paced)
+        self._paced.clear()
+        self._paced_bytes = 0
+        return out
 
     def _send_acks(self) -> None:
         self._acks_scheduled = False
@@ -249,9 +433,12 @@ class Channel:
         if self.released or not conn.pending_acks:
             return
         now = now_ms()
+        if not ACKS_UNPACED and self._held(now):
+            self._post_io(now)                  # they go with the held-back flush
+            return
         out = conn.flush_acks(now)
         if out:
-            self._transmit(out)
+            self._transmit(out, acks=True)
         self._post_io(now)
 
     def _on_timer(self, now: int) -> None:
@@ -262,9 +449,15 @@ class Channel:
             self.fail(TimeoutError(errno.ETIMEDOUT,
                                    f"no datagram from the peer for {idle / 1000:g} s"
                                    + self.unheard_suffix(now)))
-        out = self.conn.datagrams_to_send(now)
-        if out:
-            self._transmit(out)
+        if self._bucket is not None and self._held(now):
+            # rate limit: the flush waits for the bucket; ACKs do not (ACKS_UNPACED)
+            out = self.conn.flush_acks(now) if ACKS_UNPACED else []
+            if out:
+                self._transmit(out, acks=True)
+        else:
+            out = self.conn.datagrams_to_send(now)
+            if out:
+                self._transmit(out)
         self._post_io(now)
 
     def _post_io(self, now: int) -> None:
@@ -281,6 +474,13 @@ class Channel:
             self.timer.cancel()              # a dead (or, by on_update, closed) session rests
             return
         deadline = conn.next_deadline(now)
+        if deadline is not None and self._bucket is not None and self._held(now):
+            # rate limit: not before the bucket is out of debt (or the queue's timer, which
+            # re-arms this one when the queue is empty)
+            bucket = self._bucket
+            gate = self._pace_timer.at if self._paced else now + bucket.delay(0, now)
+            if gate is not None and deadline < gate:
+                deadline = gate
         idle = self._idle_ms
         if idle is not None:
             limit = self.last_rx + idle
@@ -332,6 +532,13 @@ class Channel:
         return text + (": nothing came back; check the address and port, that the peer is "
                        "running, and that key/crypt/FEC settings match (a kcp-go or kcpgo "
                        "server drops datagrams it cannot decrypt without answering)")
+
+
+def pace_queue_limit(rate: int) -> int:
+    """Bytes a rate-limited channel keeps waiting for tokens: ``PACE_QUEUE_MS`` of ``rate``
+    (bytes/s), at least the bucket's burst (:data:`~kcpgo.sansio.ratelimit.DEFAULT_BURST`,
+    96000 bytes). What does not fit is dropped like a lost datagram (KCP retransmits)."""
+    return max(DEFAULT_BURST, rate * PACE_QUEUE_MS // 1000)
 
 
 def _nothing() -> None:

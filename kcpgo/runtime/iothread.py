@@ -1,12 +1,13 @@
 """The I/O thread of ``"thread"`` mode (:mod:`.modes`): one daemon OS thread per process whose
 gevent hub runs every session's reader and the scheduler greenlet.
 
-Started on first use by :func:`runtime`; stopped at interpreter exit (``atexit``, so after the
-application's non-daemon threads ended): sessions still open get kcp-go's final flush and up
-to :data:`LINGER_AT_EXIT` for their data to be acknowledged, the hub's loop ends and the
-thread is joined, so the interpreter never finalizes under a running
-loop. A process that forks gets a new I/O thread in the child on first use there (the parent's
-thread does not exist in the child).
+Started on first use by :func:`runtime`. At interpreter exit (``atexit``, so after the
+application's non-daemon threads ended) sessions still open get kcp-go's final flush and up
+to :data:`LINGER_AT_EXIT` for their data to be acknowledged; the thread then keeps serving
+(atexit handlers registered before kcpgo's first use run after ours and may still use their
+sessions) and ends with the interpreter, as any daemon thread. A process that forks gets a
+new I/O thread in the child on first use there (the parent's thread does not exist in the
+child; the parent's objects refuse to work there, :mod:`.scheduler`).
 """
 from __future__ import annotations
 
@@ -81,11 +82,12 @@ class _IOThread:
         finally:
             self._ended.release()
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
-        """Flush every session once, end the loop, wait for the thread (True if it ended)."""
+    def linger(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Flush every session once and wait up to :data:`LINGER_AT_EXIT` for their data to
+        be acknowledged (the thread keeps running)."""
         rt = self.runtime
         if rt is None or rt.stopped:
-            return True
+            return
         deadline = monotonic() + LINGER_AT_EXIT
         try:
             rt.run_sync(rt.shutdown_sessions, timeout=timeout)
@@ -93,6 +95,13 @@ class _IOThread:
                 _real_sleep(0.01)
         except Exception:  # pragma: no cover - teardown: nothing more can be done
             log.debug("final flush at exit failed", exc_info=True)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """:meth:`linger`, then end the loop and wait for the thread (True if it ended)."""
+        rt = self.runtime
+        if rt is None or rt.stopped:
+            return True
+        self.linger(timeout)
         self._keepalive.send()
         return self._ended.acquire(True, timeout)
 
@@ -109,7 +118,7 @@ def runtime() -> Runtime:
         if cur is None or cur.pid != os.getpid():
             cur = _current = _IOThread()
             if len(_registered) == 0:
-                atexit.register(stop)
+                atexit.register(_at_exit)
                 _registered.append(True)
         assert cur.runtime is not None
         return cur.runtime
@@ -118,8 +127,18 @@ def runtime() -> Runtime:
 _registered: list = []
 
 
+def _at_exit() -> None:
+    """At interpreter exit: the final flush and linger, but the thread keeps serving. atexit
+    runs the handlers registered before kcpgo's first use after this one, and those may still
+    use their sessions (a goodbye message); a daemon thread, it ends with the interpreter."""
+    cur = _current
+    if cur is not None and cur.pid == os.getpid():
+        cur.linger()
+
+
 def stop() -> None:
-    """Stop this process's I/O thread, if it runs (registered with ``atexit``)."""
+    """Stop this process's I/O thread, if it runs: final flush, linger, end of its loop
+    (sessions then stop working; for tests and embedders that must end the thread)."""
     cur = _current
     if cur is not None and cur.pid == os.getpid():
         cur.stop()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import sys as _sys
 import weakref
 from typing import Any, Callable, List, Optional, Tuple
@@ -99,7 +100,7 @@ class Runtime:
             from .iothread import runtime
             return runtime()
         rt = getattr(cls._local, "runtime", None)
-        if rt is None:
+        if rt is None or rt.forked:
             rt = cls._local.runtime = cls()
         return rt
 
@@ -122,6 +123,9 @@ class Runtime:
         self.lock = RealRLock()
         #: Set once the hub's loop ended (the I/O thread stopped at exit).
         self.stopped = False
+        #: Set in a child process: this runtime and its objects belong to the parent.
+        self.forked = False
+        _ALL.add(self)
         #: Live channels, for the final flush at exit (:meth:`shutdown_sessions`).
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._heap: List[Tuple[int, int, Timer]] = []
@@ -319,6 +323,26 @@ class Runtime:
         """Heap entries of timers still armed for them (a closed or re-armed timer leaves a
         stale entry until its deadline): what a leaked session would keep. Diagnostics."""
         return sum(1 for deadline, _, timer in self._heap if timer.at == deadline)
+
+
+#: Every runtime of this process, for the fork hook.
+_ALL: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """``os.fork()``: the child inherits every runtime's state, but not its thread, and maybe
+    a stack lock some other thread held at the fork. Each is marked as the parent's: a fresh
+    lock, no hub work, objects that raise ``EBADF`` when used (their datagrams would go into
+    the parent's sessions) and only free their descriptors on ``close()``. New sessions in the
+    child get a runtime of their own."""
+    for rt in list(_ALL):
+        rt.lock = RealRLock()
+        rt.forked = True
+        rt.stopped = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Signal:

@@ -482,7 +482,8 @@ class UDPEndpoint:
     def _read_loop(self) -> None:
         hub = self.runtime.hub
         watcher = self._watcher
-        while not self.closed:
+        runtime = self.runtime
+        while not self.closed and not runtime.forked:
             limit = self._limit
             batch = self._receive(limit)
             full = len(batch) >= limit
@@ -521,6 +522,12 @@ class UDPEndpoint:
         # cycle collector (the endpoint and its channel refer to each other).
         self.on_batch = _ignore_batch
         self.on_error = None
+        if self.runtime.forked:
+            # A child process's copy (the parent's reader and hub do not run here): only
+            # this process's descriptor is closed; the parent's socket stays open.
+            if self.owned:
+                self.sock.close()
+            return
         if self._watcher is not None:
             # (else _start has yet to run, and closes the socket instead of starting)
             if self.runtime.owner_runs_elsewhere():

@@ -317,8 +317,47 @@ class Connection:
 
     # ------------------------------------------------------------------ network side
 
+    # ------------------------------------------------------------------ [latest] OOB
+
+    @property
+    def oob_max_size(self) -> int:
+        """Largest OOB payload in bytes (kcp-go latest ``GetOOBMaxSize``: the KCP MTU minus the
+        conv, §2.2(e)); 0 without FEC, where OOB is not possible."""
+        return self.kcp.mtu - 4 if self.codec.fec_encoder is not None else 0
+
+    def oob_datagram(self, payload: bytes) -> bytes:
+        """The wire datagram of one OOB packet carrying ``payload`` (kcp-go latest ``SendOOB``;
+        §2.2(e)): unreliable, unordered, not FEC-protected; the driver sends it as it is.
+        ``ValueError`` without FEC on this session (kcp-go: "OOB requires FEC to be enabled")
+        or for a payload above :attr:`oob_max_size`. Only the latest kcp-go (and kcpgo)
+        understand it: a 5.6.1 peer reads it as KCP input of conv 0xFFFFFFFF (§5.2)."""
+        if self.codec.fec_encoder is None:
+            raise ValueError("OOB needs FEC on this session (data_shards and parity_shards "
+                             "> 0), as in kcp-go")
+        if len(payload) > self.oob_max_size:
+            raise ValueError(f"OOB payload of {len(payload)} bytes exceeds oob_max_size "
+                             f"({self.oob_max_size} bytes)")
+        return self.codec.encode_oob(self.kcp.conv, bytes(payload))
+
+    def recv_oob(self) -> Optional[bytes]:
+        """The oldest OOB payload received and not yet taken, or ``None``. At most
+        ``kcpgo.sansio.packet.OOB_QUEUE_MAX`` wait; more are dropped (:attr:`oob_dropped`)."""
+        oob = self.codec.oob
+        return oob.popleft() if oob else None
+
+    @property
+    def oob_pending(self) -> int:
+        """OOB payloads waiting for :meth:`recv_oob`."""
+        return len(self.codec.oob)
+
+    @property
+    def oob_dropped(self) -> int:
+        """OOB payloads dropped because the queue was full (receiving side)."""
+        return self.codec.oob_dropped
+
     def receive_datagram(self, wire: bytes, now: int) -> bool:
-        """Feed one datagram from the peer. Returns whether it reached KCP (else dropped)."""
+        """Feed one datagram from the peer. Returns whether it passed the crypto check and
+        reached KCP, or the OOB queue (else it was dropped)."""
         return self.codec.receive(wire, self.kcp, now)
 
     def receive_payload(self, payload: bytes, now: int) -> None:

@@ -10,6 +10,9 @@ datagram                        address has a session               address has 
 fails the crypto/CRC check      DROP_CHECKSUM (InCsumErrors)        DROP_CHECKSUM
 too short for a KCP header      DROP_TOO_SHORT (not counted) [3]    DROP_TOO_SHORT (stray)
 FEC parity (no conv)            FEED (the session's FEC decoder)    DROP_NO_CONV
+[latest] OOB, conv == current   FEED (the session's OOB queue)      n/a
+[latest] OOB, another conv      DROP_CONV_MISMATCH (never REPLACE)  n/a
+[latest] OOB [5]                (as above)                          CREATE, if accepting
 conv == current                 FEED                                n/a
 conv != current, a PUSH sn 0    REPLACE (the peer restarted) [1]    n/a
 conv != current, otherwise      DROP_CONV_MISMATCH                  n/a
@@ -35,8 +38,7 @@ una > 0).
     retransmission: a "phantom" session that never receives data). kcpgo creates one only from
     a datagram that can begin a conversation: a PUSH with sn below :attr:`Demux.window` (the
     receive window of a new session; sn counts from 0). Others are dropped and counted in
-    :attr:`Demux.stray`, docs/deviations.md D30. (Issue 13: an OOB datagram, FEC type 0xF3,
-    will also begin one; see the hook in :meth:`Demux.route`.)
+    :attr:`Demux.stray`, docs/deviations.md D30.
 [3] Shorter than the crypto header, or a plaintext shorter than one KCP header: a port scan,
     a NAT keepalive. kcp-go drops it without counting it; it is no checksum failure (D33).
 [4] TIME_WAIT-like: for :data:`CLOSED_TTL` ms after a session of (address, conv) ended
@@ -44,6 +46,11 @@ una > 0).
     with that conv again: the late datagrams of a client whose server closed the session
     create no phantom (D30). A new conv from the address (a restarted client, a new dial)
     begins one at once. At most :data:`CLOSED_MAX` pairs are kept (oldest forgotten first).
+[5] An OOB packet (FEC type 0xF3, §2.2(e)) carries its sender's conv at offset 8: as in kcp-go
+    latest it begins a session from a new address (not of a conv that ended there, [4]) and is
+    the session's OOB input; it never closes or replaces one. A 5.6.1 listener reads it as raw
+    KCP of conv 0xFFFFFFFF, and replaced the live session when the payload began with 4 zero
+    bytes (its "sn 0", §5.2 pitfall, docs/deviations.md D49).
 
 REPLACE means: close the old session (also when the listener no longer accepts), then treat
 the datagram as from a new address: it creates a session if the listener accepts. CREATE is
@@ -61,7 +68,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Callable, Dict, Generic, Hashable, List, Optional, Tuple, TypeVar
 
 from ..snmp import DEFAULT_SNMP, Snmp
-from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY
+from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_OOB, TYPE_PARITY, is_oob
 from .kcpdefs import WND_RCV
 from .packet import PacketCodec
 from .wire import CMD_PUSH, CMD_WINS, OVERHEAD
@@ -150,6 +157,8 @@ class Demux:
         if payload is None:
             return self._unopened(current)
         flag = payload[4] | (payload[5] << 8)
+        if flag == TYPE_OOB and is_oob(payload):
+            return self._oob(payload, current, accepting, now, addr)
         if flag == TYPE_DATA:
             off = FEC_HEADER_SIZE_PLUS2
             has_conv = len(payload) >= FEC_HEADER_SIZE_PLUS2 + OVERHEAD
@@ -167,9 +176,6 @@ class Demux:
             return _DROP_NO_CONV, payload, 0
         if not accepting:
             return _DROP_NOT_ACCEPTING, payload, 0
-        # Issue 13 hook: an OOB datagram (FEC type 0xF3, conv at offset 8) can begin a
-        # conversation as well; once OOB is implemented, return CREATE for it here. Today it
-        # is read as raw KCP, like 5.6.1 (§5.2 pitfall), and so dropped as DROP_NOT_KCP.
         conv, cmd, sn, una, ln = _conv_cmd_sn_una_len(payload, off)
         if (cmd == CMD_PUSH and sn < self.window and not una
                 and ln <= len(payload) - off - OVERHEAD):
@@ -182,6 +188,22 @@ class Demux:
             start = _DROP_CLOSED                # a late datagram of a conversation that ended
         self.stray += 1
         return start, payload, 0
+
+    def _oob(self, payload: bytes, current: Optional[int], accepting: bool,
+             now: Optional[int], addr: Hashable) -> Tuple[Route, Optional[bytes], int]:
+        """An OOB packet, note [5]: its session's input, or a new session's first datagram."""
+        conv = _u32(payload, FEC_HEADER_SIZE_PLUS2)[0]
+        if current is not None:
+            if conv == current:
+                return _FEED, payload, 0
+            self.mismatched += 1
+            return _DROP_CONV_MISMATCH, payload, 0
+        if not accepting:
+            return _DROP_NOT_ACCEPTING, payload, 0
+        if self._closed and self._ended((addr, conv), now):
+            self.stray += 1
+            return _DROP_CLOSED, payload, 0
+        return _CREATE, payload, conv
 
     def _unopened(self, current: Optional[int]) -> Tuple[Route, Optional[bytes], int]:
         """A datagram :meth:`PacketCodec.open` refused: DROP_CHECKSUM if it failed the crypto

@@ -6,6 +6,8 @@ header (seqid); the crypto header (nonce + CRC) is the caller's business.
 Data packet:   seqid u32 LE | F1 00 | size u16 LE (= 2 + len(kcp)) | kcp datagram
 Parity packet: seqid u32 LE | F2 00 | RS parity of the group's [size | kcp] shards, zero-padded
                to the longest data packet of the group (so a parity packet is exactly that long).
+OOB packet:    FF FF FF FF | F3 00 | size u16 LE (= 2 + 4 + n) | conv u32 LE | payload n
+               ([latest] §2.2(e): takes no seqid, no parity; :func:`encode_oob`, :func:`parse_oob`)
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..snmp import DEFAULT_SNMP, Snmp
 __all__ = [
     "FEC_HEADER_SIZE", "FEC_HEADER_SIZE_PLUS2", "TYPE_DATA", "TYPE_PARITY",
     "FEC_EXPIRE", "RX_FEC_MULTI", "AUTOTUNE_SAMPLES", "FECEncoder", "FECDecoder", "parse_header",
+    "TYPE_OOB", "OOB_HEADER_SIZE", "encode_oob", "parse_oob", "is_oob",
 ]
 
 # §2.1 constants
@@ -25,6 +28,9 @@ FEC_HEADER_SIZE = 6          # seqid u32 + type u16
 FEC_HEADER_SIZE_PLUS2 = 8    # plus the u16 size field of data shards
 TYPE_DATA = 0xF1
 TYPE_PARITY = 0xF2
+#: [latest] §2.2(e): an out-of-band packet, seqid 0xFFFFFFFF, then the size, conv, payload.
+TYPE_OOB = 0xF3
+OOB_HEADER_SIZE = FEC_HEADER_SIZE_PLUS2 + 4      # ... and the conv: the payload starts here
 FEC_EXPIRE = 60000           # ms, [5.6.1] decoder entry lifetime
 RX_FEC_MULTI = 3             # [5.6.1] decoder keeps at most 3 * (k + m) packets
 # §2.7: autotune sample buffer size, indexed by seqid % 258 in 5.6.1
@@ -37,6 +43,8 @@ _HALF = 0x80000000
 _DATA_HDR = struct.Struct("<IHH")   # seqid, type, size
 _FEC_HDR = struct.Struct("<IH")     # seqid, type
 _unpack_fec_hdr = _FEC_HDR.unpack_from
+_OOB_HDR = struct.Struct("<IHHI")   # seqid, type, size, conv
+_u32 = struct.Struct("<I").unpack_from
 
 
 def parse_header(packet: bytes) -> Tuple[int, int, Optional[int]]:
@@ -47,6 +55,23 @@ def parse_header(packet: bytes) -> Tuple[int, int, Optional[int]]:
     if flag == TYPE_DATA:
         size = packet[6] | packet[7] << 8
     return seqid, flag, size
+
+
+def is_oob(packet: bytes) -> bool:
+    """Whether an opened datagram is an OOB packet: type F3 at offset 4 and room for the conv
+    (§2.2(e); a KCP segment there has cmd 81..84, so the test cannot misfire)."""
+    return len(packet) >= OOB_HEADER_SIZE and packet[4] == TYPE_OOB and packet[5] == 0
+
+
+def encode_oob(conv: int, payload: bytes) -> bytes:
+    """The plaintext of an OOB packet for ``conv`` (§2.2(e); the caller seals it)."""
+    return _OOB_HDR.pack(_U32, TYPE_OOB, 6 + len(payload), conv) + payload
+
+
+def parse_oob(packet: bytes) -> Tuple[int, bytes]:
+    """``(conv, payload)`` of an OOB packet (:func:`is_oob` true). The payload is everything
+    after the conv, as kcp-go latest hands it to its handler (it does not read the size)."""
+    return _u32(packet, FEC_HEADER_SIZE_PLUS2)[0], packet[OOB_HEADER_SIZE:]
 
 
 def _paws(n: int) -> int:
@@ -212,6 +237,7 @@ class FECDecoder:
         recovered: List[bytes] = []
         k = self.data_shards
         if group.ndata == k:
+            self.snmp.FECFullShardSet += 1       # [latest] counter: a full shard set
             self._drop_group(group)              # nothing lost
         elif group.present >= k:
             if not self._tuning:
@@ -232,18 +258,22 @@ class FECDecoder:
         order = self._order
         if not order or 0 < ((base - order[-1]) & _U32) < _HALF:
             order.append(base)  # the usual case: a newer group
+            # [latest] gauge (kcpgo.snmp): its "newestShardId", the newest group's shard-set id
+            self.snmp.FECShardMin = base // self._n
         else:
             # 5.6.1 inserts scanning from the newest end, diff-wise
             i = len(order) - 1
             while i >= 0 and not (0 < ((base - order[i]) & _U32) < _HALF):
                 i -= 1
             order.insert(i + 1, base)
+        self.snmp.FECShardSet = len(self._groups)   # [latest] gauge: groups held
         return group
 
     def _drop_group(self, group: _Group) -> None:
         del self._groups[group.base]
         self._order.remove(group.base)
         self._count -= group.present
+        self.snmp.FECShardSet = len(self._groups)
 
     def _evict_lowest(self, count_short: bool) -> None:
         """Remove the held packet with the lowest seqid (5.6.1 ``rx[0]``)."""
@@ -262,6 +292,7 @@ class FECDecoder:
         if group.present == 0:
             del self._groups[base]
             self._order.pop(0)
+            self.snmp.FECShardSet = len(self._groups)
         else:
             pos += 1
             while slots[pos] is None:

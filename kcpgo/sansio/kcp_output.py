@@ -185,6 +185,10 @@ class OutputMixin:
         nsegs += len(retx) + admit
         snmp = self.snmp
         snmp.OutSegs += nsegs
+        # [latest] gauges (kcpgo.snmp), stored as kcp-go latest's flush does (segments)
+        snmp.RingBufferSndQueue = len(self.snd_queue)
+        snmp.RingBufferRcvQueue = len(self.rcv_queue)
+        snmp.RingBufferSndBuffer = len(buf)
         if retx:
             snmp.RetransSegs += len(retx)
             snmp.FastRetransSegs += fast

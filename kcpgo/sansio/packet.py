@@ -9,9 +9,11 @@ wire input.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional
+from collections import deque
+from typing import TYPE_CHECKING, Deque, List, Optional
 
-from .fec import FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder
+from .fec import (FEC_HEADER_SIZE_PLUS2, TYPE_DATA, TYPE_OOB, TYPE_PARITY, FECDecoder,
+                  FECEncoder, encode_oob, is_oob, parse_oob)
 from ..codec.reedsolomon import MAX_TOTAL_SHARDS
 from ..snmp import DEFAULT_SNMP, Snmp
 from .wire import MTU_LIMIT, OVERHEAD
@@ -20,10 +22,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..codec.crypt import BlockCrypt
     from .kcp import KCP
 
-__all__ = ["PacketCodec", "MTU_LIMIT", "MIN_PAYLOAD", "fec_enabled", "pipeline_overhead"]
+__all__ = ["PacketCodec", "MTU_LIMIT", "MIN_PAYLOAD", "fec_enabled", "pipeline_overhead",
+           "OOB_QUEUE_MAX"]
 
 #: §4.1 [5.6.1]: after the crypto header, a datagram must hold at least one KCP header.
 MIN_PAYLOAD = OVERHEAD
+#: OOB payloads received and not yet taken (``Connection.recv_oob``) a session keeps at most;
+#: more are dropped and counted (:attr:`PacketCodec.oob_dropped`): memory stays bounded
+#: whatever a peer sends (128 datagrams of at most ~1.4 KB).
+OOB_QUEUE_MAX = 128
 #: §2.2: the u16 at offset 4 of a decrypted payload that marks FEC data / parity.
 _FEC_DATA_FLAG = TYPE_DATA
 _FEC_PARITY_FLAG = TYPE_PARITY
@@ -75,6 +82,11 @@ class PacketCodec:
         #: only): a session that never heard its peer names them (docs/deviations.md D33).
         self.csum_errors = 0
         self.input_errors = 0
+        #: [latest] OOB payloads received for this conv, oldest first (§2.2(e)), at most
+        #: :data:`OOB_QUEUE_MAX`; those that did not fit, and those of another conv.
+        self.oob: Deque[bytes] = deque()
+        self.oob_dropped = 0
+        self.oob_mismatched = 0
 
     # ------------------------------------------------------------------ send
 
@@ -95,13 +107,22 @@ class PacketCodec:
             return packets
         return crypt.seal_many(packets)
 
+    def encode_oob(self, conv: int, payload: bytes) -> bytes:
+        """The wire datagram of one [latest] OOB packet (§2.2(e)): FEC-style header, conv,
+        payload, sealed like any datagram; it takes no FEC seqid and has no parity. The caller
+        checks that FEC is on and the size fits (``Connection.oob_datagram``)."""
+        packet = encode_oob(conv, payload)
+        crypt = self.crypt
+        return packet if crypt is None else crypt.seal_many([packet])[0]
+
     # ------------------------------------------------------------------ receive
 
     def open(self, wire: bytes) -> Optional[bytes]:
         """Strip the crypto layer: the plaintext after the crypto header, or ``None`` (dropped).
 
         Too short: dropped silently (kcp-go does not count it). Bad CRC / failed AEAD:
-        ``InCsumErrors``. A plaintext shorter than one KCP header is dropped silently (§4.1).
+        ``InCsumErrors``. A plaintext shorter than one KCP header is dropped silently (§4.1),
+        unless it is a [latest] OOB packet (12 bytes at least, §2.2(e)).
         """
         crypt = self.crypt
         if crypt is not None:
@@ -114,7 +135,7 @@ class PacketCodec:
                 return None
         else:
             payload = wire
-        if len(payload) < MIN_PAYLOAD:
+        if len(payload) < MIN_PAYLOAD and not is_oob(payload):
             return None
         return payload
 
@@ -129,6 +150,9 @@ class PacketCodec:
         snmp.InBytes += len(payload)
         flag = payload[4] | (payload[5] << 8)
         if flag != _FEC_DATA_FLAG and flag != _FEC_PARITY_FLAG:
+            if flag == TYPE_OOB and is_oob(payload):
+                self._oob_received(payload, kcp.conv)
+                return
             if kcp.input(payload, now, True):
                 snmp.KCPInErrors += 1
                 self.input_errors += 1
@@ -148,6 +172,20 @@ class PacketCodec:
                 self.input_errors += 1
             else:
                 snmp.FECRecovered += 1
+
+    def _oob_received(self, payload: bytes, conv: int) -> None:
+        """A [latest] OOB packet (§2.2(e)): never KCP input, whatever this session's FEC
+        setting (kcp-go latest hands it to the session's OOB handler). Counted in
+        ``OOBPackets``; queued for ``Connection.recv_oob`` if it is of this conv and the
+        queue has room, else dropped and counted."""
+        self.snmp.OOBPackets += 1
+        oob_conv, data = parse_oob(payload)
+        if oob_conv != conv:
+            self.oob_mismatched += 1
+        elif len(self.oob) >= OOB_QUEUE_MAX:
+            self.oob_dropped += 1
+        else:
+            self.oob.append(data)
 
     def receive(self, wire: bytes, kcp: "KCP", now: int) -> bool:
         """:meth:`open` then :meth:`feed`. Returns whether the datagram reached KCP."""

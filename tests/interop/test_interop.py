@@ -66,13 +66,20 @@ def cell(crypt, ds=0, ps=0, stream=False, **extra):
     return c
 
 
+#: With FEC 10/3, the ciphers outside kcptun's common choices run with KCPGO_SLOW=1 only (their
+#: no-FEC cells and the FEC cells of the others keep the default suite within its 6 minutes;
+#: FEC and cipher are independent layers, docs/protocol.md §2.3).
+SLOW_FEC_CIPHERS = {"blowfish", "twofish", "cast5", "3des", "tea", "xtea", "sm4", "xor"}
+
 CELLS = (
     [cell(c, 0, 0) for c in CIPHERS]
-    + [cell(c, 10, 3) for c in CIPHERS]
+    + [pytest.param(cell(c, 10, 3), marks=pytest.mark.slow) if c in SLOW_FEC_CIPHERS
+       else cell(c, 10, 3) for c in CIPHERS]
     + [cell("aes", 3, 2), cell("aes", 2, 1), cell("aes", 1, 1)]
     + [cell("aes", 10, 3, py_ds=0, py_ps=0),
        pytest.param(cell("aes", 10, 3, go_ds=0, go_ps=0, nbytes=256 * 1024, go_timeout=10),
-                    marks=pytest.mark.xfail(reason=KCP_GO_AUTOTUNE_BUG, strict=False))]
+                    marks=[pytest.mark.xfail(reason=KCP_GO_AUTOTUNE_BUG, strict=False),
+                           pytest.mark.slow])]     # a kcp-go bug's demonstration: 10 s
     + [cell("aes", 10, 3, stream=True), cell(None, 0, 0, stream=True),
        cell("salsa20", 0, 0, stream=True)]
     # kcptun-like: fast3, MTU 1350, client windows 128/512, server 1024/1024.
@@ -104,7 +111,13 @@ def clean_counters(snmp, c):
     assert snmp.KCPInErrors == 0
 
 
-@pytest.mark.parametrize("c", CELLS, ids=cell_id)
+#: kcpgo's side of the pure-Python ciphers is the same code in both directions: the client
+#: direction runs with KCPGO_SLOW=1 only (2-5 s each; the 6-minute default suite).
+OUT_CELLS = [pytest.param(c, marks=pytest.mark.slow)
+             if isinstance(c, dict) and c["crypt"] in SLOW else c for c in CELLS]
+
+
+@pytest.mark.parametrize("c", OUT_CELLS, ids=cell_id)
 def test_kcpgo_client_to_go_listener(c):
     n = c.get("nbytes") or nbytes_for(c["crypt"])
     data = payload(n)

@@ -1,0 +1,141 @@
+"""Faults a breaker found in the I/O-thread runtime (issue 12), each pinned by a test.
+
+Expected values come from the stdlib socket contract (a forked child may close the sockets it
+inherited at once; an atexit handler may still talk over a socket; a signal handler may call
+socket methods) and from kcpgo's own rule that nothing hangs or fails silently. Children run in
+fresh interpreters (fork, atexit and signals need their own process).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import kcpgo
+from kcpgo.snmp import Snmp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCAL = ("127.0.0.1", 0)
+
+
+def run(code: str, timeout: float = 60) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("KCPGO_RUNTIME", None)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_closes_inherited_sessions_at_once_and_cannot_use_them():
+    """A child closing an inherited session hung in 22 forks of 30: the stack lock was copied
+    held by the I/O thread, which does not exist in the child. Now close() only frees the
+    child's descriptors (the parent's session goes on) and any other call raises EBADF naming
+    the cause: the child's datagrams would otherwise go into the parent's session."""
+    out = run('''
+        import json, os, threading, kcpgo
+        ln = kcpgo.listen(("127.0.0.1", 0), mode="fast3")
+        c = kcpgo.dial(ln.getsockname(), mode="fast3", window=(512, 512), timeout=5)
+        got = [0]
+        def sink():
+            s, _ = ln.accept()
+            s.settimeout(5)
+            while got[0] < 15 * 100_000:
+                got[0] += len(s.recv(1 << 20))
+        reader = threading.Thread(target=sink)
+        reader.start()
+        hung = 0
+        for i in range(15):
+            c.sendall(b"x" * 100_000)          # the I/O thread is busy with ACKs meanwhile
+            pid = os.fork()
+            if pid == 0:
+                import faulthandler
+                faulthandler.dump_traceback_later(3, exit=True)
+                try:
+                    c.sendall(b"from the child")
+                    os._exit(2)
+                except OSError as e:
+                    code = 0 if e.errno == 9 and "fork" in str(e) else 3
+                c.close()
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            hung += status != 0
+        reader.join(10)
+        print(json.dumps({"bad_children": hung, "parent_received": got[0]}))
+    ''')
+    assert out == {"bad_children": 0, "parent_received": 1_500_000}
+
+
+def test_an_atexit_handler_registered_first_can_still_use_its_session():
+    """atexit runs handlers last-registered-first, so kcpgo's own exit hook (registered at
+    its first use) runs before a program's goodbye handler registered earlier. That hook
+    stopped the I/O thread, and the goodbye waited for a reply that could not come (for ever
+    without a timeout); over TCP the goodbye works. Now the hook only flushes and lingers."""
+    out = run('''
+        import atexit, json, threading, kcpgo
+        box = {}
+        def goodbye():
+            c = box["c"]
+            c.sendall(b"BYE")
+            print(json.dumps({"reply": c.recv(100).decode()}), flush=True)
+        atexit.register(goodbye)
+        ln = kcpgo.listen(("127.0.0.1", 0))
+        def serve():
+            s, _ = ln.accept()
+            while True:
+                s.sendall(b"OK " + s.recv(100))
+        threading.Thread(target=serve, daemon=True).start()
+        c = box["c"] = kcpgo.dial(ln.getsockname(), timeout=5)
+        c.sendall(b"HI")
+        assert c.recv(100) == b"OK HI"
+    ''', timeout=30)
+    assert out == {"reply": "OK BYE"}
+
+
+def test_a_wait_inside_a_kcpgo_call_raises_instead_of_deadlocking():
+    """A signal handler that makes a blocking call while the code it interrupted was inside
+    kcpgo (holding the stack lock) waited while holding that lock, so the I/O thread could
+    deliver nothing: a deadlock until the timeout, or for ever. It now raises RuntimeError
+    at once saying why; the interrupted call, and later ones, work. (Holding the lock by hand
+    is the same state the signal handler found.)"""
+    snmp = Snmp()
+    with kcpgo.listen(LOCAL, snmp=snmp) as ln:
+        c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), timeout=5)
+        with c._runtime.lock:
+            with pytest.raises(RuntimeError, match="already inside a kcpgo call"):
+                c.recv(10)
+        c.sendall(b"x")
+        ln.settimeout(5)
+        s, _ = ln.accept()
+        assert s.recv(10) == b"x"
+        s.close()
+        c.close()
+
+
+def test_a_keyboardinterrupt_inside_the_state_change_aborts_the_session():
+    """Ctrl-C during sendall that lands inside kcpgo's state change (not in its wait) left
+    KCP's queues out of step: a session that never retransmitted, or IndexErrors in the I/O
+    thread for ever. The session is now aborted: the interrupt propagates, and every later
+    call raises ConnectionAbortedError(ECONNABORTED) saying why."""
+    with kcpgo.listen(LOCAL, snmp=Snmp()) as ln:
+        c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), timeout=5)
+        conn = c._conn
+        real = conn.send
+
+        def interrupted(data):
+            conn.send = real
+            raise KeyboardInterrupt
+        conn.send = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            c.sendall(b"x" * 10)
+        with pytest.raises(ConnectionAbortedError) as info:
+            c.sendall(b"y")
+        assert info.value.errno == errno.ECONNABORTED and "KeyboardInterrupt" in str(info.value)
+        c.close()
