@@ -8,29 +8,20 @@ fresh interpreters (fork, atexit and signals need their own process).
 from __future__ import annotations
 
 import errno
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import kcpgo
+from tests.support.children import run_child
 from kcpgo.snmp import Snmp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = ("127.0.0.1", 0)
 
 
 def run(code: str, timeout: float = 60) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.pop("KCPGO_RUNTIME", None)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(textwrap.dedent(code), timeout=timeout)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

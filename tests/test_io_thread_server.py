@@ -14,34 +14,11 @@ tests/test_io_thread.py.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
-from typing import Any, Dict
 
 import pytest
 
-import kcpgo
-
-#: The directory that holds the kcpgo package this test imported: the children import it too.
-ROOT = str(Path(kcpgo.__file__).resolve().parents[1])
-
-
-def run_child(code: str, *args: str, timeout: float = 40) -> Dict[str, Any]:
-    """Run ``code`` unpatched with ``args``; its last stdout line is a JSON object, returned.
-    Fails on a non-zero exit, a traceback on stderr, or after ``timeout`` s (killed)."""
-    env = {k: v for k, v in os.environ.items() if k != "KCPGO_RUNTIME"}
-    env.update(PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"no output; stderr: {proc.stderr}"
-    return json.loads(lines[-1])
+from tests.support.children import run_child
 
 
 #: ``argv[1]``: how the handler blocks (``sleep``: ``time.sleep(1)``; ``subprocess``:
