@@ -229,12 +229,14 @@ def test_stall_diagnosis_names_only_the_go_listener_trap():
 
 
 @needs_go
+@pytest.mark.slow       # a mode's smoke run with Go processes: the 6-minute default suite
 def test_conc_mode_with_go_client():
     conc = bench("conc", "--sessions", "20", "--duration", "2")
     assert conc["results"][0]["median"]["messages"] > 0
 
 
 @needs_go
+@pytest.mark.slow       # a mode's smoke run with Go processes: the 6-minute default suite
 def test_lossy_mode_through_netem():
     lossy = bench("lossy", "--fec", "10/3", "--duration", "1", "--rtt", "10")
     assert lossy["results"][0]["median"]["MB/s"] > 0

@@ -132,6 +132,7 @@ def test_dead_link_fires_after_peer_killed():
 
 
 @pytest.mark.skipif(not GO_OK, reason=GO_REASON)
+@pytest.mark.slow       # the kcpgo-peer cases above cover the rule; the 6-minute default suite
 def test_go_peer_killed_mid_transfer():
     with GoServer(nbytes=1 << 30, timeout=120, crypt="aes", ds=10, ps=3) as srv:
         class Killer:
