@@ -57,7 +57,7 @@ def go_opts(cell, nbytes):
     return dict(crypt=cell["crypt"] or "", key=PASSPHRASE, ds=cell.get("go_ds", cell["ds"]),
                 ps=cell.get("go_ps", cell["ps"]), nodelay=(1, 10, 2, 1), stream=cell["stream"],
                 mtu=cell.get("mtu", 1400), sndwnd=w[0], rcvwnd=w[1], nbytes=nbytes,
-                linger=0.2, timeout=cell.get("go_timeout", 60))
+                linger=0.5, timeout=cell.get("go_timeout", 60))
 
 
 def cell(crypt, ds=0, ps=0, stream=False, **extra):
