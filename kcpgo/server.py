@@ -53,14 +53,14 @@ import gevent
 import gevent.pool
 import gevent.select
 from gevent._hub_local import get_hub_if_exists
-from gevent.monkey import get_original, is_module_patched
+from gevent.monkey import is_module_patched
 
 from .address import bind_plan
 from .facade.api import wrap_listener
 from .facade.smux import SmuxConfig, SmuxListener, SmuxSession
 from .facade.socket import KCPSocket
 from .facade.stream import Stream
-from .runtime._originals import RealSocket, real_get_ident
+from .runtime._originals import RealSocket, real_get_ident, real_select, real_sleep
 from .runtime.clock import monotonic
 from .runtime.scheduler import Runtime, Signal
 from .runtime.udp import DEFAULT_SOCKBUF
@@ -73,8 +73,6 @@ log = logging.getLogger("kcpgo.server")
 
 #: Seconds between checks while closing sessions wait for their last frames' ACKs.
 _DRAIN_POLL = 0.01
-_real_select = get_original("select", "select")
-_real_sleep = get_original("time", "sleep")
 #: The stdlib's (kcpgo.monkey may later replace the attribute with a dispatcher).
 _threading_process_request = socketserver.ThreadingMixIn.process_request
 
@@ -100,7 +98,7 @@ def _pause(seconds: float) -> None:
     if _has_hub():
         gevent.sleep(seconds)
     else:
-        _real_sleep(seconds)
+        real_sleep(seconds)
 
 
 class _KCPState:
@@ -498,7 +496,7 @@ def _wait(self: Any, timeout: Optional[float]) -> bool:
     st.no_waiters.clear()
     # Cooperative where the thread runs a hub; else the real select (the I/O thread keeps
     # the listener's descriptor in step meanwhile).
-    select = gevent.select.select if _has_hub() else _real_select
+    select = gevent.select.select if _has_hub() else real_select
     try:
         ready, _, _ = select([lfd, st.rfd], [], [], timeout)
     finally:

@@ -6,6 +6,7 @@
   ``patch_all()`` (a patched ``threading.local`` would be per greenlet);
 * the real locks, for flags set from any thread and for the stack lock
   (:attr:`kcpgo.runtime.scheduler.Runtime.lock`);
+* the real ``time.sleep`` and ``select.select``, for waits that must block the thread;
 * the real thread start, for the I/O thread (:mod:`kcpgo.runtime.iothread`): under
   ``patch_all()`` ``threading.Thread`` starts a greenlet.
 """
@@ -19,6 +20,9 @@ RealThreadLocal = get_original("threading", "local")
 allocate_lock = get_original("_thread", "allocate_lock")
 RealRLock = get_original("_thread", "RLock")
 start_new_thread = get_original("_thread", "start_new_thread")
+#: Blocking waits for code that must block its OS thread (no hub there, or it is the point).
+real_sleep = get_original("time", "sleep")
+real_select = get_original("select", "select")
 
 __all__ = ["RealSocket", "real_get_ident", "RealThreadLocal", "allocate_lock", "RealRLock",
-           "start_new_thread"]
+           "start_new_thread", "real_sleep", "real_select"]

@@ -18,9 +18,7 @@ from typing import Any, Optional
 
 import gevent
 
-from gevent.monkey import get_original
-
-from ._originals import allocate_lock, start_new_thread
+from ._originals import allocate_lock, real_sleep, start_new_thread
 from .clock import monotonic
 from .scheduler import Runtime
 
@@ -36,7 +34,6 @@ STOP_TIMEOUT = 2.0
 #: sending after the process ended (kcp-go drops it). A dead peer delays the exit this long.
 LINGER_AT_EXIT = 1.0
 
-_real_sleep = get_original("time", "sleep")
 _start_lock = allocate_lock()
 _current: Optional["_IOThread"] = None
 
@@ -92,7 +89,7 @@ class _IOThread:
         try:
             rt.run_sync(rt.shutdown_sessions, timeout=timeout)
             while rt.run_sync(rt.unacked, timeout=timeout) and monotonic() < deadline:
-                _real_sleep(0.01)
+                real_sleep(0.01)
         except Exception:  # pragma: no cover - teardown: nothing more can be done
             log.debug("final flush at exit failed", exc_info=True)
 

@@ -10,15 +10,13 @@ import time
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Tuple
 
-from gevent.monkey import get_original
-
+from ..runtime._originals import real_select
 from ..sansio.memnet import LinkProfile
 
 __all__ = ["RelayProcess", "read_line"]
 
 Address = Tuple[str, int]
 
-_real_select = get_original("select", "select")
 #: The directory that holds this ``kcpgo`` package: the child must run the same code.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -36,7 +34,7 @@ def read_line(stream: IO[Any], timeout: float) -> str:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        r, _, _ = _real_select([fd], [], [], left)
+        r, _, _ = real_select([fd], [], [], left)
         if not r:
             break
         chunk = os.read(fd, 1)

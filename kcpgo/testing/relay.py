@@ -56,6 +56,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from gevent.monkey import get_original
 
 from ..address import parse_address
+from ..runtime._originals import real_sleep, start_new_thread
 from ..runtime.udp import UDPEndpoint
 from ..sansio.memnet import LinkCounters, LinkModel, LinkProfile
 from .process import RelayProcess, read_line
@@ -79,9 +80,7 @@ FLOW_IDLE = 120.0
 
 #: Real ``start_new_thread``, selector and ``sleep`` (and sockets: UDPEndpoint.open) even under
 #: gevent's monkey-patching: the relay runs in an OS thread of its own, outside any gevent hub.
-_start_new_thread = get_original("_thread", "start_new_thread")
 _RealSelector = get_original("selectors", "DefaultSelector")
-_real_sleep = get_original("time", "sleep")
 
 
 def parse_impairment(spec: str) -> LinkProfile:
@@ -154,7 +153,7 @@ class Relay:
         """Start the relay thread (idempotent)."""
         if not self._started:
             self._started = True
-            _start_new_thread(self._run, ())
+            start_new_thread(self._run, ())
         return self
 
     def stop(self, timeout: float = 5.0) -> Dict[str, Dict[str, int]]:
@@ -346,7 +345,7 @@ class _RealEvent:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            _real_sleep(min(left, 0.01))
+            real_sleep(min(left, 0.01))
         return True
 
     def __del__(self) -> None:
