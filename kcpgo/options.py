@@ -57,6 +57,11 @@ class Options:
     * ``rate_limit``: pacing in bytes per second on the wire, headers included (an int >= 0;
       0, the default: off), kcp-go latest's ``SetRateLimit`` (docs/protocol.md §5.9): a token
       bucket with a burst of 64 x 1500 bytes (:class:`~kcpgo.sansio.ratelimit.TokenBucket`);
+    * ``fast_retransmit_once``: kcp-go latest's rule that a segment fast- or
+      early-retransmitted is not fast-retransmitted again before its RTO fires
+      (docs/protocol.md §1.9 phase 5). ``False``, the default, keeps 5.6.1's rule, which
+      completed bulk transfers over a lossy link faster in kcpgo's measurement
+      (docs/deviations.md D50); either is wire-compatible with both versions;
     * ``snmp``: the :class:`~kcpgo.snmp.Snmp` counters to add to (default: the global one).
     """
 
@@ -72,6 +77,7 @@ class Options:
     write_delay: bool = False
     idle_timeout: Optional[float] = None
     rate_limit: int = 0
+    fast_retransmit_once: bool = False
     snmp: Optional[Snmp] = field(default=None, compare=False)
     #: The cipher built from ``crypt``/``key`` (derived once, here).
     block: Optional[BlockCrypt] = field(default=None, init=False, repr=False, compare=False)
@@ -84,7 +90,7 @@ class Options:
         fec = fec_enabled(ds, ps)
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-        for name in ("stream", "ack_nodelay", "write_delay"):
+        for name in ("stream", "ack_nodelay", "write_delay", "fast_retransmit_once"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.mtu is not None:
@@ -145,13 +151,15 @@ class Options:
     def connection(self, conv: int, **policy: Any) -> Connection:
         """The sans-IO :class:`~kcpgo.sansio.Connection` for conversation ``conv``; ``policy``
         is passed on (``admit_limit``, ``probe_init``). Stream mode, window, ACK and write
-        delay are applied too; ``idle_timeout`` and ``rate_limit`` are the driver's business
-        (``kcpgo.runtime.channel.Channel``)."""
-        return Connection(conv, crypt=self.block, data_shards=self.data_shards,
+        delay and ``fast_retransmit_once`` are applied too; ``idle_timeout`` and
+        ``rate_limit`` are the driver's business (``kcpgo.runtime.channel.Channel``)."""
+        conn = Connection(conv, crypt=self.block, data_shards=self.data_shards,
                           parity_shards=self.parity_shards, mtu=self.mtu or MTU_DEFAULT,
                           mode=self.mode, snmp=self.counters, stream=self.stream,
                           window=self.window, ack_nodelay=self.ack_nodelay,
                           write_delay=self.write_delay, **policy)
+        conn.kcp.fastack_lock = self.fast_retransmit_once
+        return conn
 
     def as_dict(self) -> Dict[str, Any]:
         """The settable fields and their values."""

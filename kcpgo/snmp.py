@@ -108,6 +108,38 @@ class Snmp:
     """A set of kcp-go counters (:data:`COUNTERS`, both versions' names). All start at zero."""
 
     __slots__ = COUNTERS
+    # Each counter, for type checkers (a test checks these are COUNTERS, in order):
+    BytesSent: int
+    BytesReceived: int
+    MaxConn: int
+    ActiveOpens: int
+    PassiveOpens: int
+    CurrEstab: int
+    InErrs: int
+    InCsumErrors: int
+    KCPInErrors: int
+    InPkts: int
+    OutPkts: int
+    InSegs: int
+    OutSegs: int
+    InBytes: int
+    OutBytes: int
+    RetransSegs: int
+    FastRetransSegs: int
+    EarlyRetransSegs: int
+    LostSegs: int
+    RepeatSegs: int
+    FECParityShards: int
+    FECErrs: int
+    FECRecovered: int
+    FECShortShards: int
+    FECFullShardSet: int
+    FECShardSet: int
+    FECShardMin: int
+    RingBufferSndQueue: int
+    RingBufferRcvQueue: int
+    RingBufferSndBuffer: int
+    OOBPackets: int
 
     def __init__(self) -> None:
         self.reset()

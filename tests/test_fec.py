@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kcpgo.sansio.fec import (FEC_EXPIRE, TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder, parse_header)
+from kcpgo.sansio.fec import (FEC_EXPIRE, FINISHED_MEMORY, TYPE_DATA, TYPE_PARITY, FECDecoder,
+                              FECEncoder, parse_header)
 from kcpgo.codec.reedsolomon import ReedSolomon
 from kcpgo.snmp import Snmp
 
@@ -160,6 +161,41 @@ def test_no_loss_recovers_nothing_and_holds_only_parity_leftovers():
         assert dec.decode(p, 5) == []
     assert snmp.FECParityShards == 150 and snmp.FECShortShards == 0 and snmp.FECErrs == 0
     assert dec._count <= 3 * 13
+
+
+def test_parity_of_a_finished_group_is_dropped_and_still_counted():
+    """A group whose data all arrived (or that was recovered) leaves nothing behind: its late
+    parity is counted in FECParityShards (5.6.1's meaning) and dropped, not held."""
+    rnd = random.Random(7)
+    packets, payloads = stream(10, 3, 100, rnd)
+    snmp = Snmp()
+    dec = FECDecoder(10, 3, snmp)
+    recovered = []
+    for i, p in enumerate(packets):
+        if i % 13 == 0 and i // 13 % 2:          # every other group loses its first data shard
+            continue
+        recovered.extend(dec.decode(p, 5))
+        if i % 13 == 12:                          # a group's last parity: nothing held
+            assert dec._count == 0 and not dec._groups and snmp.FECShardSet == 0
+    assert recovered == [payloads[g * 13] for g in range(1, 10, 2)]
+    assert snmp.FECParityShards == 30 and snmp.FECFullShardSet == 5
+    assert snmp.FECShortShards == 0 and snmp.FECErrs == 0
+
+
+def test_parity_fed_after_later_groups_is_dropped_too():
+    """A driver may feed a batch's parity after its data (Channel.on_batch): the parity of
+    every group finished in the batch is still dropped, and recovery still works."""
+    rnd = random.Random(8)
+    packets, payloads = stream(10, 3, 50, rnd)       # 5 groups
+    snmp = Snmp()
+    dec = FECDecoder(10, 3, snmp)
+    data = [p for i, p in enumerate(packets) if i % 13 < 10 and i != 13 * 3 + 4]
+    parity = [p for i, p in enumerate(packets) if i % 13 >= 10]
+    assert all(dec.decode(p, 0) == [] for p in data)
+    got = [r for p in parity for r in dec.decode(p, 0)]
+    assert got == [payloads[13 * 3 + 4]]             # group 3 lost a data shard
+    assert dec._count == 0 and snmp.FECParityShards == 15 and snmp.FECFullShardSet == 4
+    assert FINISHED_MEMORY * 13 > 256                # a whole batch's groups are remembered
 
 
 def test_random_loss_recovers_every_recoverable_group():
@@ -332,7 +368,8 @@ def _diff(a, b):
 
 class ReferenceDecoder:
     """Literal transcription of docs/protocol.md §2.6.1 / §2.7 (sorted rx list), for comparison,
-    plus kcpgo's one behavioural change: no recovery while "tuning" (see FECDecoder)."""
+    plus kcpgo's two behavioural changes (see FECDecoder): no recovery while "tuning", and a
+    parity packet of a recently finished group is dropped instead of stored."""
 
     def __init__(self, k, m):
         self.tuning = False
@@ -344,6 +381,7 @@ class ReferenceDecoder:
     def shape(self, k, m):
         self.k, self.m, self.n = k, m, k + m
         self.rs = ReedSolomon(k, m) if k + m <= 256 else None
+        self.finished = []              # bases, oldest first, at most FINISHED_MEMORY
 
     def find_period(self, bit):
         p = self.pulses
@@ -370,6 +408,9 @@ class ReferenceDecoder:
                 self.shape(ds, ps)
                 if self.rs is None:  # kcpgo's stand-in for 5.6.1's failed codec (see FECDecoder)
                     return []
+        begin = seqid - seqid % self.n
+        if not is_data and begin in self.finished:
+            return []
         rx = self.rx
         at = 0
         for i in range(len(rx) - 1, -1, -1):
@@ -379,7 +420,6 @@ class ReferenceDecoder:
                 at = i + 1
                 break
         rx.insert(at, [seqid, pkt, now])
-        begin = seqid - seqid % self.n
         members = [e for e in rx if 0 <= _diff(e[0], begin) < self.n]
         recovered = []
         ndata = sum(1 for e in members if e[1][4:6] == b"\xf1\x00")
@@ -400,6 +440,10 @@ class ReferenceDecoder:
                         self.errs += 1
             ids = {e[0] for e in members}
             rx[:] = [e for e in rx if e[0] not in ids]
+            if begin not in self.finished:
+                self.finished.append(begin)
+                if len(self.finished) > FINISHED_MEMORY:
+                    self.finished.pop(0)
         if len(rx) > 3 * self.n:
             if rx.pop(0)[1][4:6] == b"\xf1\x00":
                 self.short += 1

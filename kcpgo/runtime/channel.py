@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import errno
 from collections import deque
-from typing import Any, Callable, Deque, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from ..address import format_address
 from ..sansio.connection import Connection
@@ -143,31 +143,70 @@ class Channel:
     def on_batch(self, batch: list, now: int) -> None:
         """A client endpoint's batch: only datagrams from :attr:`peer` are accepted. Until the
         first valid datagram (:attr:`heard`) each one is also checked for having passed the
-        crypto check and been taken by KCP (the codec counts the failures, D33)."""
+        crypto check and been taken by KCP (the codec counts the failures, D33).
+
+        Data before parity (a heard peer, FEC): a batch's FEC parity is fed after its data
+        and, if the session is then readable, after the owner was told (``on_update``).
+        Parity only repeats what arrived unless a data shard was lost, and a reply should
+        not wait for it: the kcptun server sends a reply's last data shard and then its
+        group's parity in one burst (tools/bench_rx.py). To FEC and KCP this is the
+        reordering a network may do within a batch; what the parity recovers is told
+        after the batch as usual. Only if the session was not readable before the batch:
+        an owner that does not read (flow control) is not told twice."""
         conn = self.conn
         codec = conn.codec
         peer = self.peer
         heard = self.heard
+        fed = False
+        if heard and len(batch) > 1 and codec.fec_decoder is not None:
+            fed = self._feed_data_first(batch, now)
+        else:
+            for data, addr in batch:
+                if addr != peer:
+                    conn.snmp.InErrs += 1
+                    self.foreign += 1
+                    continue
+                if heard:
+                    if conn.receive_datagram(data, now):  # failed the crypto check: not the peer
+                        fed = True
+                    continue
+                rejected = codec.input_errors
+                if conn.receive_datagram(data, now):
+                    fed = True
+                    if codec.input_errors == rejected:
+                        heard = self.heard = True
+        if fed:
+            last = self.last_rx
+            self.after_batch(now)
+            if not heard:
+                self.last_rx = last     # nothing valid yet: the idle clock keeps running
+
+    def _feed_data_first(self, batch: list, now: int) -> bool:
+        """:meth:`on_batch` for a heard peer with FEC: the batch's data first, then the owner
+        is told if the session became readable, then the batch's parity. Returns whether a
+        datagram passed the crypto check."""
+        conn = self.conn
+        quiet = not conn.readable()     # else the owner knows already (or does not read)
+        peer = self.peer
+        receive = conn.receive_datagram
+        parity: List[bytes] = []
         fed = False
         for data, addr in batch:
             if addr != peer:
                 conn.snmp.InErrs += 1
                 self.foreign += 1
                 continue
-            if heard:
-                if conn.receive_datagram(data, now):    # failed the crypto check: not the peer
-                    fed = True
-                continue
-            rejected = codec.input_errors
-            if conn.receive_datagram(data, now):
+            if receive(data, now, parity):  # (False: failed the crypto check, not the peer)
                 fed = True
-                if codec.input_errors == rejected:
-                    heard = self.heard = True
-        if fed:
-            last = self.last_rx
-            self.after_batch(now)
-            if not heard:
-                self.last_rx = last     # nothing valid yet: the idle clock keeps running
+        if parity:
+            if quiet and conn.readable():
+                self.on_update()        # the data first; what the parity recovers follows
+                if self.released:
+                    return False
+            receive = self.receive_payload
+            for payload in parity:
+                receive(payload, now)
+        return fed
 
     def after_batch(self, now: int) -> None:
         """The batch fed this session: flush once for all of it, notify, then send the ACKs
@@ -176,7 +215,7 @@ class Channel:
         if self.released:
             return
         conn = self.conn
-        if self._bucket is None or not self._held(now):
+        if (self._bucket is None or not self._held(now)) and conn.has_output(now):
             out = conn.datagrams_to_send(now, acks=False)
             if out:
                 self._transmit(out)

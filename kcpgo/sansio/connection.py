@@ -264,10 +264,11 @@ class Connection:
         """
         kcp = self.kcp
         rq = kcp.rcv_queue
-        if rq:
-            frg, data = rq[0]
-            if frg == 0 and data:
-                return True                  # the common case: a non-empty whole segment
+        if not rq:
+            return False                     # (a driver asks after every batch)
+        frg, data = rq[0]
+        if frg == 0 and data:
+            return True                      # the common case: a non-empty whole segment
         size = kcp.peek_size()
         while size == 0:
             kcp.recv()
@@ -355,14 +356,28 @@ class Connection:
         """OOB payloads dropped because the queue was full (receiving side)."""
         return self.codec.oob_dropped
 
-    def receive_datagram(self, wire: bytes, now: int) -> bool:
+    def receive_datagram(self, wire: bytes, now: int,
+                         parity: Optional[List[bytes]] = None) -> bool:
         """Feed one datagram from the peer. Returns whether it passed the crypto check and
-        reached KCP, or the OOB queue (else it was dropped)."""
-        return self.codec.receive(wire, self.kcp, now)
+        reached KCP, or the OOB queue (else it was dropped).
+
+        ``parity``: a list that takes an FEC parity packet (opened) instead of KCP; feed it
+        later with :meth:`receive_payload`. A driver uses it to feed a batch's data before
+        its parity (``kcpgo.runtime.channel.Channel.on_batch``): to FEC and KCP that is
+        reordering within the batch, which the protocol tolerates."""
+        return self.codec.receive(wire, self.kcp, now, parity)
 
     def receive_payload(self, payload: bytes, now: int) -> None:
         """Feed one datagram already opened by ``PacketCodec.open`` (a listener's demux)."""
         self.codec.feed(payload, self.kcp, now)
+
+    def has_output(self, now: int) -> bool:
+        """Whether :meth:`datagrams_to_send` with ``acks=False`` may return datagrams at
+        ``now`` (a flush was requested, or a timer is due): False means it would return
+        ``[]`` and change nothing. Cheaper than that call, for a driver's check after each
+        received batch (tools/bench_rx.py)."""
+        due = self.kcp.check(now)
+        return due is not None and due <= now
 
     def datagrams_to_send(self, now: int, acks: bool = True) -> List[bytes]:
         """Wire datagrams due at ``now``: requested flushes, the periodic tick, and (with
@@ -371,18 +386,19 @@ class Connection:
         out = self.kcp.update(now, acks)
         if not out:
             return out
-        return self.codec.encode_many(out)
+        return self.codec.encode_many(out, now)
 
     def flush_acks(self, now: int) -> List[bytes]:
         """Wire datagrams carrying the pending ACKs only (none if there are none)."""
         if not self.kcp.pending_acks:
             return []
-        return self.codec.encode_many(self.kcp.flush(now, ack_only=True))
+        return self.codec.encode_many(self.kcp.flush(now, ack_only=True), now)
 
     def flush(self, now: int) -> List[bytes]:
         """A full flush now regardless of timers (kcp-go's final flush on Close). ``now`` is
         the integer ms clock (``TypeError`` otherwise, before any change)."""
-        return self.codec.encode_many(self.kcp.flush(index(now)))
+        now = index(now)
+        return self.codec.encode_many(self.kcp.flush(now), now)
 
     def next_deadline(self, now: int) -> Optional[int]:
         """Absolute ms of the next needed :meth:`datagrams_to_send`, or ``None`` when idle."""

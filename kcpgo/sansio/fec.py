@@ -19,7 +19,8 @@ from ..snmp import DEFAULT_SNMP, Snmp
 
 __all__ = [
     "FEC_HEADER_SIZE", "FEC_HEADER_SIZE_PLUS2", "TYPE_DATA", "TYPE_PARITY",
-    "FEC_EXPIRE", "RX_FEC_MULTI", "AUTOTUNE_SAMPLES", "FECEncoder", "FECDecoder", "parse_header",
+    "FEC_EXPIRE", "PARITY_SKIP_GAP", "RX_FEC_MULTI", "FINISHED_MEMORY", "AUTOTUNE_SAMPLES",
+    "FECEncoder", "FECDecoder", "parse_header",
     "TYPE_OOB", "OOB_HEADER_SIZE", "encode_oob", "parse_oob", "is_oob",
 ]
 
@@ -32,7 +33,13 @@ TYPE_PARITY = 0xF2
 TYPE_OOB = 0xF3
 OOB_HEADER_SIZE = FEC_HEADER_SIZE_PLUS2 + 4      # ... and the conv: the payload starts here
 FEC_EXPIRE = 60000           # ms, [5.6.1] decoder entry lifetime
+#: [latest] §2.5: a group whose last data shard follows the previous data shard by at least
+#: this many ms gets no parity (kcp-go's maxFECEncodeLatency; D52).
+PARITY_SKIP_GAP = 500
 RX_FEC_MULTI = 3             # [5.6.1] decoder keeps at most 3 * (k + m) packets
+#: Finished groups whose late parity the decoder drops (FECDecoder): more than a batch of
+#: datagrams holds (256, about 20 groups of 10 + 3), whose parity a driver may feed last.
+FINISHED_MEMORY = 64
 # §2.7: autotune sample buffer size, indexed by seqid % 258 in 5.6.1
 AUTOTUNE_SAMPLES = 258
 # §2.7 [5.6.1]: each autotuned period must be below this
@@ -83,7 +90,7 @@ class FECEncoder:
     """Adds FEC headers to outgoing KCP datagrams and emits parity after every k of them (§2.4)."""
 
     __slots__ = ("data_shards", "parity_shards", "shard_size", "paws", "next_seqid",
-                 "_codec", "_group", "_maxlen")
+                 "parity_skip_gap", "_codec", "_group", "_maxlen", "_last_ms")
 
     def __init__(self, data_shards: int, parity_shards: int) -> None:
         # ValueError for k < 1, m < 1 or k + m > 256, where kcp-go 5.6.1 gets no encoder at all
@@ -94,12 +101,26 @@ class FECEncoder:
         self.paws = _paws(self.shard_size)
         #: seqid of the next packet; starts at 0 for every session (settable, e.g. for tests)
         self.next_seqid = 0
+        #: [latest] §2.5 parity skipping (D52): a group whose last data shard comes at least
+        #: this many ms after the previous data shard is sent without parity, its parity
+        #: seqids skipped. ``None``: always send parity (5.6.1).
+        self.parity_skip_gap: Optional[int] = PARITY_SKIP_GAP
         self._group: List[bytes] = []   # data packets of the group being filled
         self._maxlen = 0                # longest data packet of that group
+        self._last_ms: Optional[int] = None   # ms clock of the previous data packet
 
-    def encode(self, kcp_payload: bytes) -> List[bytes]:
+    def encode(self, kcp_payload: bytes, now: Optional[int] = None) -> List[bytes]:
         """Frame one KCP datagram: [data_packet] or, when it completes a group,
-        [data_packet, parity_1, ..., parity_m]."""
+        [data_packet, parity_1, ..., parity_m].
+
+        ``now`` is the caller's ms clock (int, may wrap at 2^32). With it, a group whose last
+        data packet comes :attr:`parity_skip_gap` ms or more after the previous data packet
+        gets no parity, and the next group still starts at a multiple of k + m ([latest]
+        §2.5; the first packet ever counts as after a gap). Without it parity is always sent.
+        """
+        last = self._last_ms
+        if now is not None:
+            self._last_ms = now
         seqid = self.next_seqid
         # [5.6.1] data seqids advance without the modulo (wraps happen on parity positions)
         self.next_seqid = (seqid + 1) & _U32
@@ -110,6 +131,14 @@ class FECEncoder:
         if len(packet) > self._maxlen:
             self._maxlen = len(packet)
         if len(group) < self.data_shards:
+            return [packet]
+        gap = self.parity_skip_gap
+        if now is not None and gap is not None and (
+                last is None or ((now - last + _HALF) & _U32) - _HALF >= gap):
+            # sparse traffic: parity that would come after a retransmission anyway
+            self.next_seqid = (self.next_seqid + self.parity_shards) % self.paws
+            group.clear()
+            self._maxlen = 0
             return [packet]
 
         # The RS shards are the packets from the size field on; zero padding to the longest is
@@ -166,13 +195,26 @@ class FECDecoder:
       fields and passes KCP's checks with a mixed-up sn and garbage data. A lazy (1, 1) decoder
       facing a 10/3 peer then feeds parity to KCP as data and corrupts the stream. With a
       correctly configured decoder no mismatch ever occurs, so nothing changes there.
-    * Only reachable with bogus input: seqids >= paws form their own group (5.6.1's wrapped
-      range comparison would mix them with seqids 0..n-2), and autotuned periods summing to more
-      than 256 disable recovery instead of panicking (5.6.1 indexes past its shard cache).
+    * [latest] PAWS drop (§2.6.2, D53): a packet with seqid >= paws (under the current shape)
+      is sampled for autotune, then dropped, counted in :attr:`paws_dropped` (kcp-go counts
+      it nowhere; a data packet still reaches KCP, as in kcp-go). No encoder sends one: they
+      wrap at paws. 5.6.1 stores them, and its wrapped range comparison mixes them with
+      seqids 0..n-2.
+    * A parity packet of a finished group (all k data shards arrived, or it was recovered;
+      the last :data:`FINISHED_MEMORY` such groups are remembered) is dropped right after
+      the type/position check: it cannot add anything.
+      5.6.1 stores it as a new partial group, which only takes room among the 3*(k+m)
+      entries until it is evicted; the latest kcp-go drops every shard of a finished set
+      too. Counters keep their meaning: FECParityShards still counts it (5.6.1 counts every
+      parity packet received), nothing else changes; FECFullShardSet counts a full set when
+      its last data shard arrives, as before.
+    * Only reachable with bogus input: autotuned periods summing to more than 256 disable
+      recovery instead of panicking (5.6.1 indexes past its shard cache).
     """
 
-    __slots__ = ("data_shards", "parity_shards", "snmp", "_n", "_rxlimit", "_codec",
-                 "_groups", "_order", "_count", "_floor", "_pbits", "_pseqs", "_tuning")
+    __slots__ = ("data_shards", "parity_shards", "snmp", "paws_dropped", "_n", "_paws",
+                 "_rxlimit", "_codec", "_groups", "_order", "_count", "_floor", "_pbits",
+                 "_pseqs", "_tuning", "_finished")
 
     def __init__(self, data_shards: int, parity_shards: int, snmp: Optional[Snmp] = None) -> None:
         codec = shared_codec(data_shards, parity_shards)  # ValueError on a bad configuration
@@ -188,6 +230,8 @@ class FECDecoder:
         # True from a type/position mismatch until the samples confirm a (k, m): recovery is
         # withheld meanwhile (see the class docstring)
         self._tuning = False
+        #: Packets dropped because their seqid is >= paws ([latest] §2.6.2; not in the SNMP).
+        self.paws_dropped = 0
         self._set_shape(data_shards, parity_shards, codec)
 
     # ------------------------------------------------------------------ hot path
@@ -211,6 +255,9 @@ class FECDecoder:
         slot = seqid % AUTOTUNE_SAMPLES
         self._pbits[slot] = is_data
         self._pseqs[slot] = seqid
+        if seqid >= self._paws:
+            self.paws_dropped += 1               # [latest] PAWS check (D53)
+            return []
         n = self._n
         pos = seqid % n
         if (pos < self.data_shards) is not is_data or self._tuning:
@@ -220,6 +267,8 @@ class FECDecoder:
             pos = seqid % n
 
         base = seqid - pos
+        if not is_data and base in self._finished:
+            return []  # parity of a finished group: nothing to add (class docstring)
         group = self._groups.get(base)
         if group is None:
             group = self._new_group(base)
@@ -239,10 +288,12 @@ class FECDecoder:
         if group.ndata == k:
             self.snmp.FECFullShardSet += 1       # [latest] counter: a full shard set
             self._drop_group(group)              # nothing lost
+            self._finish(base)
         elif group.present >= k:
             if not self._tuning:
                 recovered = self._recover(group)
             self._drop_group(group)              # whether or not recovery worked
+            self._finish(base)
 
         if self._count > self._rxlimit:
             self._evict_lowest(True)
@@ -268,6 +319,12 @@ class FECDecoder:
             order.insert(i + 1, base)
         self.snmp.FECShardSet = len(self._groups)   # [latest] gauge: groups held
         return group
+
+    def _finish(self, base: int) -> None:
+        finished = self._finished
+        finished[base] = None
+        if len(finished) > FINISHED_MEMORY:
+            del finished[next(iter(finished))]
 
     def _drop_group(self, group: _Group) -> None:
         del self._groups[group.base]
@@ -363,8 +420,12 @@ class FECDecoder:
         self.data_shards = k
         self.parity_shards = m
         self._n = k + m
+        self._paws = _paws(k + m)
         self._rxlimit = RX_FEC_MULTI * (k + m)
         self._codec = codec
+        #: Base seqids of the groups finished last under this shape, oldest first (a dict
+        #: as an ordered set): their late parity is dropped (class docstring).
+        self._finished: Dict[int, None] = {}
 
     def _find_period(self, bit: bool) -> int:
         """5.6.1 FindPeriod over the seqid % 258 indexed samples; <= 0 or -1 = not found."""
@@ -424,7 +485,12 @@ class FECDecoder:
         self._groups = {}
         self._order = []
         n = self._n
+        paws = self._paws
         for seqid, packet, stamp in held:
+            if seqid >= paws:
+                self.paws_dropped += 1           # beyond the new shape's wrap point
+                self._count -= 1
+                continue
             pos = seqid % n
             base = seqid - pos
             group = self._groups.get(base) or self._new_group(base)

@@ -113,6 +113,19 @@ class KCP(InputMixin, OutputMixin):
         #: once per batch instead): FLUSH_NONE, FLUSH_ACK_ONLY or FLUSH_FULL.
         self.flush_requested = FLUSH_NONE
         self.ack_nodelay = False
+        #: [latest] §1.9 phase 5: a fast/early-retransmitted segment waits for its RTO before
+        #: another fast/early retransmission (kcp-go latest). Off by default: 5.6.1's rule
+        #: (fastack back to 0) measured faster, as with the lock a lost fast retransmission
+        #: waits for its RTO (D50; ``Options.fast_retransmit_once``).
+        self.fastack_lock = False
+        #: [latest] §1.6: ``input`` requests a full flush as soon as a duplicate-ACK count
+        #: reaches ``fastresend``, instead of leaving the retransmission to the next tick
+        #: (default on: measured faster, D50).
+        self.fastack_flush = True
+        #: [latest] §1.6 "ACK clocking": ``input`` requests an ACK-only flush once
+        #: ``mtu // 24`` ACKs (segments) are pending (True, the default; D51). False: at twice
+        #: that, kcpgo's earlier bound on the ACK list of a long batch (5.6.1 has none).
+        self.ack_clock = True
         #: At most this many new segments enter the window per flush (None: all that fit,
         #: as in kcp-go). A driver that encodes slowly sets it so that a flush's timestamps
         #: stay close to the real transmission time; the rest is flushed on the next turn.
@@ -415,7 +428,7 @@ class KCP(InputMixin, OutputMixin):
             return False
         snd_una = self.snd_una
         for h in self._holes:
-            if buf[h - snd_una][FASTACK]:
+            if buf[h - snd_una][FASTACK] > 0:     # FASTACK_LOCKED (-1) waits for the RTO
                 return True                  # fast/early retransmit at the next flush
         return False
 

@@ -122,8 +122,10 @@ class InputMixin:
         snmp = self.snmp
         if regular and repeats:
             snmp.RepeatSegs += repeats
-        if len(acks) >= 4 * (self.mtu // OVERHEAD) and self.flush_requested < FLUSH_ACK_ONLY:
-            # Bound the ACK list between flushes (latest kcp-go's "ACK clocking").
+        # [latest] "ACK clocking" (§1.6, D51): an ACK-only flush once mtu // 24 ACKs wait
+        # (the list holds two ints per ACK); twice that without ack_clock.
+        if len(acks) >= (self.mtu // OVERHEAD << (1 if self.ack_clock else 2)) and \
+                self.flush_requested < FLUSH_ACK_ONLY:
             self.flush_requested = FLUSH_ACK_ONLY
         if ret:
             return ret
@@ -177,13 +179,20 @@ class InputMixin:
                 holes.extend(range(start, sn))
             self._ack_hi = sn
         # Every unacked segment below sn that was sent no later than the acked one saw a
-        # duplicate ACK (kcp-go's ts test).
+        # duplicate ACK (kcp-go's ts test); a locked count (FASTACK_LOCKED, -1) stays locked.
+        # [latest] §1.6: a count reaching fastresend retransmits now, not at the next tick (D50)
+        resend = self.fastresend if self.fastack_flush else MASK + 1
         for h in holes:
             if h >= sn:
                 break
             rec = buf[h - snd_una]
             if ((rec[TS] - ts + HALF) & MASK) - HALF <= 0:
-                rec[FASTACK] += 1
+                fa = rec[FASTACK]
+                if fa >= 0:
+                    fa += 1
+                    rec[FASTACK] = fa
+                    if fa >= resend:
+                        self.flush_requested = FLUSH_FULL
 
     def _update_rtt(self, rtt: int) -> None:
         """kcp-go's RTT estimator (§1.8): shift-based, 1/32 weight for low samples."""

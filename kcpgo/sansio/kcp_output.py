@@ -12,7 +12,7 @@ from itertools import chain
 from operator import index
 from typing import List
 
-from .kcpdefs import (ASK_SEND, ASK_TELL, D, FASTACK, FLUSH_FULL, FLUSH_NONE,
+from .kcpdefs import (ASK_SEND, ASK_TELL, D, FASTACK, FASTACK_LOCKED, FLUSH_FULL, FLUSH_NONE,
                       FRG, MASK, PROBE_LIMIT, RESEND, RTO, THRESH_MIN, TS, XMIT, pack_header)
 from .wire import CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD
 
@@ -114,17 +114,19 @@ class OutputMixin:
         timers = self._timers
         fast = early = lost = 0
         retx: List[int] = []
+        # [latest] a resent segment's fastack locks until its RTO (D50); 5.6.1 resets it to 0
+        relock = FASTACK_LOCKED if self.fastack_lock else 0
         for h in self._holes:
             rec = buf[h - snd_una]
             fa = rec[FASTACK]
-            if fa:
+            if fa > 0:
                 if fa >= resent:
                     fast += 1
                 elif admit == 0:
                     early += 1
                 else:
                     continue
-                rec[FASTACK] = 0
+                rec[FASTACK] = relock
                 rec[RTO] = rx_rto
                 rec[RESEND] = now + rx_rto
                 heappush(timers, (now + rx_rto, h, h + 1))

@@ -31,6 +31,10 @@ MAX_FRAGMENTS = 255   # §1.5: kcp-go's Send refuses more
 #: the sender cannot know that window: kcp-go's default receive window is the safe bound.
 MAX_MSG_FRAGMENTS = WND_RCV
 MAX_WINDOW = 0xFFFF   # the wnd field is u16 (§8.6)
+#: [latest] §1.9 phase 5: the fastack of a segment just fast- or early-retransmitted. It
+#: collects no duplicate ACKs and triggers no fast/early retransmission until its RTO fires
+#: (which resets fastack to 0): at most one fast retransmission per RTO round (D50).
+FASTACK_LOCKED = -1
 
 #: Values of :attr:`KCP.flush_requested`.
 FLUSH_NONE = 0

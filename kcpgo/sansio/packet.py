@@ -90,9 +90,10 @@ class PacketCodec:
 
     # ------------------------------------------------------------------ send
 
-    def encode_many(self, kcp_datagrams: List[bytes]) -> List[bytes]:
+    def encode_many(self, kcp_datagrams: List[bytes], now: Optional[int] = None) -> List[bytes]:
         """Wire datagrams for a whole flush's KCP datagrams: each framed for FEC (with parity
-        after every k) and sealed, in order."""
+        after every k) and sealed, in order. ``now`` (ms clock) lets the FEC encoder skip the
+        parity of a sparse group ([latest] §2.5, ``FECEncoder.encode``)."""
         enc = self.fec_encoder
         crypt = self.crypt
         if enc is None:
@@ -102,7 +103,7 @@ class PacketCodec:
         packets: List[bytes] = []
         fec_encode = enc.encode
         for d in kcp_datagrams:
-            packets.extend(fec_encode(d))
+            packets.extend(fec_encode(d, now))
         if crypt is None:
             return packets
         return crypt.seal_many(packets)
@@ -187,10 +188,30 @@ class PacketCodec:
         else:
             self.oob.append(data)
 
-    def receive(self, wire: bytes, kcp: "KCP", now: int) -> bool:
-        """:meth:`open` then :meth:`feed`. Returns whether the datagram reached KCP."""
-        payload = self.open(wire)
-        if payload is None:
+    def receive(self, wire: bytes, kcp: "KCP", now: int,
+                parity: Optional[List[bytes]] = None) -> bool:
+        """:meth:`open` then :meth:`feed`. Returns whether the datagram passed the crypto
+        check (and reached KCP, the OOB queue, or ``parity``).
+
+        ``parity``: a list to append an opened FEC parity packet to instead of feeding it;
+        the caller feeds it later (:meth:`feed`), e.g. after telling its owner of the data
+        of the same batch (``Channel.on_batch``)."""
+        # open() inlined: this runs once per received datagram (tools/bench_rx.py)
+        crypt = self.crypt
+        if crypt is not None:
+            if len(wire) < crypt.overhead:
+                return False
+            payload = crypt.open(wire)
+            if payload is None:
+                self.snmp.InCsumErrors += 1
+                self.csum_errors += 1
+                return False
+        else:
+            payload = wire
+        if len(payload) < MIN_PAYLOAD and not is_oob(payload):
             return False
+        if parity is not None and payload[4] == TYPE_PARITY and payload[5] == 0:
+            parity.append(payload)
+            return True
         self.feed(payload, kcp, now)
         return True
