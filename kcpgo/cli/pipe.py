@@ -21,6 +21,13 @@ Copies move up to :data:`BUFSIZE` bytes per call with no per-byte Python work: `
 a bytes object that ``send`` hands on as it is. A stream's ``recv`` joins the frames already
 buffered (up to the size asked), so a bulk stream -> TCP copy makes one TCP send per batch of
 frames, not per frame; small payloads (request/response traffic) are written at once.
+
+Stream -> TCP without a hand-over: when the stream offers it (``Stream.set_receiver``, hub
+mode) and ``tcp`` is a gevent socket, bytes arriving on the stream are written to the TCP
+socket by kcpgo's reader itself, in the loop turn that brought them, with a send that never
+waits (``timeout 0``); only what that send does not take (a full socket buffer), EOF and
+errors go through the copier greenlet, which then writes first (it holds the stream's bytes
+in order: nothing is written directly while it writes).
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import socket as _socket
 from typing import Any, List, Optional, Tuple
 
 import gevent
+from gevent import socket as gsocket
 
 __all__ = ["Pipe", "BUFSIZE"]
 
@@ -44,7 +52,8 @@ class Pipe:
     own.
     """
 
-    __slots__ = ("tcp", "stream", "closewait", "errors", "_ends", "_closing", "_timer")
+    __slots__ = ("tcp", "stream", "closewait", "errors", "_ends", "_closing", "_timer",
+                 "_writing", "_send_now")
 
     def __init__(self, tcp: Any, stream: Any, closewait: float = 0) -> None:
         self.tcp = tcp
@@ -56,11 +65,20 @@ class Pipe:
         self._ends = 0
         self._closing = False
         self._timer: Optional[gevent.Greenlet] = None
+        #: The stream -> TCP greenlet holds bytes it has not written yet (no direct writes).
+        self._writing = False
+        #: ``tcp.send`` for direct writes (a gevent socket's, called with timeout 0), or None.
+        self._send_now: Optional[Any] = None
 
     def run(self) -> Tuple[Optional[BaseException], Optional[BaseException]]:
         """Copy until both directions ended and both ends are closed; returns the errors of
         ``(tcp -> stream, stream -> tcp)`` (``None``: EOF or closed by the other direction).
         Never raises for I/O errors."""
+        direct = getattr(self.stream, "set_receiver", None)
+        if direct is not None and isinstance(self.tcp, gsocket.socket):
+            self._send_now = self.tcp.send
+            if not direct(self._direct):
+                self._send_now = None
         down = gevent.spawn(self._copy, self.stream, self.tcp, 1)
         try:
             self._copy(self.tcp, self.stream, 0)
@@ -71,6 +89,20 @@ class Pipe:
                 down.kill(block=False)
         return self.errors[0], self.errors[1]
 
+    def _direct(self, data: bytes) -> int:
+        """The stream's receiver (kcpgo's reader): write ``data`` to TCP now if that needs no
+        wait; returns the bytes written, 0 to leave them to the copier greenlet."""
+        send = self._send_now
+        if send is None or self._writing or self._closing:
+            return 0
+        try:
+            return send(data, 0, 0.0)
+        except (BlockingIOError, InterruptedError):     # full: the greenlet waits
+            return 0
+        except OSError:             # the greenlet meets the error itself, and ends
+            self._send_now = None
+            return 0
+
     def _copy(self, src: Any, dst: Any, which: int) -> None:
         recv, send, sendall = src.recv, dst.send, dst.sendall
         err: Optional[BaseException] = None
@@ -79,14 +111,20 @@ class Pipe:
                 data = recv(BUFSIZE)
                 if not data:
                     break
+                if which:
+                    self._writing = True        # stream -> TCP: no direct write meanwhile
                 # One send usually takes it all; gevent's sendall costs a getsockopt per
                 # call, which a request/response exchange pays on every reply.
                 n = send(data)
                 if n < len(data):
                     sendall(memoryview(data)[n:])
+                if which:
+                    self._writing = False
         except OSError as e:
             if not self._closing:
                 err = e
+        if which:
+            self._send_now = None
         self._ended(which, dst, err)
 
     def _ended(self, which: int, dst: Any, err: Optional[BaseException]) -> None:

@@ -471,8 +471,9 @@ def _snmp_logger(cfg: TunnelConfig) -> None:
 
 
 def run(cfg: TunnelConfig) -> int:
-    """Run the tunnel of ``cfg`` until SIGINT/SIGTERM (exit status 0) or a fatal error (1).
-    SIGUSR1 logs the SNMP counters, as kcptun does."""
+    """Run the tunnel of ``cfg`` until SIGTERM (exit status 0), SIGINT (130, as every
+    ``python -m kcpgo`` command after Ctrl-C) or a fatal error (1); each closes the sessions
+    first. SIGUSR1 logs the SNMP counters, as kcptun does."""
     for warning in cfg.warnings:
         log.warning("%s", warning)
     if not os.environ.get(ENV_VAR):
@@ -490,8 +491,13 @@ def run(cfg: TunnelConfig) -> int:
         log.info("%s", line)
     print(f"LISTENING {address}", flush=True)
     stop = gevent.event.Event()
+    interrupted: List[bool] = []
+
+    def on_sigint() -> None:
+        interrupted.append(True)
+        stop.set()
     handlers = [gevent.signal_handler(signal.SIGTERM, stop.set),
-                gevent.signal_handler(signal.SIGINT, stop.set)]
+                gevent.signal_handler(signal.SIGINT, on_sigint)]
     if hasattr(signal, "SIGUSR1"):
         handlers.append(gevent.signal_handler(
             signal.SIGUSR1, lambda: log.info("snmp: %s", DEFAULT_SNMP.snapshot())))
@@ -509,12 +515,12 @@ def run(cfg: TunnelConfig) -> int:
         log.error("%s stopped: %r", cfg.role, server.exception)
         return 1
     log.info("%s stopped", cfg.role)
-    return 0
+    return 130 if interrupted else 0
 
 
 def main(argv: Sequence[str]) -> int:
     """``tunnel client|server [flags]``; returns the exit status (2 for a usage or config
-    error, 1 if it cannot listen or fails, 0 after SIGINT/SIGTERM)."""
+    error, 1 if it cannot listen or fails, 0 after SIGTERM, 130 after SIGINT)."""
     if not argv or argv[0] not in ROLES:
         if argv and argv[0] in ("-h", "--help", "help"):
             print("usage: python -m kcpgo tunnel {client,server} [flags]  (--help for each)")

@@ -169,6 +169,17 @@ class SnappyDecoder:
         if self._error is not None:
             raise self._error
         need = self._need
+        if not need and not self._buf and not self._skip and self._identified:
+            n = len(data)
+            if n >= 8 and data[0] == CHUNK_UNCOMPRESSED and \
+                    data[1] | data[2] << 8 | data[3] << 16 == n - 4 <= MAX_BLOCK_SIZE + 4:
+                # The common piece: exactly one whole uncompressed chunk (a small frame,
+                # which snappy does not shrink: request/response traffic).
+                try:
+                    return bytes(cramjam.snappy.decompress(b"".join((STREAM_IDENTIFIER,
+                                                                      data))))
+                except cramjam.DecompressionError:
+                    pass                            # the general path says what is wrong
         if need > len(data):                      # the common piece inside a long chunk
             self._buf += data
             self._need = need - len(data)

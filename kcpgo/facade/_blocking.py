@@ -255,6 +255,22 @@ class Blocking:
             raise OSError(errno.EBADF, "this kcpgo object belongs to the parent process (it "
                                        "was inherited across fork()): open a new one here")
         lock = runtime.lock
+        if take_turn and side.owner is None and not side.queue:
+            # Fast path, the common case: nobody holds or awaits this direction, so a call
+            # that does not wait needs no turn (the attempt runs whole under the lock).
+            with lock:
+                if side.owner is None and not side.queue:
+                    try:
+                        result = attempt(arg)
+                    except Exception:
+                        raise
+                    except BaseException as exc:    # KeyboardInterrupt, SystemExit...
+                        self._interrupted(exc)
+                        raise
+                    if result is not WOULD_BLOCK:
+                        return result
+                    if nonblocking:
+                        raise BlockingIOError(errno.EAGAIN, "operation would block")
         loop = runtime.thread_ident
         # Held already by this thread: a signal handler (or a callback) interrupted a kcpgo
         # call, whose changes the hub's thread must not see half done. Waiting here would

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import socket as _socket
 import warnings
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from ..runtime.smux_driver import SmuxDriver, StreamBuffer
 from ._blocking import WOULD_BLOCK, ReadyFD, locked, weak_call
@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .smux import SmuxSession
 
 __all__ = ["Stream"]
+
+#: Bytes offered to a :meth:`Stream.set_receiver` sink per call at most (joined frames).
+_SINK_BATCH = 65536
 
 Address = Tuple[Any, ...]
 
@@ -55,6 +58,9 @@ class Stream(SocketFacade, SocketExtras):
         self._runtime = self._driver.runtime
         self.family = session.family
         self._init_facade(timeout)
+        #: :meth:`set_receiver`'s sink, and whether it is being fed (no re-entry).
+        self._sink: Optional[Callable[[bytes], int]] = None
+        self._feeding = False
         buf.on_update = weak_call(self, Stream._on_update)
 
     @property
@@ -74,6 +80,8 @@ class Stream(SocketFacade, SocketExtras):
 
     def _on_update(self) -> None:
         """The driver changed something for this stream (data, FIN, window, death)."""
+        if self._sink is not None and self._buf.size:
+            self._feed_sink()
         rd = self._rd
         if rd.waiters and self._recv_would_not_block():
             rd.wake()
@@ -91,6 +99,40 @@ class Stream(SocketFacade, SocketExtras):
     def _error(self) -> Optional[BaseException]:
         return self._driver.error
 
+    def set_receiver(self, sink: Optional[Callable[[bytes], int]]) -> bool:
+        """Hand received bytes straight to ``sink(data) -> bytes taken`` as they arrive,
+        from the hub's reader (under the stack lock), instead of waking a greenlet blocked in
+        :meth:`recv`: a relay's reply then leaves in the same loop turn as the datagram that
+        brought it. ``sink`` must not block or switch greenlets; what it does not take (it
+        returns 0 for "not now", e.g. a full socket) stays buffered for :meth:`recv`, in
+        order, and wakes a blocked receiver as usual; EOF and errors are left to ``recv``.
+        Only in ``"hub"`` runtime mode, where the reader runs in the caller's thread: returns
+        whether the sink was installed (False in ``"thread"`` mode). ``None`` removes it."""
+        if sink is not None and self._runtime.io_thread:
+            return False
+        self._sink = sink
+        return sink is not None
+
+    def _feed_sink(self) -> None:
+        """:meth:`set_receiver`: offer the buffered bytes to the sink, oldest first."""
+        if self._feeding or self._closed or self._shut_rd:
+            return
+        sink = self._sink
+        buf = self._buf
+        chunks = buf.chunks
+        self._feeding = True
+        try:
+            while buf.size and sink is not None:
+                data = chunks[0] if len(chunks) == 1 else _peek(buf, _SINK_BATCH)
+                n = sink(data)
+                if not n:
+                    break
+                self._driver.take(buf, n)
+                if n < len(data):
+                    break
+        finally:
+            self._feeding = False
+
     # ------------------------------------------------------------------ receiving
 
     def _try_recv(self, bufsize: int) -> object:
@@ -101,7 +143,14 @@ class Stream(SocketFacade, SocketExtras):
         if self._shut_rd:
             return b""
         if buf.size:
-            data = self._driver.take(buf, bufsize)
+            # No sink feeding meanwhile: taking may send a window update, whose flush reads
+            # the socket first; bytes arriving then must not overtake ``data``, which the
+            # caller (a set_receiver relay's copier) has yet to write.
+            feeding, self._feeding = self._feeding, True
+            try:
+                data = self._driver.take(buf, bufsize)
+            finally:
+                self._feeding = feeding
             if self._fd is not None:
                 self._fd.set(self._recv_would_not_block())
             return data
@@ -198,6 +247,7 @@ class Stream(SocketFacade, SocketExtras):
         if self._release_facade():
             self._driver.close_stream(self._buf.sid)
             self._buf.on_update = _nothing
+            self._sink = None
             self._session._stream_released()
 
     def __del__(self) -> None:
