@@ -3,10 +3,13 @@
 and checks that exactly the same bytes come back.
 
     python examples/echo_client.py --port 9000 --crypt aes --key secret --fec 10/3 --mb 5
+
+The same demo with kcptun's flags: ``python -m kcpgo echo client`` / ``echo server``.
 """
 import argparse
 import hashlib
 import os
+import signal
 import time
 
 import gevent
@@ -29,14 +32,22 @@ def main() -> None:
     ds, ps = (int(x) for x in args.fec.split("/"))
     crypt = dict(crypt=args.crypt, key=args.key) if args.crypt else {}
     payload = os.urandom(int(args.mb * 1_000_000))
+    # Ctrl-C: KeyboardInterrupt in this greenlet, not inside gevent's hub (which prints it).
+    gevent.signal_handler(signal.SIGINT, gevent.kill, gevent.getcurrent(), KeyboardInterrupt)
     with kcpgo.dial((args.host, args.port), data_shards=ds, parity_shards=ps, mode=args.mode,
                     stream=args.stream, timeout=args.timeout, **crypt) as sess:
         t0 = time.perf_counter()
         writer = gevent.spawn(sess.sendall, payload)     # write and read at the same time
         echoed = bytearray()
-        while len(echoed) < len(payload):
-            echoed += sess.recv(1 << 20)
-        writer.get()
+        try:
+            while len(echoed) < len(payload):
+                echoed += sess.recv(1 << 20)
+            writer.get()
+        except TimeoutError:
+            raise SystemExit(f"no echo within {args.timeout} s: is the echo server running at "
+                             f"{args.host}:{args.port} with the same --crypt, --key and --fec?")
+        finally:
+            writer.kill()
         took = time.perf_counter() - t0
         ok = hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
         print(f"echoed {len(echoed):,} bytes in {took:.2f} s "
@@ -47,4 +58,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit(130)

@@ -36,13 +36,14 @@ def main() -> None:
                   profile=LinkProfile(loss=args.loss, duplicate=0.01, reorder=0.01,
                                       reorder_delay=15, delay=20, jitter=5))
     payload = os.urandom(int(args.mb * 1_000_000))
+    print(f"link: {args.loss:.0%} loss each way, 40 ms RTT; cipher {args.crypt}, FEC {args.fec}; "
+          f"sending {len(payload):,} bytes ...", flush=True)
     t0 = time.perf_counter()
     got, _ = net.transfer(payload)
     wall = time.perf_counter() - t0
     ok = hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     sender, receiver = ends[0].snmp, ends[1].snmp
     print(f"sent {len(payload):,} bytes, received {len(got):,} bytes, intact: {ok}")
-    print(f"link: {args.loss:.0%} loss each way, 40 ms RTT; cipher {args.crypt}, FEC {args.fec}")
     print(f"simulated time {net.now / 1000:.2f} s "
           f"-> {len(got) / max(net.now, 1) / 1000:.2f} MB/s goodput; wall time {wall:.2f} s")
     print(f"datagrams sent {net.stats[0].received:,}, dropped by the link "
@@ -52,4 +53,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:       # Ctrl-C: quietly, with status 130 as a shell expects
+        raise SystemExit(130)

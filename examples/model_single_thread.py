@@ -4,9 +4,10 @@
     python examples/model_single_thread.py [--clients 3]
 
 The server is served from the main thread with plain ``handle_request()`` calls; no gevent
-import, no monkey-patching. While the main thread waits inside kcpgo, kcpgo keeps every session
-going, and ThreadingKCPServer runs each request in a greenlet of this thread, so requests
-overlap. The clients are separate single-threaded processes (this file with ``client PORT``).
+import, no monkey-patching. kcpgo's I/O thread keeps every session going whatever the main
+thread does, and ThreadingKCPServer runs each request in a thread of its own (the stdlib
+``ThreadingMixIn``), so requests overlap. The clients are separate single-threaded processes
+(this file with ``client PORT``). Ctrl-C stops it quietly (exit status 130).
 """
 import argparse
 import subprocess
@@ -14,7 +15,11 @@ import sys
 
 import kcpgo
 from kcpgo.server import ThreadingKCPServer
-from lineproto import LineEcho, line_client  # noqa: E402  (examples/ is on sys.path)
+from lineproto import EndSessionsMixIn, LineEcho, line_client  # noqa: E402  (on sys.path)
+
+
+class Server(EndSessionsMixIn, ThreadingKCPServer):
+    """Ctrl-C ends the sessions still open (KCP has no FIN: lineproto.EndSessionsMixIn)."""
 
 
 def client(port: int) -> None:
@@ -27,23 +32,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=3)
     args = ap.parse_args()
-    with ThreadingKCPServer(("127.0.0.1", 0), LineEcho, mode="fast3", idle_timeout=10) as server:
+    with Server(("127.0.0.1", 0), LineEcho, mode="fast3", idle_timeout=10) as server:
         port = server.server_address[1]
         procs = [subprocess.Popen([sys.executable, __file__, "client", str(port)])
                  for _ in range(args.clients)]
         server.timeout = 20
-        for _ in procs:
-            server.handle_request()      # waits in kcpgo; handlers run as greenlets meanwhile
-    # Leaving the with block, server_close() waited (in kcpgo) for the running handlers, as
-    # socketserver does. Only now may this thread block elsewhere: p.wait() below would have
-    # stalled the handlers had it come first.
+        try:
+            for _ in procs:
+                server.handle_request()  # waits in kcpgo; handlers run in threads meanwhile
+        except KeyboardInterrupt:        # Ctrl-C: stop the clients, end their sessions
+            for p in procs:
+                p.terminate()
+                p.wait()
+            server.end_sessions()
+            raise
+    # Leaving the with block, server_close() waited for the running handlers, as socketserver
+    # does.
     for p in procs:
         p.wait()
     print("done")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["client"]:
-        client(int(sys.argv[2]))
-    else:
-        main()
+    try:
+        if sys.argv[1:2] == ["client"]:
+            client(int(sys.argv[2]))
+        else:
+            main()
+    except KeyboardInterrupt:       # Ctrl-C: quietly, with status 130 as a shell expects
+        raise SystemExit(130)

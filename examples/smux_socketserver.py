@@ -9,9 +9,11 @@ served by its own OS thread; the client opens one KCP session (kcpgo.dial_smux) 
 streams on it at once, as a kcptun client does: each sends a body, half-closes
 (shutdown(SHUT_WR)) and reads the reply until the server's FIN. Prints one line per stream:
 ``stream SID SIZE SHA256[:16] CONV`` (every stream has the session's conv), then ``done``.
+Ctrl-C stops it quietly (exit status 130).
 """
 import argparse
 import hashlib
+import signal
 import socket
 import socketserver
 import threading
@@ -48,18 +50,30 @@ def main() -> None:
     server = ThreadingKCPServer(("127.0.0.1", 0), Digest, mode="fast3", smux=smux)
     serving = threading.Thread(target=server.serve_forever, name="kcp-server")
     serving.start()
-    # This (main) thread dials, so the session is this thread's; its streams run as greenlets.
-    with kcpgo.dial_smux(server.server_address, mode="fast3", timeout=10, **smux) as session:
-        jobs = [gevent.spawn(request, session, b"x" * (1000 * i)) for i in range(args.streams)]
-        gevent.joinall(jobs, raise_error=True)
-        for job in sorted(jobs, key=lambda j: j.value[0]):
-            sid, size, digest = job.value
-            print(f"stream {sid} {size} {digest[:16]} {session.conv:#010x}", flush=True)
+    # Ctrl-C: KeyboardInterrupt in this (main) greenlet, from gevent's signal watcher (left to
+    # Python's handler it would land in gevent's hub, which prints it).
+    gevent.signal_handler(signal.SIGINT, gevent.kill, gevent.getcurrent(), KeyboardInterrupt)
+    try:
+        # This (main) thread dials, so the session is this thread's; its streams are greenlets.
+        with kcpgo.dial_smux(server.server_address, mode="fast3", timeout=10, **smux) as session:
+            jobs = [gevent.spawn(request, session, b"x" * (1000 * i))
+                    for i in range(args.streams)]
+            try:
+                gevent.joinall(jobs, raise_error=True)
+            finally:
+                gevent.killall(jobs)    # Ctrl-C: each closes its stream (the server sees FIN)
+            for job in sorted(jobs, key=lambda j: j.value[0]):
+                sid, size, digest = job.value
+                print(f"stream {sid} {size} {digest[:16]} {session.conv:#010x}", flush=True)
+    finally:
         server.shutdown()
         server.server_close()    # every stream was closed: no handler is left to wait for
-    serving.join()
+        serving.join()
     print("done")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:       # Ctrl-C: quietly, with status 130 as a shell expects
+        raise SystemExit(130)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from .codec import crypt
 from .codec.crypt import BlockCrypt, derive_key

@@ -35,8 +35,8 @@ smux streams instead (docs/kcptun.md §5.3, as a kcptun client does): every
 on the I/O thread; in hub mode one per thread), with TCP's FIN, so the server reads EOF when
 the client closes or half-closes. A shared session that died (keepalive timeout, protocol
 error, dead link) or was closed is replaced by a new KCP session with a new conv at the next
-connection (kcptun.md §11); :func:`unpatch` closes them. In a server entry, ``smux`` serves every stream as a
-request, as :class:`kcpgo.server.KCPServer`.
+connection (kcptun.md §11); :func:`unpatch` closes them. In a server entry, ``smux`` serves
+every stream as a request, as :class:`kcpgo.server.KCPServer`.
 
 Everything else stays TCP, untouched: unlisted destinations, UDP, unix and server sockets,
 and the socket ``create_connection`` connects for a destination it did not find. Keys are
@@ -53,25 +53,25 @@ subscribes to gevent's patch events and puts its own back, built on gevent's; ge
 records kcpgo's socket class as the original). As gevent itself advises, patch as early as
 possible, before other imports (``from socket import socket`` keeps the class it got).
 
-Command line, to run an unmodified program over KCP (like ``python -m gevent.monkey``)::
+Command line, to run an unmodified program over KCP (like ``python -m gevent.monkey``;
+:mod:`kcpgo.cli.run` has the details)::
 
-    python -m kcpgo.monkey [--gevent] [--server [HOST:]PORT]... [--client HOST:PORT|PORT]...
-                           [--crypt NAME --key PASS] [--mode fast3] [--fec 10/3]
-                           [--no-stream] [--idle-timeout S] script.py [args...]
+    python -m kcpgo run [--gevent] [--server [HOST:]PORT]... [--client HOST:PORT|PORT]...
+                        [--crypt NAME --key PASS] [--mode fast3] [--fec 10/3]
+                        [--no-stream] [--idle-timeout S] (script.py | -m module) [args...]
 
-Sessions are byte streams by default, like the TCP they replace; ``--no-stream`` selects
-message mode (``--stream`` states the default).
+``python -m kcpgo.monkey ...`` is the same command. Sessions are byte streams by default, like
+the TCP they replace; ``--no-stream`` selects message mode (``--stream`` states the default).
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
-import runpy
 import socket as _socket
 import socketserver
-import sys
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from gevent import getcurrent
 
@@ -79,7 +79,7 @@ from . import dial
 from .address import WILDCARDS, parse_address, parse_port
 from .facade.api import open_smux_client
 from .facade.smux import SmuxSession
-from .options import FIELDS, Options, add_arguments, from_arguments
+from .options import FIELDS, Options
 from .runtime.scheduler import Runtime
 from .sansio.wire import check_conv
 from .server import KCPServer, _threading_process_request, process_request_concurrently
@@ -559,42 +559,16 @@ def _address(text: str) -> Key:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def main(argv: Optional[list] = None) -> None:
-    """``python -m kcpgo.monkey``: patch, then run a script as ``__main__``."""
-    ap = argparse.ArgumentParser(
-        prog="python -m kcpgo.monkey",
-        description="Run an unmodified Python program with the listed TCP servers and "
-                    "socket.create_connection() destinations switched to KCP.")
-    ap.add_argument("--gevent", action="store_true",
-                    help="call gevent.monkey.patch_all() first")
-    ap.add_argument("--server", action="append", default=[], type=_address,
-                    metavar="[HOST:]PORT", help="PORT, HOST:PORT or [IPV6]:PORT (repeatable)")
-    ap.add_argument("--client", action="append", default=[], type=_address,
-                    metavar="[HOST:]PORT", help="PORT, HOST:PORT or [IPV6]:PORT (repeatable)")
-    add_arguments(ap)
-    # Stream mode is the default here (a byte stream, like the TCP it replaces), so --stream
-    # alone would change nothing: --no-stream selects message mode.
-    ap.add_argument("--no-stream", dest="stream", action="store_false", default=None,
-                    help="message mode (the default here is stream mode, like TCP; --stream "
-                         "says so explicitly)")
-    ap.add_argument("script")
-    ap.add_argument("args", nargs=argparse.REMAINDER)
-    ns = ap.parse_args(argv)
-    if ns.gevent:
-        from gevent import monkey as gmonkey
-        gmonkey.patch_all()
-    try:
-        opts = from_arguments(ns)
-    except ValueError as e:
-        ap.error(str(e))
-    patch(servers={a: dict(opts) for a in ns.server},
-          clients={a: dict(opts) for a in ns.client})
-    sys.argv = [ns.script] + ns.args
-    sys.path[0] = os.path.dirname(os.path.abspath(ns.script))    # as `python script.py` does
-    runpy.run_path(ns.script, run_name="__main__")
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m kcpgo.monkey``: the runner, which lives with the other commands as
+    ``python -m kcpgo run`` (:mod:`kcpgo.cli.run`, loaded by name: the command line sits on top
+    of this module, not below it). Returns the exit status; usage errors raise
+    ``SystemExit(2)``."""
+    runner = importlib.import_module("kcpgo.cli.run")
+    return int(runner.main(argv, prog="python -m kcpgo.monkey"))
 
 
 if __name__ == "__main__":
     # Run the importable module's main(), so that the program sees kcpgo.monkey as patched.
     from kcpgo.monkey import main as _main
-    _main()
+    raise SystemExit(_main())

@@ -1,5 +1,10 @@
 """Smoke runs of tools/bench.py (seconds, no thresholds): every mode still works end to end.
 
+tools/bench.py is a thin wrapper of ``python -m kcpgo bench`` (kcpgo/cli/bench*.py); these
+tests run it as the README does and patch the engine's modules where they fake a run. The
+command's own behaviour (progress, --json, --plot, --help, an installed kcpgo) is
+tests/test_cli_bench.py's.
+
 The figures themselves are measured with the tool, never asserted here (see README,
 Performance). A stalled run is reported by the tool (exit status 3, the pair's "stalls"); the
 only stall these tests accept is kcp-go 5.6.1's own Go <-> Go listener window trap, recognised
@@ -108,18 +113,18 @@ def test_compare_runtimes_interleaves_and_survives_a_stalled_contender(monkeypat
     with both ends under its --runtime; medians are per contender; a contender whose every
     run stalled has no median, so its ratio is None and its target "met" is None (not
     measured) rather than a number made up."""
-    from tools import bench as tool
+    from kcpgo.cli import bench as tool
     calls = []
     figures = iter([{"p50 µs": 100.0, "p99 µs": 300.0}, {"p50 µs": 120.0, "p99 µs": 900.0},
                     {"p50 µs": 140.0, "p99 µs": 500.0}, {"p50 µs": 180.0, "p99 µs": 600.0},
                     {"p50 µs": 120.0, "p99 µs": 400.0}, {"p50 µs": 150.0, "p99 µs": 300.0}])
 
-    def fake_run_pair(server, client, a):
+    def fake_run_pair(server, client, a, progress=None):
         calls.append((server, client, a.runtime))
         return next(figures)
     monkeypatch.setattr(tool, "run_pair", fake_run_pair)
-    a = argparse.Namespace(mode="ping", runs=3, crypt="", fec="0/0", size=64,
-                           runtime="hub")
+    a = argparse.Namespace(mode="ping", runs=3, crypt="", fec="0/0", size=64, count=50,
+                           mb=0.0, duration=1.0, runtime="hub")
     doc = tool.compare_runtimes(a)
     assert calls == [("kcpgo", "kcpgo", rt) for rt in ("patched", "unpatched") * 3]
     assert a.runtime == "hub"                   # the caller's namespace is left alone
@@ -129,14 +134,15 @@ def test_compare_runtimes_interleaves_and_survives_a_stalled_contender(monkeypat
     assert doc["ratios"] == {"p50 µs": 1.25, "p99 µs": 1.5}
     assert doc["targets"] == {"p50 µs": {"op": "<=", "bound": 1.5, "met": True}}
 
-    def stalled(server, client, a):
+    def stalled(server, client, a, progress=None):
         if a.runtime == "unpatched":
             raise tool.Stalled(stall_report(server, client, argparse.Namespace(
                 idle=1.0, mtu=1400), {"bytes": 0, "stalled_s": 10.0, "elapsed": 10.0}, None))
         return {"MB/s": 100.0, "s": 1.0}
     monkeypatch.setattr(tool, "run_pair", stalled)
     doc = tool.compare_runtimes(argparse.Namespace(mode="sink", runs=1, crypt="", fec="0/0",
-                                                   size=65536, runtime="patched"))
+                                                   size=65536, runtime="patched", mb=0.0,
+                                                   duration=1.0))
     unp = doc["results"][1]
     assert (unp["runtime"], unp["median"], len(unp["stalls"])) == ("unpatched", {}, 1)
     assert doc["ratios"] == {"MB/s": None}
@@ -186,12 +192,11 @@ def test_a_stalled_run_is_reported_not_raised(client, monkeypatch):
     """run_pair turns a client that made no progress for --stall seconds into a Stalled
     report (which pair, how long, both ends' counters), where it used to raise "client
     failed: timeout"."""
-    from tools import bench as tool
+    from kcpgo.cli import bench_run as tool
 
-    def silent_server(impl, a):
-        proc = subprocess.Popen([sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE,
-                                text=True)
-        return proc, proc.stdout.readline().split()[1]
+    def silent_server(impl, a, on_sample=None):
+        child = tool.Child([sys.executable, "-c", SILENT_SERVER])
+        return child, child.first_line(30).split()[1]
     monkeypatch.setattr(tool, "start_server", silent_server)
     a = argparse.Namespace(mode="sink", crypt="", key="k", fec="0/0", mtu=1400, sndwnd=1024,
                            rcvwnd=1024, size=65536, duration=0.5, count=1, sessions=1,

@@ -21,6 +21,7 @@ import gevent
 
 import kcpgo
 from kcpgo.server import ThreadingKCPServer
+from tests.support.children import reap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
@@ -149,14 +150,14 @@ def test_monkey_smux_client_recovers_after_server_restart() -> None:
     def ask() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
             s.sendall(b"hi\n")
-            return s.makefile("rb").readline()
+            with s.makefile("rb") as f:
+                return f.readline()
 
     kcpgo.monkey.patch(clients={("127.0.0.1", port): dict(smux=True, mode="fast3")})
     p = start()
     try:
         assert ask() == b"HI\n"
-        p.kill()
-        p.wait()
+        reap(p, kill=True)
         t0 = time.monotonic()
         p = start()
         while True:
@@ -168,5 +169,4 @@ def test_monkey_smux_client_recovers_after_server_restart() -> None:
             assert time.monotonic() - t0 < 20, "the smux client never recovered"
     finally:
         kcpgo.monkey.unpatch()
-        p.kill()
-        p.wait()
+        reap(p, kill=True)

@@ -34,3 +34,13 @@ def test_churn_short():
 @pytest.mark.slow
 def test_churn_long():
     _check(run(sessions=10_000, per_wave=500))
+
+
+def test_churn_prints_a_short_readable_summary(capsys):
+    """``tools/churn.py`` prints four lines ending in its verdict, not a 50-line JSON document
+    (that goes to ``--json FILE``; first-hour log, step 5)."""
+    from tools.churn import main
+    assert main(["--sessions", "200", "--wave", "100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and out[0].startswith("churn: 200 sessions in 2 waves of 100, 0 failed")
+    assert out[-1].startswith("OK: "), out

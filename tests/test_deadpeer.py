@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import kcpgo
 from kcpgo.runtime.scheduler import Runtime
 from kcpgo.testing import read_line
 from tests.support.gopeer import GoServer, go_available
+from tests.support.children import reap
 
 GO_OK, GO_REASON = go_available()
 
@@ -50,8 +50,7 @@ class PyPeer:
         self.address = ("127.0.0.1", int(line))
 
     def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        reap(self.proc, kill=True)
 
 
 def _transfer_then_kill(peer, sess):

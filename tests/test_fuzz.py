@@ -83,3 +83,15 @@ def test_sans_io_connection_survives_mutations(crypt, fec):
     conn.send(b"x" * 5000)
     assert conn.datagrams_to_send(now + 1000) is not None
     assert snmp.KCPInErrors > 0                # the mutations did reach KCP
+
+
+def test_fuzz_output_is_one_truthful_line_per_cell(capsys):
+    """``tools/fuzz.py`` prints one readable line per cell, not a JSON document; a session cell
+    whose pings the injected datagrams broke (as they may) says so without a ``ping_error``
+    next to "ok" (first-hour log, problem 13)."""
+    from tools.fuzz import main
+    assert main(["--count", "1500", "--target", "session", "--crypt", "nocrypt"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("OK   session nocrypt: 1,500 datagrams"), out
+    assert "ping failed" not in out[0] and "{" not in out[0], out
+    assert out[1].endswith("1/1 cells OK"), out

@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterator, Optional
 import pytest
 
 from kcpgo.testing.process import read_line
-from tests.support.children import ROOT, child_env, run_child
+from tests.support.children import ROOT, child_env, reap, run_child
 
 # ---------------------------------------------------------------- the peer (another process)
 
@@ -119,10 +119,7 @@ class Peer:
         return "no report"
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
+        reap(self.proc, kill=True)
 
 
 @pytest.fixture(scope="module")
@@ -619,9 +616,7 @@ def test_interpreter_exits_cleanly_with_objects_open(peer, what):
         took = time.monotonic() - ended
         err = proc.stderr.read().decode()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc, kill=True)
         proc.stdout.close()
         proc.stderr.close()
     assert rc == 0, err
@@ -725,6 +720,7 @@ if ORDER == "gevent-first":
 import json
 
 import kcpgo
+from tests.support.children import reap
 
 if ORDER == "kcpgo-first":
     from gevent import monkey

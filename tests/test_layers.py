@@ -61,7 +61,7 @@ MAY_IMPORT: Dict[str, Set[str]] = {
                     "package", "integration", "address"},
     "testing": {"sansio", "smux", "codec", "snmp", "runtime", "testing", "address"},
     "cli": {"facade", "runtime", "sansio", "smux", "options", "snmp", "codec", "package",
-            "integration", "address", "cli"},
+            "integration", "address", "testing", "cli"},
     # the package's __init__: its own names at module level, the socket API and the runtime
     # mode (set_runtime/get_runtime) lazily
     "package": {"codec", "snmp", "sansio", "smux", "options", "facade", "address", "runtime"},

@@ -16,6 +16,7 @@ import pytest
 import kcpgo
 from kcpgo.snmp import Snmp
 from kcpgo.testing import read_line
+from tests.support.children import reap
 
 N = int(os.environ.get("KCPGO_LOAD_SESSIONS", "1000"))
 
@@ -81,7 +82,7 @@ def busy_listener():
     yield ln, sessions, handlers, snmp
     if proc.poll() is None:
         proc.stdin.close()
-        proc.wait(timeout=20)
+    reap(proc)
     for g in handlers:
         g.kill()
     for s in sessions:
@@ -195,5 +196,5 @@ def test_threading_server_shutdown_with_1000_busy_sessions():
         assert loop.dead and took < 1.0
     finally:
         proc.stdin.close()
-        proc.wait(timeout=20)
+        reap(proc)
         loop.kill()

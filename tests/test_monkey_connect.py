@@ -24,6 +24,7 @@ import textwrap
 import pytest
 
 from kcpgo.testing.process import read_line
+from tests.support.children import reap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
@@ -269,11 +270,7 @@ def kcp_server():
         yield int(port), int(smux_port)
     finally:
         proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        reap(proc, timeout=10)
 
 
 def client(kcp_server, mode: str, case: str) -> dict:
@@ -403,7 +400,6 @@ def test_legacy_client_example_with_connect():
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=20)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    assert server.returncode == 0, err
+        reap(server, kill=True)
+    # Ctrl-C: exit status 130 and no traceback, as every example (issue 14)
+    assert server.returncode == 130 and "Traceback" not in err, err

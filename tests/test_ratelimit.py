@@ -281,15 +281,6 @@ def test_options_field_validated():
             kcpgo.Options(rate_limit=bad)
 
 
-def _plumbed() -> bool:
-    import inspect
-    from kcpgo.facade.listener import Listener
-    return "rate_limit" in inspect.signature(Listener.__init__).parameters
-
-
-@pytest.mark.xfail(not _plumbed(), strict=True,
-                   reason="dial/listen pass Options.rate_limit to the Channel once "
-                          "kcpgo/facade/api.py and listener.py do (ratelimit-plumbing.patch)")
 def test_options_rate_limit_reaches_every_session():
     """``dial(rate_limit=...)`` and ``listen(rate_limit=...)`` apply the limit to the client's
     and to every accepted session, before the first datagram."""

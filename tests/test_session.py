@@ -19,6 +19,7 @@ from gevent.select import select as gselect
 import kcpgo
 from kcpgo.runtime.udp import spawn_count
 from kcpgo.snmp import Snmp
+from tests.support.children import reap
 
 LOCAL = ("127.0.0.1", 0)
 
@@ -271,29 +272,31 @@ def test_idle_timeout_raises_timeout_error():
 # ---------------------------------------------------------------- listener rules
 
 
-def _raw_client(ln, conv, sn=0):
-    """A plain UDP socket speaking raw KCP (no crypto, no FEC): one PUSH."""
+def _push(conv, sn=0):
+    """One raw KCP PUSH datagram (no crypto, no FEC) with payload b"hi"."""
     from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
+    return encode_segment(Segment(conv, CMD_PUSH, 0, 32, 0, sn, 0, b"hi"))
+
+
+def _raw_client(conv, sn=0):
+    """A plain UDP socket (the caller closes it) and the PUSH it sends."""
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.bind(LOCAL)
-    seg = encode_segment(Segment(conv, CMD_PUSH, 0, 32, 0, sn, 0, b"hi"))
-    return u, seg
+    return u, _push(conv, sn)
 
 
 def test_listener_replaces_session_on_new_conv_with_sn_zero():
     with kcpgo.listen(LOCAL) as ln:
         ln.settimeout(2)
-        u, seg = _raw_client(ln, 1111)
+        u, seg = _raw_client(1111)
         u.sendto(seg, ln.getsockname())
         s1, _ = ln.accept()
         assert s1.conv == 1111
-        _, seg_other = _raw_client(ln, 2222, sn=5)
-        u.sendto(seg_other, ln.getsockname())     # new conv, sn != 0: dropped
+        u.sendto(_push(2222, sn=5), ln.getsockname())     # new conv, sn != 0: dropped
         ln.settimeout(0.2)
         with pytest.raises(TimeoutError):
             ln.accept()
-        _, seg_new = _raw_client(ln, 2222, sn=0)
-        u.sendto(seg_new, ln.getsockname())       # new conv, sn == 0: replaces
+        u.sendto(_push(2222, sn=0), ln.getsockname())       # new conv, sn == 0: replaces
         ln.settimeout(2)
         s2, _ = ln.accept()
         assert s2.conv == 2222 and s1.closed
@@ -305,7 +308,7 @@ def test_listener_backlog_is_bounded():
     with kcpgo.listen(LOCAL, backlog=5) as ln:
         socks = []
         for i in range(12):
-            u, seg = _raw_client(ln, 100 + i)
+            u, seg = _raw_client(100 + i)
             u.sendto(seg, ln.getsockname())
             socks.append(u)
         gevent.sleep(0.2)
@@ -422,6 +425,6 @@ def test_thousand_sessions_one_listener_constant_greenlets():
         assert live == 0
         proc.stdin.write("\n")
         proc.stdin.close()
-        proc.wait(timeout=20)
+        reap(proc)
         for s in sessions:
             s.close()

@@ -34,6 +34,7 @@ import pytest
 
 import kcpgo
 from tests.support.streams import connect, read_all, read_exactly
+from tests.support.waits import wait_until
 from kcpgo.sansio.smux import SmuxStreamError
 from kcpgo.sansio.smux_frames import CMD_PSH, CMD_SYN, encode_frame
 from kcpgo.testing import Impairment, Relay
@@ -85,13 +86,6 @@ def listen(closing, version=1, compression=False, **kw):
 def dial(closing, address, version=1, compression=False, **kw):
     return closing(kcpgo.dial_smux(address, smux_version=version, compression=compression,
                                    **kw))
-
-
-def wait_until(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
-        gevent.sleep(0.01)
 
 
 def buffered(session) -> int:

@@ -103,3 +103,22 @@ def test_corruption_without_cipher_is_delivered():
     assert len(got) == len(payload) and got != payload
     assert bin(int.from_bytes(got, "big") ^ int.from_bytes(payload, "big")).count("1") == 1
     assert snmp.InCsumErrors == 0 and snmp.KCPInErrors == 0     # nothing noticed
+
+
+def test_soak_prints_the_link_once_and_one_line_per_cell():
+    """``tools/soak.py``: the link once, then one line per cell; the relay children's
+    ``netem: seed ...`` banner (about 300 characters) no longer repeats before every cell
+    (first-hour log, problem 13)."""
+    import subprocess
+    import sys
+    from tests.support.children import ROOT, child_env
+    proc = subprocess.run([sys.executable, "tools/soak.py", "--mb", "0.05", "--pairing", "py-py",
+                           "--crypt", "nocrypt", "--fec", "off", "--fec", "10/3"], cwd=ROOT,
+                          env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "netem: seed" not in proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("soak: 52,428 bytes each way; link each way: loss=0.1,"), lines
+    assert [line.split()[:5] for line in lines[1:3]] == [
+        ["py-py", "nocrypt", "fec", "off", "OK"], ["py-py", "nocrypt", "fec", "10/3", "OK"]]
+    assert lines[3] == "2/2 cells OK", lines

@@ -30,6 +30,7 @@ import pytest
 
 import kcpgo
 from tests.support.streams import connect, read_all, read_exactly
+from tests.support.waits import wait_until
 
 FRAMINGS = [(1, False), (1, True), (2, False), (2, True)]
 FRAMING_IDS = ["v1", "v1-snappy", "v2", "v2-snappy"]
@@ -60,13 +61,6 @@ def smux():
     yield make
     for obj in reversed(made):
         obj.close()
-
-
-def wait_until(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        gevent.sleep(0.01)
 
 
 # -- EOF and half-close -------------------------------------------------------------------

@@ -14,6 +14,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, List
 
 import gevent
@@ -232,7 +233,7 @@ def test_snmp_log(tmp_path: Any) -> None:
     counters.OutPkts = 7
     target = write_record(str(tmp_path / "snmp-20060102.log"), counters, when)
     write_record(str(tmp_path / "snmp-20060102.log"), counters, when + 60)
-    rows = [line.split(",") for line in open(target).read().splitlines()]
+    rows = [line.split(",") for line in Path(target).read_text().splitlines()]
     assert rows[0] == ["Unix"] + Snmp.header()
     assert len(rows) == 3 and rows[1][0] == str(int(when))
     assert rows[2][Snmp.header().index("OutPkts") + 1] == "7"

@@ -136,11 +136,35 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--wave", type=int, default=500)
+    ap.add_argument("--json", default=None, help="write the full result (snapshots before and "
+                                                 "after) to this file")
     args = ap.parse_args(argv)
     res = run(args.sessions, args.wave)
-    print(json.dumps(res, indent=1), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    for line in summary_lines(res):
+        print(line, flush=True)
     leak = res["fd_growth"] or res["kcpgo_greenlet_growth"] or res["socket_growth"]
     return 1 if leak or res["failures"] else 0
+
+
+def summary_lines(res: Dict[str, Any]) -> List[str]:
+    """A few readable lines: what ran, what grew, the verdict (main()'s exit status)."""
+    leak = res["fd_growth"] or res["kcpgo_greenlet_growth"] or res["socket_growth"]
+    verdict = "OK: no fd, kcpgo greenlet or socket left behind"
+    if leak or res["failures"]:
+        verdict = "FAIL: " + ("leak" if leak else f"{res['failures']} sessions failed")
+    return [
+        f"churn: {res['sessions']:,} sessions in {res['waves']} waves of {res['per_wave']:,}, "
+        f"{res['failures']} failed, {res['seconds']} s",
+        f"growth: fds {res['fd_growth']:+}, kcpgo greenlets {res['kcpgo_greenlet_growth']:+}, "
+        f"sockets {res['socket_growth']:+}, greenlets {res['greenlet_growth']:+}, "
+        f"gc objects {res['gc_object_growth']:+,}",
+        f"RSS {res['before']['rss_kb'] / 1024:.1f} -> {res['after']['rss_kb'] / 1024:.1f} MB "
+        f"({res['rss_growth_after_wave2_mb']:+} MB after wave 2); after each wave: "
+        + ", ".join(f"{mb}" for mb in res["rss_after_wave_mb"]),
+        verdict]
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional
 
 from kcpgo.address import parse_address
 from kcpgo.sansio import CMD_PUSH, Segment, encode_segment
-from kcpgo.testing import rss_kb, udp_rcvbuf_errors
+from kcpgo.testing import reap, rss_kb, udp_rcvbuf_errors
 
 PASSPHRASE = "it's a secrect"
 
@@ -172,9 +172,7 @@ def run_experiment(sources: int, crypt: Optional[str] = None, accept: bool = Tru
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc, kill=True)
         if legit is not None:
             legit.close()
         smp.kill()

@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -37,6 +38,12 @@ PASSPHRASE = "it's a secrect"
 PAIRINGS = ("py-py", "py-go", "go-py")
 CRYPTS = (None, "aes", "salsa20")
 FECS = ((0, 0), (10, 3), (3, 2))
+
+
+#: The relay children's stderr: their "netem: seed 1; up: ...; down: ..." banner would repeat,
+#: before every cell, the link that main() prints once (a relay that fails to start fails its
+#: cell with "netem relay did not start").
+_QUIET = subprocess.DEVNULL
 
 
 def soak_link(loss: float = 0.10, corrupt: float = 0.0) -> Impairment:
@@ -98,7 +105,8 @@ def run_cell(pairing: str, crypt: Optional[str], ds: int, ps: int, nbytes: int,
     try:
         if pairing == "py-py":
             with kcpgo.listen(("127.0.0.1", 0), **_py_opts(crypt, ds, ps, snmp)) as ln:
-                relay = RelayProcess(ln.getsockname(), up=link, down=link, seed=seed).start()
+                relay = RelayProcess(ln.getsockname(), up=link, down=link, seed=seed,
+                                     stderr=_QUIET).start()
                 cli = kcpgo.dial(relay.address, **_py_opts(crypt, ds, ps, snmp))
                 trip = gevent.spawn(_client_roundtrip, cli, data, deadline)
                 ln.settimeout(30)
@@ -117,7 +125,8 @@ def run_cell(pairing: str, crypt: Optional[str], ds: int, ps: int, nbytes: int,
                            received_by_server=count[0], server_sha_ok=h.hexdigest() == want)
         elif pairing == "py-go":
             with GoServer(**_go_opts(crypt, ds, ps, nbytes, timeout)) as srv_go:
-                relay = RelayProcess(srv_go.address, up=link, down=link, seed=seed).start()
+                relay = RelayProcess(srv_go.address, up=link, down=link, seed=seed,
+                                     stderr=_QUIET).start()
                 cli = kcpgo.dial(relay.address, **_py_opts(crypt, ds, ps, snmp))
                 got, echoed = _client_roundtrip(cli, data, deadline)
                 cli.drain(timeout=max(1.0, deadline - time.monotonic()))
@@ -131,7 +140,8 @@ def run_cell(pairing: str, crypt: Optional[str], ds: int, ps: int, nbytes: int,
                            go_stderr=err.strip()[-300:])
         elif pairing == "go-py":
             with kcpgo.listen(("127.0.0.1", 0), **_py_opts(crypt, ds, ps, snmp)) as ln:
-                relay = RelayProcess(ln.getsockname(), up=link, down=link, seed=seed).start()
+                relay = RelayProcess(ln.getsockname(), up=link, down=link, seed=seed,
+                                     stderr=_QUIET).start()
                 client = gevent.get_hub().threadpool.spawn(
                     run_go_client, relay.address, proc_timeout=timeout + 10,
                     **_go_opts(crypt, ds, ps, nbytes, timeout))
@@ -217,7 +227,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     fecs = [(0, 0) if f == "off" else tuple(int(x) for x in f.split("/"))
             for f in args.fec] if args.fec else list(FECS)
     nbytes = int(args.mb * 1024 * 1024)
-    print(f"soak: {nbytes:,} bytes each way; link each way: {link}", flush=True)
+    print(f"soak: {nbytes:,} bytes each way; link each way: {link.spec()} "
+          f"(tools/netem.py syntax)", flush=True)
     results = []
     for pairing in args.pairing or PAIRINGS:
         for crypt in crypts:

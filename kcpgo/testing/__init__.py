@@ -11,8 +11,12 @@ yours (as ``trio.testing`` and ``gevent.testing`` serve theirs).
   :class:`LinkCounters`;
 * :class:`Mutator`: seeded hostile datagrams made from captured kcp-go ones
   (:func:`load_corpus`);
-* :func:`read_line` (a child's output line with a timeout), :func:`rss_kb` and
+* :func:`read_line` (a child's output line with a timeout), :func:`reap` (a child collected,
+  its pipes closed), :func:`rss_kb` and
   :func:`udp_rcvbuf_errors`, for tests that drive child processes or look for leaks.
+* submodules imported by name: :mod:`kcpgo.testing.tunnel` (kcptun's and our tunnel as
+  child processes, TCP echo and sink targets) and :mod:`kcpgo.testing.golang` (Go peers
+  built against Debian's kcp-go 5.6.1); ``python -m kcpgo bench`` uses both.
 
 ``Relay``, ``Impairment`` and ``parse_impairment`` load :mod:`.relay` on first use (so that
 ``python -m kcpgo.testing.relay`` runs a module nothing imported yet).
@@ -24,14 +28,14 @@ from typing import TYPE_CHECKING, Any, List
 
 from ..sansio.memnet import LinkCounters, LinkModel, LinkProfile, Network
 from .mutate import Corpus, Mutator, load_corpus
-from .process import RelayProcess, read_line
+from .process import RelayProcess, read_line, reap
 from .resources import rss_kb, udp_rcvbuf_errors
 
 if TYPE_CHECKING:
     from .relay import Impairment, Relay, parse_impairment
 
 __all__ = ["LinkProfile", "Impairment", "parse_impairment", "LinkCounters", "LinkModel",
-           "Network", "Relay", "RelayProcess", "read_line", "Mutator", "Corpus",
+           "Network", "Relay", "RelayProcess", "read_line", "reap", "Mutator", "Corpus",
            "load_corpus", "rss_kb", "udp_rcvbuf_errors"]
 
 _FROM_RELAY = ("Relay", "Impairment", "parse_impairment")

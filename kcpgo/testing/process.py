@@ -1,5 +1,6 @@
-"""The relay in a child process (:class:`RelayProcess`), and :func:`read_line`: one line from a
-child's stdout with a timeout, with or without gevent's monkey-patching."""
+"""The relay in a child process (:class:`RelayProcess`), :func:`read_line`: one line from a
+child's stdout with a timeout, with or without gevent's monkey-patching, and :func:`reap`: a
+child collected and its pipes closed."""
 from __future__ import annotations
 
 import json
@@ -8,17 +9,43 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
 from ..runtime._originals import real_select
 from ..sansio.memnet import LinkProfile
 
-__all__ = ["RelayProcess", "read_line"]
+__all__ = ["RelayProcess", "read_line", "reap"]
 
 Address = Tuple[str, int]
 
 #: The directory that holds this ``kcpgo`` package: the child must run the same code.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def reap(proc: "subprocess.Popen[Any]", timeout: float = 20.0, kill: bool = False,
+         before_close: Optional[Callable[[], None]] = None) -> None:
+    """Collect a child and close its pipes (a ``Popen`` garbage-collected with open pipes is a
+    ``ResourceWarning``). ``kill``: SIGKILL it first if it still runs; otherwise wait up to
+    ``timeout`` seconds, then kill it. ``before_close`` runs after the child ended and before
+    the pipes are closed (e.g. joining threads that read them). Never raises for a child
+    that already ended."""
+    try:
+        if kill and proc.poll() is None:
+            proc.kill()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if before_close is not None:
+            before_close()
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:              # a broken pipe flushing stdin's buffer
+                    pass
 
 
 def read_line(stream: IO[Any], timeout: float) -> str:
@@ -51,17 +78,20 @@ class RelayProcess:
     ``start()`` waits for ``LISTENING`` (``RuntimeError`` if it does not come within
     ``timeout``); ``stop()`` closes its stdin and returns the final counters it prints (also
     kept in ``final``). The child also exits if this process dies (its stdin closes).
+    ``stderr``: where the child's stderr goes (``subprocess.Popen``'s argument; default: this
+    process's), e.g. ``subprocess.DEVNULL`` to drop its ``netem: seed ...`` banner.
     """
 
     def __init__(self, upstream: Address, up: Optional[LinkProfile] = None,
                  down: Optional[LinkProfile] = None, seed: Optional[int] = 0,
-                 listen: Address = ("127.0.0.1", 0)) -> None:
+                 listen: Address = ("127.0.0.1", 0), stderr: Any = None) -> None:
         self.argv: List[str] = [
             sys.executable, "-m", "kcpgo.testing.relay", "--stdin-eof",
             "--upstream", f"{upstream[0]}:{upstream[1]}", "--listen", f"{listen[0]}:{listen[1]}",
             "--up", (up or LinkProfile()).spec(), "--down", (down or LinkProfile()).spec()]
         if seed is not None:
             self.argv += ["--seed", str(seed)]
+        self.stderr = stderr
         self.proc: Optional[subprocess.Popen] = None
         self.address: Optional[Address] = None
         self.final: Optional[Dict[str, Dict[str, int]]] = None
@@ -69,7 +99,8 @@ class RelayProcess:
     def start(self, timeout: float = 10.0) -> "RelayProcess":
         # cwd: ``-m`` imports from there first, so the child runs this very kcpgo.
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1, cwd=_PACKAGE_ROOT)
+                                     stderr=self.stderr, text=True, bufsize=1,
+                                     cwd=_PACKAGE_ROOT)
         line = read_line(self.proc.stdout, timeout)
         if not line.startswith("LISTENING "):
             self.proc.kill()
@@ -100,9 +131,8 @@ class RelayProcess:
         return self.final
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            reap(self.proc, kill=True)
 
     def __enter__(self) -> "RelayProcess":
         return self.start()

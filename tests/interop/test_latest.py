@@ -22,7 +22,7 @@ windows 1024/1024, MTU 1400, kcptun's default passphrase.
   2 MB echo (the session is not disturbed, no other session appears, the payloads come out
   of ``recv_oob``, ``OOBPackets`` counts them); kcpgo client -> latest server with
   ``send_oob`` during the echo (the server counts them); ``send_oob`` without FEC raises
-  ``OSError(EOPNOTSUPP)``. Marked xfail while ``KCPSocket.send_oob`` does not exist.
+  ``OSError(EOPNOTSUPP)``.
 
 The default run is the whole of the above (about 15 s on 2 cores). ``KCPGO_SLOW=1`` adds
 message mode for the other four ciphers (tests marked ``slow``).
@@ -45,7 +45,8 @@ from kcpgo.snmp import Snmp
 from kcpgo.testing import Impairment, RelayProcess
 
 from tests.support.latestpeer import (PASSPHRASE, LatestServer, find_or_build, peer_flags,
-                                      run_client, wait_until)
+                                      run_client)
+from tests.support.waits import wait_until
 
 MB2 = 2 * 1024 * 1024
 RELAY_BYTES = 1024 * 1024
@@ -54,9 +55,6 @@ RELAY_BYTES = 1024 * 1024
 IDLE = 2.0
 #: OOB packets the latest client sends (-oob) and kcpgo sends with send_oob.
 OOB_COUNT = 16
-
-HAS_OOB = hasattr(kcpgo.KCPSocket, "send_oob")
-needs_oob = pytest.mark.xfail(not HAS_OOB, reason="OOB API not landed yet", strict=False)
 
 
 @dataclass(frozen=True)
@@ -364,7 +362,6 @@ def oob_payloads(zero: bool) -> List[bytes]:
     return [b"\0\0\0\0" * zero + b"kcpgo-oob-%02d" % i for i in range(OOB_COUNT)]
 
 
-@needs_oob
 @pytest.mark.parametrize("crypt,zero", [("aes", False), ("aes", True), (None, True)],
                          ids=["aes", "aes-oobzero", "nocrypt-oobzero"])
 def test_oob_from_latest_client_to_kcpgo_listener(latest_peer, crypt, zero):
@@ -389,7 +386,6 @@ def test_oob_from_latest_client_to_kcpgo_listener(latest_peer, crypt, zero):
     assert r["oob_dropped"] == 0
 
 
-@needs_oob
 def test_oob_from_kcpgo_client_to_latest_server(latest_peer):
     """kcpgo client (aes, FEC 10/3) calls ``send_oob`` OOB_COUNT times during the 2 MB echo:
     plain, zero-prefixed and one of exactly ``oob_max_size`` bytes. ``oob_max_size`` is
@@ -413,7 +409,6 @@ def test_oob_from_kcpgo_client_to_latest_server(latest_peer):
     assert_py_clean(r["snmp"])
 
 
-@needs_oob
 def test_send_oob_without_fec_raises_eopnotsupp():
     """``send_oob`` on a session without FEC raises ``OSError(EOPNOTSUPP)`` and nothing is
     sent; ``oob_max_size`` is 0 (kcp-go sess.go: ``SendOOB`` returns "OOB requires FEC to be

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import kcpgo
+from kcpgo.testing import reap
 
-__all__ = ["ROOT", "CHILD_TIMEOUT", "child_env", "run_child"]
+__all__ = ["ROOT", "CHILD_TIMEOUT", "child_env", "run_child", "reap"]
 
 #: The directory that holds the kcpgo package this test imported: the children import it too.
 ROOT = str(Path(kcpgo.__file__).resolve().parents[1])

@@ -53,7 +53,6 @@ import fcntl
 import hashlib
 import os
 import queue
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -62,11 +61,13 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
+# The toolchain check and the Debian paths moved to kcpgo.testing.golang (the benchmark
+# of python -m kcpgo bench uses them too); re-exported here for the tests.
+from kcpgo.testing import reap
+from kcpgo.testing.golang import (INSTALL_HINT, KCP_GO_DIR, PBKDF2_DIR,  # noqa: F401
+                                  SYSTEM_GOPATH, go_available)
+
 PEER_SOURCE = Path(__file__).resolve().parent.parent / "interop" / "peer.go"
-SYSTEM_GOPATH = "/usr/share/gocode"
-KCP_GO_DIR = Path(SYSTEM_GOPATH, "src", "github.com", "xtaci", "kcp-go")
-PBKDF2_DIR = Path(SYSTEM_GOPATH, "src", "golang.org", "x", "crypto", "pbkdf2")
-INSTALL_HINT = "apt-get install golang-go golang-github-xtaci-kcp-dev"
 
 #: Defaults, identical to the Go flag defaults.
 DEFAULTS = {
@@ -97,17 +98,7 @@ PAYLOAD_PREFIX = b"kcpgo-interop"
 
 
 # --------------------------------------------------------------------------- toolchain
-
-def go_available() -> tuple[bool, str]:
-    """(True, "") if the Go toolchain and kcp-go sources are installed, else (False, reason)."""
-    if shutil.which("go") is None:
-        return False, f"Go toolchain not found: {INSTALL_HINT}"
-    if not KCP_GO_DIR.is_dir():
-        return False, f"kcp-go sources not found at {KCP_GO_DIR}: {INSTALL_HINT}"
-    if not PBKDF2_DIR.is_dir():
-        return False, f"golang.org/x/crypto/pbkdf2 not found at {PBKDF2_DIR}: {INSTALL_HINT}"
-    return True, ""
-
+# (go_available: kcpgo.testing.golang, imported above)
 
 _build_lock = threading.Lock()
 _built: Optional[str] = None
@@ -362,9 +353,8 @@ class GoServer:
         return self.proc.returncode, self.stdout, self.stderr
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            reap(self.proc, kill=True)
 
     def __enter__(self) -> "GoServer":
         return self.start()

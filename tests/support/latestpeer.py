@@ -30,7 +30,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -38,6 +37,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import gevent
 
 from kcpgo.testing import read_line
+
+from .waits import wait_until
+from kcpgo.testing import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 LATEST_DIR = ROOT / "tests" / "interop" / "latest"
@@ -197,16 +199,6 @@ def peer_flags(crypt: Optional[str], ds: int = 0, ps: int = 0, stream: bool = Tr
     return flags + list(extra)
 
 
-def wait_until(cond: Any, timeout: float, what: str, step: float = 0.02) -> None:
-    """Poll ``cond()`` with ``gevent.sleep`` (greenlets and the hub keep running) until true;
-    AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        gevent.sleep(step)
-
-
 # --------------------------------------------------------------------------- server
 
 class LatestServer:
@@ -272,9 +264,8 @@ class LatestServer:
         return got
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            reap(self.proc, kill=True)
 
     def __enter__(self) -> "LatestServer":
         return self.start()

@@ -1,8 +1,13 @@
-// Command gobench is the kcp-go (and plain TCP) side of kcpgo's benchmark, tools/bench.py.
+// Command gobench is the kcp-go (and plain TCP) side of kcpgo's benchmark, python -m kcpgo
+// bench (kcpgo/cli/bench.py; tools/bench.py runs it too).
 //
-// It speaks the same small protocol as `python tools/bench.py --role ...`, so either end of
-// every benchmark can be kcp-go 5.6.1, kcpgo, or TCP. The server prints "LISTENING ip:port"
-// once bound; both sides print one JSON object on their last stdout line.
+// It speaks the same small protocol as kcpgo's ends (kcpgo/cli/bench_role.py), so either end
+// of every benchmark can be kcp-go 5.6.1, kcpgo, or TCP. The server prints "LISTENING
+// ip:port" once bound; both sides print one JSON object on their last stdout line. With
+// -sample S > 0, the end that counts the mode's progress (the sink server: bytes received;
+// the echo client: bytes echoed; the ping client: round trips) also prints
+// "SAMPLE <seconds> <count>" about every S seconds, cumulative, seconds from its first byte
+// (sink) or its start (echo, ping); the tool draws progress and throughput from them.
 //
 // Modes (-mode):
 //
@@ -15,7 +20,7 @@
 //	conc  client opens -sessions sessions, each sending -size bytes every -period seconds and
 //	      reading the echo, for -duration; server echoes (runs until killed).
 //
-// Build in GOPATH mode (see tools/bench.py, which does it):
+// Build in GOPATH mode (kcpgo/testing/golang.py does it for the benchmark):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o gobench gobench.go
 package main
@@ -46,7 +51,27 @@ type config struct {
 	count, sessions                                  int
 	bytes                                            int64
 	stream                                           bool
-	duration, period, idle, stall                    float64
+	duration, period, idle, stall, sample            float64
+}
+
+// sampler prints "SAMPLE <seconds since start> <count>" at most every -sample seconds.
+type sampler struct {
+	every       time.Duration
+	start, next time.Time
+}
+
+func newSampler(c *config, start time.Time) *sampler {
+	return &sampler{every: time.Duration(c.sample * float64(time.Second)), start: start,
+		next: start}
+}
+
+// tick reports count if -sample is on and the interval has passed (or final is set).
+func (s *sampler) tick(now time.Time, count int64, final bool) {
+	if s.every <= 0 || (!final && now.Before(s.next)) {
+		return
+	}
+	s.next = now.Add(s.every)
+	fmt.Printf("SAMPLE %.4f %d\n", now.Sub(s.start).Seconds(), count)
 }
 
 func main() {
@@ -73,6 +98,7 @@ func main() {
 	flag.Float64Var(&c.period, "period", 1, "conc: seconds between messages of a session")
 	flag.Float64Var(&c.idle, "idle", 1, "server: exit after this long without data (sink/echo/ping)")
 	flag.Float64Var(&c.stall, "stall", 10, "sink client: seconds without progress that make a stalled run")
+	flag.Float64Var(&c.sample, "sample", 0, "seconds between SAMPLE progress lines (0: none)")
 	flag.Parse()
 	var err error
 	if c.role == "server" {
@@ -188,6 +214,7 @@ func server(c *config) error {
 	buf := make([]byte, 1<<20)
 	var total int64
 	var first, last time.Time
+	var samples *sampler
 	idle := time.Duration(c.idle * float64(time.Second))
 	for {
 		conn.SetReadDeadline(time.Now().Add(idle))
@@ -196,9 +223,15 @@ func server(c *config) error {
 			now := time.Now()
 			if total == 0 {
 				first = now
+				if c.mode == "sink" {
+					samples = newSampler(c, now)
+				}
 			}
 			last = now
 			total += int64(n)
+			if samples != nil {
+				samples.tick(now, total, false)
+			}
 			if c.mode != "sink" {
 				if _, werr := conn.Write(buf[:n]); werr != nil {
 					return werr
@@ -208,6 +241,9 @@ func server(c *config) error {
 		if err != nil {
 			break // idle deadline (KCP has no FIN) or EOF (TCP)
 		}
+	}
+	if samples != nil {
+		samples.tick(last, total, true)
 	}
 	result := map[string]interface{}{"role": "server", "bytes": total,
 		"seconds": last.Sub(first).Seconds()}
@@ -309,9 +345,10 @@ func clientEcho(c *config) error {
 	start := time.Now()
 	go func() {
 		rb := make([]byte, 1<<20)
+		samples := newSampler(c, start)
 		for {
 			n, err := conn.Read(rb)
-			atomic.AddInt64(&echoed, int64(n))
+			samples.tick(time.Now(), atomic.AddInt64(&echoed, int64(n)), false)
 			if err != nil {
 				close(done)
 				return
@@ -345,7 +382,9 @@ func clientPing(c *config) error {
 	msg := make([]byte, c.size)
 	rb := make([]byte, c.size)
 	rtts := make([]float64, 0, c.count)
+	samples := newSampler(c, time.Now())
 	for i := 0; i < c.count+20; i++ { // the first 20 warm up
+		samples.tick(time.Now(), int64(i), false)
 		t := time.Now()
 		if _, err := conn.Write(msg); err != nil {
 			return err
