@@ -57,6 +57,18 @@ def wait_for(proc: subprocess.Popen, want: str, name: str, lines: int = 10) -> N
     raise AssertionError(f"{name}: no line with {want!r}")
 
 
+def noisy_exits(children: Dict[str, subprocess.Popen]) -> List[str]:
+    """Collect every child (20 s each at most); one line for each that did not exit 130
+    quietly (no "Traceback", no "KeyboardInterrupt" on stderr)."""
+    failures: List[str] = []
+    for name, proc in children.items():
+        _, err = proc.communicate(timeout=20)
+        text = err.decode(errors="replace")
+        if proc.returncode != 130 or "Traceback" in text or "KeyboardInterrupt" in text:
+            failures.append(f"{name}: exit {proc.returncode}; stderr: {text[-2000:]}")
+    return failures
+
+
 def test_sigint_exits_130_without_a_traceback(tmp_path: Path) -> None:
     log = tmp_path / "snmp.log"
     counters = Snmp()
@@ -103,12 +115,7 @@ def test_sigint_exits_130_without_a_traceback(tmp_path: Path) -> None:
         time.sleep(0.3)                               # mid-transfer
         for proc in children.values():
             proc.send_signal(signal.SIGINT)
-        failures: List[str] = []
-        for name, proc in children.items():
-            out, err = proc.communicate(timeout=20)
-            text = err.decode(errors="replace")
-            if proc.returncode != 130 or "Traceback" in text or "KeyboardInterrupt" in text:
-                failures.append(f"{name}: exit {proc.returncode}; stderr: {text[-2000:]}")
+        failures = noisy_exits(children)
         assert not failures, "\n".join(failures)
     finally:
         for proc in children.values():

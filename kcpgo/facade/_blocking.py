@@ -240,6 +240,21 @@ class Blocking:
         t = self._timeout if use_default else timeout
         return None if t is None else monotonic() + t
 
+    def _attempt(self, attempt: Callable[[T], object], arg: T, nonblocking: bool) -> object:
+        """One ``attempt(arg)`` under the stack lock: its result, ``WOULD_BLOCK`` to wait
+        (``BlockingIOError`` instead in non-blocking mode). A ``KeyboardInterrupt`` or other
+        ``BaseException`` inside it aborts the session first (:meth:`_interrupted`)."""
+        try:
+            result = attempt(arg)
+        except Exception:
+            raise
+        except BaseException as exc:    # KeyboardInterrupt, SystemExit...
+            self._interrupted(exc)
+            raise
+        if result is WOULD_BLOCK and nonblocking:
+            raise BlockingIOError(errno.EAGAIN, "operation would block")
+        return result
+
     def _blocking_call(self, attempt: Callable[[T], object], arg: T, side: Direction,
                        deadline: Optional[float], nonblocking: Optional[bool] = None,
                        take_turn: bool = True) -> object:
@@ -260,17 +275,9 @@ class Blocking:
             # that does not wait needs no turn (the attempt runs whole under the lock).
             with lock:
                 if side.owner is None and not side.queue:
-                    try:
-                        result = attempt(arg)
-                    except Exception:
-                        raise
-                    except BaseException as exc:    # KeyboardInterrupt, SystemExit...
-                        self._interrupted(exc)
-                        raise
+                    result = self._attempt(attempt, arg, nonblocking)
                     if result is not WOULD_BLOCK:
                         return result
-                    if nonblocking:
-                        raise BlockingIOError(errno.EAGAIN, "operation would block")
         loop = runtime.thread_ident
         # Held already by this thread: a signal handler (or a callback) interrupted a kcpgo
         # call, whose changes the hub's thread must not see half done. Waiting here would
@@ -284,17 +291,9 @@ class Blocking:
                     if waiter is not None:
                         side.discard(waiter)
                         waiter = None
-                    try:
-                        result = attempt(arg)
-                    except Exception:
-                        raise
-                    except BaseException as exc:    # KeyboardInterrupt, SystemExit...
-                        self._interrupted(exc)
-                        raise
+                    result = self._attempt(attempt, arg, nonblocking)
                     if result is not WOULD_BLOCK:
                         return result
-                    if nonblocking:
-                        raise BlockingIOError(errno.EAGAIN, "operation would block")
                     runtime.check_thread()
                     if nested:
                         raise RuntimeError(_NESTED_WAIT)
