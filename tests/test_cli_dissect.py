@@ -1,7 +1,9 @@
 """``python -m kcpgo dissect``: a capture of real kcpgo <-> kcpgo traffic on loopback (AES, FEC
 10/3), recorded by a forwarding tap and written as pcap/pcapng with dpkt, is decoded: every
 datagram passes the check, every KCP segment's fields are printed, and with ``--smux``
-kcptun's snappy and smux layers come out in order. Source: issue 14 deliverable 1."""
+kcptun's snappy and smux layers come out in order. ``python -m kcpgo netem --pcap`` records
+such a capture itself (the README's dissect example, without root or tcpdump). Source: issue
+14 deliverable 1."""
 from __future__ import annotations
 
 import json
@@ -17,8 +19,11 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 import kcpgo
-from kcpgo.cli import dissect
+from kcpgo.cli import dissect, netem
+from kcpgo.cli.pcap import udp_frame, write_capture
 from kcpgo.sansio.wire import decode_segments
+from kcpgo.testing import read_line
+from tests.support.children import child_env, reap
 
 dpkt = pytest.importorskip("dpkt", reason="dissect reads captures with dpkt (the cli extra)")
 
@@ -71,19 +76,33 @@ class Tap:
         self.back.close()
 
 
-def write_capture(path: Path, datagrams: List[Datagram], ng: bool = False) -> None:
-    """The datagrams as Ethernet/IPv4/UDP frames in a pcap (or pcapng) file."""
-    with open(path, "wb") as fh:
-        w = (dpkt.pcapng.Writer if ng else dpkt.pcap.Writer)(fh, linktype=dpkt.pcap.DLT_EN10MB)
-        for when, src, dst, data in datagrams:
-            udp = dpkt.udp.UDP(sport=src[1], dport=dst[1], data=data)
-            udp.ulen = len(udp)
-            ip = dpkt.ip.IP(src=socket.inet_aton(src[0]), dst=socket.inet_aton(dst[0]),
-                            p=dpkt.ip.IP_PROTO_UDP, data=udp)
-            ip.len = len(ip)
-            eth = dpkt.ethernet.Ethernet(src=b"\x00" * 6, dst=b"\x00" * 6,
-                                         type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
-            w.writepkt(bytes(eth), ts=when)
+def echo(ln: Any, address: Tuple[str, int], payload: bytes) -> Tuple[int, int]:
+    """A KCP echo of ``payload``, 64 KiB at a time (less than a window, so the sender never
+    waits for a reader), from a client that dials ``address`` (the listener ``ln`` or a
+    relay in front of it); returns the session's conv and the client's port."""
+    with kcpgo.dial(address, timeout=10, **SESSION) as c:
+        s = None
+        for i in range(0, len(payload), 65536):
+            chunk = payload[i:i + 65536]
+            c.sendall(chunk)
+            if s is None:
+                s, _ = ln.accept()
+            got = b""
+            while len(got) < len(chunk):
+                got += s.recv(65536)
+            s.sendall(got)
+            back = b""
+            while len(back) < len(chunk):
+                back += c.recv(65536)
+            assert back == chunk
+        assert s is not None
+        s.drain(timeout=5)
+        c.drain(timeout=5)
+        conv = s.conv
+        s.close()
+        port = c.getsockname()[1]
+    time.sleep(0.2)
+    return conv, port
 
 
 def record_echo(payload: bytes) -> List[Datagram]:
@@ -91,21 +110,7 @@ def record_echo(payload: bytes) -> List[Datagram]:
     with kcpgo.listen(("127.0.0.1", 0), **SESSION) as ln:
         tap = Tap(ln.getsockname()[:2])
         try:
-            with kcpgo.dial(tap.address, timeout=10, **SESSION) as c:
-                c.sendall(payload)
-                s, _ = ln.accept()
-                got = b""
-                while len(got) < len(payload):
-                    got += s.recv(65536)
-                s.sendall(got)
-                back = b""
-                while len(back) < len(payload):
-                    back += c.recv(65536)
-                assert back == payload
-                s.drain(timeout=5)
-                c.drain(timeout=5)
-                s.close()
-            time.sleep(0.2)
+            echo(ln, tap.address, payload)
         finally:
             tap.close()
     return tap.seen
@@ -219,6 +224,24 @@ def test_smux_layers_are_decoded_in_order(tmp_path: Path, compression: bool) -> 
     assert all("error" not in d for d in records[-1]["summary"]["smux"])
 
 
+def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``dissect capture | head -1``: the pipe's reader leaves after one line. Expected: exit
+    141 (128 + SIGPIPE, what a shell reports for a C tool killed by SIGPIPE) and nothing on
+    stderr; before, "python -m kcpgo dissect: [Errno 32] Broken pipe" and status 1."""
+    cap = tmp_path / "echo.pcap"
+    write_capture(cap, record_echo(bytes(range(256)) * 200))
+    proc = subprocess.Popen([sys.executable, "-m", "kcpgo", "dissect", "--crypt", "aes",
+                             "--key", KEY, str(cap)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"#1 ")
+        proc.stdout.close()
+        assert proc.wait(timeout=30) == 141
+        assert proc.stderr is not None and proc.stderr.read() == b""
+    finally:
+        reap(proc, kill=True)
+
+
 def test_usage_errors_and_missing_file(tmp_path: Path) -> None:
     assert run_dissect("--crypt", "rot13", str(tmp_path / "x.pcap")).returncode == 2
     out = run_dissect(str(tmp_path / "missing.pcap"))
@@ -232,3 +255,66 @@ def test_read_capture_needs_dpkt_says_how(monkeypatch: Any, tmp_path: Path) -> N
     monkeypatch.setitem(sys.modules, "dpkt", None)
     with pytest.raises(ImportError, match="pip install"):
         next(dissect.read_capture(str(tmp_path / "x.pcap")))
+
+
+def test_netem_pcap_records_both_directions_for_dissect(tmp_path: Path) -> None:
+    """``netem --pcap`` around an echo: the file holds every datagram netem received (lost
+    ones too), with the client's addresses, and dissect decodes both directions."""
+    cap = tmp_path / "netem.pcap"
+    with kcpgo.listen(("127.0.0.1", 0), **SESSION) as ln:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "kcpgo", "netem", "--upstream",
+             "127.0.0.1:%d" % ln.getsockname()[1], "--pcap", str(cap), "--loss", "1%",
+             "--seed", "3", "--stdin-eof"], cwd=ROOT, env=child_env(), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = read_line(relay.stdout, 30)
+            assert line.startswith("LISTENING 127.0.0.1:"), line
+            front = ("127.0.0.1", int(line.split(":")[1]))
+            conv, port = echo(ln, front, bytes(range(256)) * 1000)
+            out, err = relay.communicate(timeout=20)          # stdin closed: netem stops
+        finally:
+            reap(relay, kill=True)
+    assert relay.returncode == 0, err
+    stats = json.loads(out.decode().split("STATS ", 1)[1])
+    received = stats["up"]["received"] + stats["down"]["received"]
+    assert stats["up"]["dropped"] > 0            # seed 3 drops the 35th datagram up, at least
+    assert f"netem: {received} datagrams written to {cap}" in err.decode()
+
+    result = run_dissect("--crypt", "aes", "--key", KEY, "--ds", "10", "--ps", "3", "--json",
+                         "--port", str(front[1]), str(cap))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(x) for x in result.stdout.splitlines()]
+    dgrams = [r["datagram"] for r in records if "datagram" in r]
+    assert len(dgrams) == received and all(d["check"] == "ok" for d in dgrams)
+    client, server = f"127.0.0.1:{port}", f"127.0.0.1:{front[1]}"
+    up = {(s["cmd"], s["conv"]) for d in dgrams if (d["src"], d["dst"]) == (client, server)
+          for s in d.get("segments", ())}
+    down = {(s["cmd"], s["conv"]) for d in dgrams if (d["src"], d["dst"]) == (server, client)
+            for s in d.get("segments", ())}
+    assert up == down == {("PUSH", conv), ("ACK", conv)}
+    assert sum(1 for d in dgrams if d["src"] == client) == stats["up"]["received"]
+    flows = records[-1]["summary"]["flows"]
+    assert {(f["src"], f["dst"], f["conv"]) for f in flows} == {(client, server, conv),
+                                                                 (server, client, conv)}
+
+
+def test_netem_pcap_without_dpkt_is_a_usage_error(monkeypatch: Any, capsys: Any,
+                                                  tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "dpkt", None)
+    with pytest.raises(SystemExit) as info:
+        netem.main(["--upstream", "127.0.0.1:9", "--pcap", str(tmp_path / "x.pcap")])
+    assert info.value.code == 2
+    assert "--pcap: writing captures needs dpkt: pip install" in capsys.readouterr().err
+    assert not (tmp_path / "x.pcap").exists()
+
+
+def test_pcap_writer_round_trip(tmp_path: Path) -> None:
+    """What the shared writer produces is what read_capture gives back, pcap and pcapng."""
+    datagrams = [(1.5, ("127.0.0.1", 1), ("127.0.0.2", 2), b""),
+                 (2.25, ("127.0.0.3", 40000), ("127.0.0.1", 65535), bytes(range(256)) * 6)]
+    for name, ng in (("a.pcap", False), ("a.pcapng", True)):
+        assert write_capture(tmp_path / name, datagrams, ng) == 2
+        assert list(dissect.read_capture(str(tmp_path / name))) == datagrams
+    frame = udp_frame(("127.0.0.1", 5), ("127.0.0.1", 6), b"abc")
+    assert dpkt.dpkt.in_cksum(frame[14:34]) == 0                  # a valid IPv4 checksum

@@ -18,21 +18,25 @@ loads nothing heavy.
   (:mod:`kcpgo.cli.dissect`).
 
 Exit status: what the command returns; 2 for a usage error (as argparse); 130 (128 + SIGINT)
-when SIGINT ended the command, quietly: no traceback, its sessions closed first.
+when SIGINT ended the command, quietly: no traceback, its sessions closed first; 141
+(128 + SIGPIPE), quietly, when the reader of its output went away (``| head``).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "HelpFormatter", "interrupt_main_on_sigint",
-           "main", "usage"]
+__all__ = ["COMMANDS", "EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "HelpFormatter",
+           "interrupt_main_on_sigint", "main", "usage"]
 
 #: Exit status after SIGINT: 128 + the signal number, as a shell reports it.
 EXIT_INTERRUPTED = 128 + int(signal.SIGINT)
+#: Exit status when the reader of stdout went away (a pipe to ``head``), as after SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + int(signal.SIGPIPE)
 
 #: command name -> (module that implements it, one-line description for the usage text).
 COMMANDS: Dict[str, Tuple[str, str]] = {
@@ -109,3 +113,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(module.main(args[1:]) or 0)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output left (``dissect ... | head``): stop quietly, as a C tool
+        # killed by SIGPIPE does; stdout goes to /dev/null so that the interpreter's final
+        # flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

@@ -51,7 +51,8 @@ _EXAMPLES = """examples:
   python -m kcpgo dissect --crypt salsa20 --key s3cret --smux --port 29900 tunnel.pcapng
   python -m kcpgo dissect --crypt null --json capture.pcap | jq .
 
-Record one with: tcpdump -i lo -w capture.pcap udp port 29900"""
+Record one with 'python -m kcpgo netem ... --pcap capture.pcap' between client and server
+(no root needed), or: tcpdump -i lo -w capture.pcap udp port 29900"""
 
 Address = Tuple[str, int]
 
@@ -406,6 +407,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print("\n".join(format_record(rec)))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise                       # the reader left (| head): the dispatcher ends quietly
     except (ImportError, OSError, ValueError) as e:
         print(f"python -m kcpgo dissect: {e}", file=sys.stderr)
         return 1

@@ -14,6 +14,14 @@ Output: ``LISTENING host:port`` on stdout once bound; the seed and both profiles
 ``STATS <json>`` with the counters per direction. It ends on SIGTERM (status 0), after
 ``--duration`` seconds (0), at EOF on stdin with ``--stdin-eof`` (0), or on SIGINT (130).
 Loopback only: it is a test tool, not a forwarder.
+
+``--pcap FILE`` records every datagram the relay receives, both directions, in a pcap file
+(:mod:`kcpgo.cli.pcap`, dpkt) for ``python -m kcpgo dissect``: a capture without root or
+tcpdump. Each is written as it arrives, before any impairment, so the file holds what each
+end sent (including what the relay then drops; its corruption and delays do not show), and
+with the addresses a capture on the client's side would show: client -> ``--listen`` for
+"up", ``--listen`` -> client for "down". The file is complete once netem has stopped (data
+reaches it at least every second of traffic meanwhile).
 """
 from __future__ import annotations
 
@@ -23,12 +31,12 @@ import random
 import signal
 import sys
 import threading
-import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 from ..address import parse_address
-from ..testing.relay import Impairment, Relay
+from ..testing.relay import DatagramHook, Impairment, Relay, serve
 from . import EXIT_INTERRUPTED, HelpFormatter
+from .pcap import PcapWriter
 
 __all__ = ["main", "profiles"]
 
@@ -51,9 +59,10 @@ _EXAMPLES = """examples:
   python -m kcpgo netem --upstream 127.0.0.1:29900 --both loss=10%,delay=25ms,reorder=1% \\
       --seed 7 --duration 60
   python -m kcpgo netem --upstream 127.0.0.1:29900 --up loss=20% --down delay=50ms
+  python -m kcpgo netem --upstream 127.0.0.1:29900 --listen 127.0.0.1:29901 --pcap kcp.pcap
 
 Then point the client at the --listen address (e.g. 'python -m kcpgo echo client --remote
-127.0.0.1:29901')."""
+127.0.0.1:29901'); read a --pcap file with 'python -m kcpgo dissect kcp.pcap'."""
 
 
 def _hostport(text: str) -> Tuple[str, int]:
@@ -87,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                     help="stop after this long (0: run until stopped)")
     ap.add_argument("--stdin-eof", action="store_true", help="stop when stdin closes")
+    ap.add_argument("--pcap", metavar="FILE",
+                    help="write every datagram received, both directions, to this pcap file "
+                         "for 'python -m kcpgo dissect' (needs dpkt): as it arrives, before "
+                         "impairment (what each end sent, drops included), with the addresses "
+                         "seen on the client's side (client <-> --listen); complete once "
+                         "netem stops")
     return ap
 
 
@@ -102,7 +117,7 @@ def profiles(ns: argparse.Namespace) -> Tuple[Any, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the relay until stopped; returns the exit status (2 for a usage error, 130 after
-    SIGINT, 1 if it cannot bind)."""
+    SIGINT, 1 if it cannot bind or cannot write the ``--pcap`` file)."""
     ap = build_parser()
     ns = ap.parse_args(argv)
     try:
@@ -110,9 +125,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:
         ap.error(str(e))
     seed = ns.seed if ns.seed is not None else random.SystemRandom().getrandbits(32)
+    pcap: Optional[PcapWriter] = None
     try:
-        relay = Relay(ns.upstream, up=up, down=down, seed=seed, listen=ns.listen).start()
+        if ns.pcap:
+            pcap = _open_pcap(ap, ns.pcap)
+        relay = Relay(ns.upstream, up=up, down=down, seed=seed, listen=ns.listen,
+                      on_datagram=_recorder(pcap) if pcap is not None else None).start()
     except (OSError, ValueError) as e:
+        if pcap is not None:
+            pcap.close()
         print(f"python -m kcpgo netem: {e}", file=sys.stderr)
         return 1
     print(f"LISTENING {relay.address[0]}:{relay.address[1]}", flush=True)
@@ -126,35 +147,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    if ns.stdin_eof:
-        threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
     try:
-        _wait(relay, stop, ns)
+        serve(relay, stop, duration=ns.duration, stats_every=ns.stats_every,
+              stdin_eof=ns.stdin_eof)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        counters = relay.stop()
+        try:
+            counters = relay.stop()
+        finally:
+            failed = _close_pcap(pcap, ns.pcap) if pcap is not None else False
     print("STATS " + json.dumps(counters), flush=True)
-    return EXIT_INTERRUPTED if signal.SIGINT in why else 0
+    if signal.SIGINT in why:
+        return EXIT_INTERRUPTED
+    return 1 if failed else 0
 
 
-def _watch_stdin(stop: threading.Event) -> None:
+def _open_pcap(ap: argparse.ArgumentParser, path: str) -> PcapWriter:
+    """The :class:`~kcpgo.cli.pcap.PcapWriter` of ``--pcap``: a usage error (exit 2) without
+    dpkt, ``OSError`` if the file cannot be created."""
     try:
-        while sys.stdin.buffer.read(4096):
-            pass
-    except (OSError, ValueError):
-        pass
-    stop.set()
+        return PcapWriter(path)
+    except ImportError as e:
+        ap.error(f"--pcap: {e}")
+        raise                                # not reached: ap.error exits
 
 
-def _wait(relay: Relay, stop: threading.Event, ns: argparse.Namespace) -> None:
-    t_end = time.monotonic() + ns.duration if ns.duration else None
-    while not stop.is_set():
-        wait = ns.stats_every or 1.0
-        if t_end is not None:
-            wait = min(wait, max(0.0, t_end - time.monotonic()))
-        stop.wait(wait)
-        if t_end is not None and time.monotonic() >= t_end:
-            break
-        if ns.stats_every:
-            print(json.dumps(relay.counters()), file=sys.stderr, flush=True)
+def _recorder(pcap: PcapWriter) -> DatagramHook:
+    """The relay's ``on_datagram`` hook that writes each datagram to ``pcap``."""
+    write = pcap.write
+
+    def record(direction: str, data: bytes, src: Tuple[str, int],
+               dst: Tuple[str, int]) -> None:
+        write(src, dst, data)
+    return record
+
+
+def _close_pcap(pcap: PcapWriter, path: str) -> bool:
+    """Close the capture and say on stderr how many datagrams it holds; True if writing it
+    failed (said too)."""
+    try:
+        pcap.close()
+    except OSError:
+        pass                                 # kept in pcap.error
+    if pcap.error is not None:
+        print(f"python -m kcpgo netem: --pcap {path}: {pcap.error}", file=sys.stderr,
+              flush=True)
+        return True
+    print(f"netem: {pcap.count} datagrams written to {path}", file=sys.stderr, flush=True)
+    return False

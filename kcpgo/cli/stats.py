@@ -183,6 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _run(ap, ns, paths)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise                       # the reader left (| head): the dispatcher ends quietly
     except OSError as e:
         print(f"python -m kcpgo stats: {e}", file=sys.stderr)
         return 1

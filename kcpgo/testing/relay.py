@@ -51,7 +51,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from gevent.monkey import get_original
 
@@ -65,6 +65,8 @@ __all__ = ["Impairment", "LinkCounters", "Relay", "RelayProcess", "parse_impairm
            "read_line", "main"]
 
 Address = Tuple[str, int]
+#: ``on_datagram(direction, data, src, dst)``: see :class:`Relay`.
+DatagramHook = Callable[[str, bytes, Address, Address], None]
 
 #: The relay's name for :class:`kcpgo.sansio.LinkProfile` (the same class).
 Impairment = LinkProfile
@@ -115,11 +117,20 @@ class Relay:
     ``up`` applies to client -> upstream datagrams, ``down`` to upstream -> client ones;
     ``seed`` makes the random decisions reproducible (same datagrams in the same order give
     the same decisions; real traffic timing still varies from run to run).
+
+    ``on_datagram(direction, data, src, dst)``, if given, is called from the relay's thread
+    for every datagram it receives, as it arrives and before any impairment (so it also sees
+    the ones about to be dropped, and each only once): ``"up"`` from a client, with ``src``
+    the client and ``dst`` :attr:`address`; ``"down"`` from the upstream, with ``src``
+    :attr:`address` and ``dst`` the client, i.e. the addresses as the client sees its peer.
+    It must be quick and must not raise (an exception ends the relay thread, kept in
+    :attr:`error`); datagrams sent with :meth:`inject` do not pass through it.
     """
 
     def __init__(self, upstream: Address, up: Optional[LinkProfile] = None,
                  down: Optional[LinkProfile] = None, seed: Optional[int] = 0,
-                 listen: Address = ("127.0.0.1", 0), flow_idle: float = FLOW_IDLE) -> None:
+                 listen: Address = ("127.0.0.1", 0), flow_idle: float = FLOW_IDLE,
+                 on_datagram: Optional[DatagramHook] = None) -> None:
         upstream = parse_address(upstream, "Relay upstream")
         listen = parse_address(listen, "Relay listen", passive=True)
         _check_loopback(upstream, "upstream")
@@ -130,6 +141,7 @@ class Relay:
         self._dirs = {name: LinkModel(prof or LinkProfile(), random.Random(base.getrandbits(64)))
                       for name, prof in (("up", up), ("down", down))}
         self.flow_idle = flow_idle
+        self.on_datagram = on_datagram
         self._front = self._new_socket(listen)
         self.address: Address = self._front.getsockname()
         self._flows: Dict[Address, _Flow] = {}
@@ -286,7 +298,10 @@ class Relay:
 
     def _read_front(self, sel: selectors.BaseSelector) -> None:
         now = time.monotonic()
+        hook = self.on_datagram
         for data, addr in self._drain(self._front):
+            if hook is not None:
+                hook("up", data, addr, self.address)
             flow = self._flows.get(addr)
             if flow is None:
                 sock = self._new_socket(("127.0.0.1", 0))
@@ -297,9 +312,12 @@ class Relay:
 
     def _read_upstream(self, flow: _Flow) -> None:
         now = time.monotonic()
+        hook = self.on_datagram
         for data, addr in self._drain(flow.sock):
             if addr != self.upstream:
                 continue                       # not from the upstream: ignore
+            if hook is not None:
+                hook("down", data, self.address, flow.client)
             flow.last = now
             self._push("down", data, now, self._front, flow.client)
 
@@ -366,6 +384,35 @@ def _hostport(text: str) -> Address:
     return (host or "127.0.0.1", port)
 
 
+def serve(relay: "Relay", stop: threading.Event, *, duration: float = 0.0,
+          stats_every: float = 0.0, stdin_eof: bool = False) -> None:
+    """Keep the started ``relay`` running in the calling thread until ``stop`` is set,
+    ``duration`` seconds passed (0: no limit) or, with ``stdin_eof``, stdin closed; with
+    ``stats_every`` (seconds), print its counters as JSON to stderr that often. The relay is
+    left running: the caller stops it (``python -m kcpgo netem`` and this module's main)."""
+    if stdin_eof:
+        threading.Thread(target=_stop_at_stdin_eof, args=(stop,), daemon=True).start()
+    t_end = time.monotonic() + duration if duration else None
+    while not stop.is_set():
+        wait = stats_every or 1.0
+        if t_end is not None:
+            wait = min(wait, max(0.0, t_end - time.monotonic()))
+        stop.wait(wait)
+        if t_end is not None and time.monotonic() >= t_end:
+            break
+        if stats_every:
+            print(json.dumps(relay.counters()), file=sys.stderr, flush=True)
+
+
+def _stop_at_stdin_eof(stop: threading.Event) -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    stop.set()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         description="UDP relay that emulates a lossy link (loopback only).",
@@ -398,25 +445,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
-    if args.stdin_eof:
-        def watch() -> None:
-            try:
-                while sys.stdin.buffer.read(4096):
-                    pass
-            except (OSError, ValueError):
-                pass
-            stop.set()
-        threading.Thread(target=watch, daemon=True).start()
-    t_end = time.monotonic() + args.duration if args.duration else None
-    while not stop.is_set():
-        wait = args.stats_every or 1.0
-        if t_end is not None:
-            wait = min(wait, max(0.0, t_end - time.monotonic()))
-        stop.wait(wait)
-        if t_end is not None and time.monotonic() >= t_end:
-            break
-        if args.stats_every:
-            print(json.dumps(relay.counters()), file=sys.stderr, flush=True)
+    serve(relay, stop, duration=args.duration, stats_every=args.stats_every,
+          stdin_eof=args.stdin_eof)
     counters = relay.stop()
     print("STATS " + json.dumps(counters), flush=True)
     return 0
