@@ -22,7 +22,11 @@ from tests.support.children import reap
 GO_OK, GO_REASON = go_available()
 
 PEER = textwrap.dedent("""
-    import sys, kcpgo
+    import os, sys, threading, kcpgo
+    def orphaned():                      # the test's process is gone: stop echoing for ever
+        sys.stdin.read()
+        os._exit(0)
+    threading.Thread(target=orphaned, daemon=True).start()
     ln = kcpgo.listen(("127.0.0.1", 0), mode="fast3", window=(256, 256))
     print(ln.getsockname()[1], flush=True)
     s, _ = ln.accept()
@@ -45,7 +49,8 @@ def idle_cpu(seconds: float = 1.0) -> float:
 
 class PyPeer:
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", PEER], stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen([sys.executable, "-c", PEER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
         line = read_line(self.proc.stdout, 20)
         self.address = ("127.0.0.1", int(line))
 
@@ -105,8 +110,16 @@ def _no_spin(sess):
     assert not sess._chan.timer.pending
 
 
-def test_idle_timeout_fires_after_peer_killed():
-    peer = PyPeer()
+@pytest.fixture
+def peer():
+    """The Python echo peer in a child process; killed at teardown also when a test fails
+    before killing it (it exits by itself if this process dies: its stdin closes)."""
+    p = PyPeer()
+    yield p
+    p.kill()
+
+
+def test_idle_timeout_fires_after_peer_killed(peer):
     sess = kcpgo.dial(peer.address, mode="fast3", window=(256, 256), idle_timeout=1.0)
     res = _transfer_then_kill(peer, sess)
     print({k: (type(e).__name__, round(t, 3)) for k, (e, t) in res.items()})
@@ -117,8 +130,7 @@ def test_idle_timeout_fires_after_peer_killed():
     _no_spin(sess)
 
 
-def test_dead_link_fires_after_peer_killed():
-    peer = PyPeer()
+def test_dead_link_fires_after_peer_killed(peer):
     sess = kcpgo.dial(peer.address, mode="fast3", window=(256, 256))
     sess.set_dead_link(6)
     res = _transfer_then_kill(peer, sess)
