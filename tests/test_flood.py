@@ -2,7 +2,9 @@
 listener. Session count and memory stay bounded (backlog cap on half-open sessions, idle
 reaping by the accepting application) and a legitimate client still connects and transfers.
 
-Normal suite: 25,000 sources at 10,000 datagrams/s for 2.5 s. Long run (``KCPGO_SLOW=1`` or
+Normal suite: 10,000 sources at 4,000 datagrams/s for 2.5 s (25,000 at 10,000/s, past the
+capacity below, failed 1 run in 5 once the suite ran in two worker processes: the other
+worker's CPU made the kernel drop the legitimate client's datagrams too). Long run (``KCPGO_SLOW=1`` or
 ``python tools/flood.py --run --sources 100000``): 100,000 sources at 5,000/s for 20 s.
 
 Capacity: without a cipher every flood datagram creates a session, which costs the single
@@ -17,7 +19,7 @@ import pytest
 
 from tools.flood import run_experiment
 
-SHORT = dict(sources=25_000, rate=10_000.0, legit_bytes=256 * 1024)
+SHORT = dict(sources=10_000, rate=4_000.0, legit_bytes=256 * 1024)
 LONG = dict(sources=100_000, rate=5_000.0, legit_bytes=1 << 20)
 
 
