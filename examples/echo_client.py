@@ -17,6 +17,16 @@ import gevent
 import kcpgo
 
 
+def send_all(sess, payload):
+    """sess.sendall(payload) in a greenlet: returns the error instead of raising it (gevent
+    prints the traceback of a greenlet that raises; the reader reports the failure)."""
+    try:
+        sess.sendall(payload)
+    except OSError as e:
+        return e
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
@@ -37,12 +47,14 @@ def main() -> None:
     with kcpgo.dial((args.host, args.port), data_shards=ds, parity_shards=ps, mode=args.mode,
                     stream=args.stream, timeout=args.timeout, **crypt) as sess:
         t0 = time.perf_counter()
-        writer = gevent.spawn(sess.sendall, payload)     # write and read at the same time
+        writer = gevent.spawn(send_all, sess, payload)   # write and read at the same time
         echoed = bytearray()
         try:
             while len(echoed) < len(payload):
                 echoed += sess.recv(1 << 20)
-            writer.get()
+            error = writer.get()
+            if error is not None:
+                raise error
         except TimeoutError:
             raise SystemExit(f"no echo within {args.timeout} s: is the echo server running at "
                              f"{args.host}:{args.port} with the same --crypt, --key and --fec?")

@@ -102,10 +102,28 @@ def test_example_echo_server_once_exits_soon_after_its_client() -> None:
 
 
 def test_echo_client_without_a_server_fails_with_a_hint() -> None:
-    out = kcpgo_cmd("echo", "client", "--remote", "127.0.0.1:9", "--mb", "0.01",
+    """No server: exit 1 with a hint and no traceback. 1 MB is more than the send window, so
+    the writer greenlet is blocked too when the timeout fires; its TimeoutError used to be
+    printed by gevent as a traceback after the client's own message."""
+    out = kcpgo_cmd("echo", "client", "--remote", "127.0.0.1:9", "--mb", "1",
                     "--timeout", "1")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "is 'echo server' running" in out.stdout
+
+
+def test_echo_writer_returns_its_error_instead_of_raising() -> None:
+    """The client's writer greenlet returns the OSError that stopped it (the reader reports
+    it): raised, gevent printed its traceback after the client's message whenever the
+    writer's timeout fired before the reader's (seen by hand: --remote 127.0.0.1:1
+    --timeout 2 --mb 0.1)."""
+    import hashlib
+    from kcpgo.cli import echo
+
+    class Dead:
+        def sendall(self, data: bytes) -> None:
+            raise TimeoutError("timed out")
+    err = echo._send(Dead(), 10, hashlib.sha256())
+    assert isinstance(err, TimeoutError)
 
 
 @pytest.mark.parametrize("argv, words", [

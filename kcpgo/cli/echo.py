@@ -257,15 +257,21 @@ def run_server(ns: argparse.Namespace, cfg: TunnelConfig, options: Any) -> int:
 # ---------------------------------------------------------------------- client
 
 
-def _send(sess: Any, total: int, digest: Any) -> None:
+def _send(sess: Any, total: int, digest: Any) -> Optional[OSError]:
     """Send ``total`` random bytes, a block at a time, hashing them into ``digest`` (memory
-    stays at one block whatever ``--mb`` is)."""
+    stays at one block whatever ``--mb`` is). Returns the error that stopped it, if any
+    (returned, not raised: gevent would print a raising greenlet's traceback, and the
+    reader reports the failure)."""
     left = total
-    while left > 0:
-        block = os.urandom(min(CHUNK, left))
-        digest.update(block)
-        sess.sendall(block)
-        left -= len(block)
+    try:
+        while left > 0:
+            block = os.urandom(min(CHUNK, left))
+            digest.update(block)
+            sess.sendall(block)
+            left -= len(block)
+    except OSError as e:
+        return e
+    return None
 
 
 def run_client(ns: argparse.Namespace, cfg: TunnelConfig, options: Any) -> int:
@@ -295,7 +301,9 @@ def run_client(ns: argparse.Namespace, cfg: TunnelConfig, options: Any) -> int:
                     break
                 echoed.update(data)
                 got += len(data)
-            writer.get()
+            error = writer.get()
+            if error is not None:
+                raise error
         except OSError as e:
             _say("client", f"failed after {got:,} of {total:,} bytes came back: {e}")
             if not got:
