@@ -196,19 +196,8 @@ class PacketCodec:
         ``parity``: a list to append an opened FEC parity packet to instead of feeding it;
         the caller feeds it later (:meth:`feed`), e.g. after telling its owner of the data
         of the same batch (``Channel.on_batch``)."""
-        # open() inlined: this runs once per received datagram (tools/bench_rx.py)
-        crypt = self.crypt
-        if crypt is not None:
-            if len(wire) < crypt.overhead:
-                return False
-            payload = crypt.open(wire)
-            if payload is None:
-                self.snmp.InCsumErrors += 1
-                self.csum_errors += 1
-                return False
-        else:
-            payload = wire
-        if len(payload) < MIN_PAYLOAD and not is_oob(payload):
+        payload = self.open(wire)
+        if payload is None:
             return False
         if parity is not None and payload[4] == TYPE_PARITY and payload[5] == 0:
             parity.append(payload)

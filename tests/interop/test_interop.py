@@ -17,6 +17,7 @@ import kcpgo
 from kcpgo.snmp import Snmp
 
 from tests.support.gopeer import GoServer, check_client, go_available, payload, run_go_client
+from tests.support.streams import HashingEcho
 
 GO_OK, GO_REASON = go_available()
 pytestmark = pytest.mark.skipif(not GO_OK, reason=GO_REASON)
@@ -146,20 +147,12 @@ def test_go_client_to_kcpgo_listener(c):
                                                    **go_opts(c, n))
         ln.settimeout(30)
         sess, _ = ln.accept()
-        received = hashlib.sha256()
-        total = 0
-
-        def echo():
-            nonlocal total
-            while True:
-                d = sess.recv(1 << 20)
-                received.update(d)
-                total += len(d)
-                sess.sendall(d)
-        server = gevent.spawn(echo)
+        echoed = HashingEcho(sess)
+        server = gevent.spawn(echoed.run)
         result = client.get(timeout=90)
         server.kill()
         sess.close()
         check_client(result, n)
-        assert total == n and received.hexdigest() == hashlib.sha256(payload(n)).hexdigest()
+        assert echoed.total == n
+        assert echoed.received.hexdigest() == hashlib.sha256(payload(n)).hexdigest()
         clean_counters(snmp, c)

@@ -46,6 +46,7 @@ from kcpgo.testing import Impairment, RelayProcess
 
 from tests.support.latestpeer import (PASSPHRASE, LatestServer, find_or_build, peer_flags,
                                       run_client)
+from tests.support.streams import HashingEcho
 from tests.support.waits import wait_until
 
 MB2 = 2 * 1024 * 1024
@@ -255,21 +256,12 @@ def echo_from_latest(peer: str, cell: Cell, n: int, relay: Optional[Impairment] 
                                                        cell.flags(extra), 30.0)
             ln.settimeout(30)
             sess, _ = ln.accept()
-            received = hashlib.sha256()
-            total = 0
-
-            def echo() -> None:
-                nonlocal total
-                while True:
-                    d = sess.recv(1 << 20)
-                    received.update(d)
-                    total += len(d)
-                    sess.sendall(d)
+            echoed = HashingEcho(sess)
 
             def oob_reader() -> None:
                 while True:
                     out["oob"].append(sess.recv_oob(4096))
-            workers = [gevent.spawn(echo)]
+            workers = [gevent.spawn(echoed.run)]
             if oob:
                 workers.append(gevent.spawn(oob_reader))
             try:
@@ -295,7 +287,7 @@ def echo_from_latest(peer: str, cell: Cell, n: int, relay: Optional[Impairment] 
         finally:
             if rp is not None:
                 out["relay"] = rp.stop()
-    out.update(run=run, total=total, received_sha=received.hexdigest())
+    out.update(run=run, total=echoed.total, received_sha=echoed.received.hexdigest())
     return out
 
 

@@ -1,6 +1,8 @@
-"""Helpers shared by the smux stream tests: connect a client stream to its server end, read
-to EOF, read an exact count."""
+"""Helpers shared by the stream tests: connect a client stream to its server end, read to
+EOF, read an exact count, and an echo that hashes what it receives (the interop matrices)."""
 from __future__ import annotations
+
+import hashlib
 
 
 def connect(lst, sess, timeout=10.0):
@@ -31,3 +33,22 @@ def read_exactly(stream, n: int) -> bytes:
         assert data, "EOF before the expected bytes"
         out += data
     return bytes(out)
+
+
+class HashingEcho:
+    """Sends back everything ``sock`` receives (a session or stream), counting it in
+    :attr:`total` (bytes) and hashing it into :attr:`received` (sha256). :meth:`run` loops
+    until the socket fails: run it in a greenlet and kill that."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.received = hashlib.sha256()
+        self.total = 0
+
+    def run(self) -> None:
+        recv, sendall = self.sock.recv, self.sock.sendall
+        while True:
+            d = recv(1 << 20)
+            self.received.update(d)
+            self.total += len(d)
+            sendall(d)
