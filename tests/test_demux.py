@@ -64,6 +64,27 @@ def test_checksum_failures_are_counted_and_dropped() -> None:
     assert snmp.InCsumErrors == 2
 
 
+def test_a_batch_routes_each_datagram_as_alone() -> None:
+    """A listener opens a whole batch at once (``Demux.open_many``, one cipher call) and
+    routes the entries with ``route_opened``. Each must get the route it gets alone: a
+    corrupted datagram between two valid ones is DROP_CHECKSUM (counted once), a short one
+    DROP_TOO_SHORT (not counted), and the valid ones are routed as before. (The single path
+    told the two failures apart by the change of the checksum counter, which a batch that
+    opens everything first would have confused: every failure after the first counted as
+    too short, and the listener's bad-datagram warning would not have seen them, D33.)"""
+    snmp = Snmp()
+    block = crypt.new("aes", crypt.derive_key("k"))
+    d = Demux(block, snmp)
+    good = block.seal(kcp_datagram(3, 0))
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    batch = [good, bytes(bad), b"\x00" * 10, bytes(bad), block.seal(kcp_datagram(3, 1))]
+    routes = [d.route_opened(p, None, True)[0] for p in d.open_many(batch)]
+    assert routes == [Route.CREATE, Route.DROP_CHECKSUM, Route.DROP_TOO_SHORT,
+                      Route.DROP_CHECKSUM, Route.CREATE]
+    assert snmp.InCsumErrors == 2
+
+
 def test_too_short_is_not_a_checksum_failure() -> None:
     """A datagram too short for a KCP header (a 1-byte NAT keepalive, a port scan) is not a
     checksum failure: kcp-go drops it without counting (5.6.1 packetInput: ``len(data) >=

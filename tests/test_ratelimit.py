@@ -36,6 +36,7 @@ import pytest
 
 import kcpgo
 from kcpgo.runtime import channel as channel_mod
+from kcpgo.runtime import pacing as pacing_mod
 from kcpgo.runtime.clock import now_ms
 from kcpgo.sansio.ratelimit import DEFAULT_BURST, TokenBucket
 from kcpgo.snmp import Snmp
@@ -184,7 +185,7 @@ def test_what_exceeds_the_queue_is_dropped_and_retransmitted(monkeypatch):
     the paced queue, whose bound (``pace_queue_limit``: the burst or 250 ms of the rate) drops
     the excess like a lost datagram (``pace_drops``, ``send_drops``); KCP retransmits it, and
     every byte arrives, in order (sha256), while the wire rate stays within the limit."""
-    monkeypatch.setattr(channel_mod, "DEFAULT_BURST", 3000)
+    monkeypatch.setattr(pacing_mod, "DEFAULT_BURST", 3000)
     snmp = Snmp()
     rate = 200_000
     data = bytes(range(256)) * 1200                  # 307200 bytes

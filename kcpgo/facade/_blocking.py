@@ -230,6 +230,13 @@ class Blocking:
     def getblocking(self) -> bool:
         return self._timeout != 0.0
 
+    def _busy_poll(self, side: "Direction") -> bool:
+        """Before a call waits on ``side``: process a reply that is about to arrive without
+        leaving the calling greenlet (``Channel.spin_receive``, docs/deviations.md D54).
+        Returns whether something was received (the call then tries again). Runs under the
+        stack lock."""
+        return False
+
     def _interrupted(self, exc: BaseException) -> None:
         """``exc`` (KeyboardInterrupt, SystemExit: not an ``Exception``) escaped an attempt:
         the object's state may be half changed. Subclasses with protocol state abort it."""
@@ -285,6 +292,7 @@ class Blocking:
         nested = lock._is_owned()
         took = side.enter(deadline, nonblocking, lock, loop) if take_turn else False
         waiter: Optional[Waiter] = None
+        spin = not nonblocking      # at most one busy-poll per call (_busy_poll)
         try:
             while True:
                 with lock:
@@ -297,6 +305,10 @@ class Blocking:
                     runtime.check_thread()
                     if nested:
                         raise RuntimeError(_NESTED_WAIT)
+                    if spin:
+                        spin = False
+                        if self._busy_poll(side):
+                            continue
                     waiter = side.add_waiter(loop)
                 remaining = None
                 if deadline is not None:

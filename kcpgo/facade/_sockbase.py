@@ -90,6 +90,10 @@ class SocketFacade(Blocking):
                 raise TimeoutError(f"timed out; {chan.diagnosis()}") from None
             raise
 
+    def _busy_poll(self, side: Direction) -> bool:
+        # Only a reader: a writer waits for ACKs, which bulk traffic batches best unpolled.
+        return side is self._rd and self._channel().spin_receive()
+
     def _interrupted(self, exc: BaseException) -> None:
         """A KeyboardInterrupt (or SystemExit) raised by a signal handler inside this
         session's state changes (a send that was splitting data into segments, a flush) may

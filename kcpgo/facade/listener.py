@@ -180,14 +180,17 @@ class Listener(Blocking):
     # ------------------------------------------------------------------ demultiplexing
 
     def _on_batch(self, batch: list, now: int) -> None:
-        route = self._demux.route
+        demux = self._demux
+        route = demux.route_opened
         sessions = self._sessions
         accepting = not self._closed
         touched: Dict[Channel, None] = {}
-        for data, addr in batch:
+        # The whole batch is decrypted at once (one cipher call, PacketCodec.open_many).
+        opened = demux.open_many([item[0] for item in batch])
+        for (_, addr), opened_payload in zip(batch, opened):
             old = sessions.get(addr)
-            action, payload, conv = route(data, None if old is None else old.conv, accepting,
-                                          now, addr)
+            action, payload, conv = route(opened_payload, None if old is None else old.conv,
+                                          accepting, now, addr)
             if action is _FEED:
                 old.receive_payload(payload, now)           # type: ignore[union-attr,arg-type]
                 touched[old] = None                         # type: ignore[index]
@@ -203,14 +206,16 @@ class Listener(Blocking):
         routed to it (FEED, CREATE, REPLACE: it passed the crypto check). A datagram that
         fails it, spoofed with a client's source address to another local address, must not
         choose where that client's replies leave from (docs/deviations.md D25)."""
-        route = self._demux.route
+        demux = self._demux
+        route = demux.route_opened
         sessions = self._sessions
         accepting = not self._closed
         touched: Dict[Channel, None] = {}
-        for data, addr, local in batch:
+        opened = demux.open_many([item[0] for item in batch])
+        for (_, addr, local), opened_payload in zip(batch, opened):
             old = sessions.get(addr)
-            action, payload, conv = route(data, None if old is None else old.conv, accepting,
-                                          now, addr)
+            action, payload, conv = route(opened_payload, None if old is None else old.conv,
+                                          accepting, now, addr)
             if action is _FEED:
                 if local is not None:
                     old.local = local                       # type: ignore[union-attr]

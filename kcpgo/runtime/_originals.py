@@ -23,6 +23,8 @@ start_new_thread = get_original("_thread", "start_new_thread")
 #: Blocking waits for code that must block its OS thread (no hub there, or it is the point).
 real_sleep = get_original("time", "sleep")
 real_select = get_original("select", "select")
+#: ``select.poll`` (gevent patches it into a cooperative one that cannot run in a hub callback).
+real_poll = get_original("select", "poll")
 
-__all__ = ["RealSocket", "real_get_ident", "RealThreadLocal", "allocate_lock", "RealRLock",
+__all__ = ["RealSocket", "real_get_ident", "RealThreadLocal", "allocate_lock", "RealRLock", "real_poll",
            "start_new_thread", "real_sleep", "real_select"]

@@ -14,12 +14,7 @@ idle timeout. A dead link (a segment sent ``dead_link`` times) or a socket error
 datagram arrives (:attr:`Channel.heard`), the dead-link and idle errors end with
 :meth:`Channel.diagnosis`: what arrived instead and the likely causes (docs/deviations.md D33).
 
-Rate limit (kcp-go latest ``SetRateLimit``, docs/protocol.md §5.9; :meth:`Channel.set_rate_limit`,
-off by default): every datagram the channel sends is charged to a
-:class:`~kcpgo.sansio.ratelimit.TokenBucket`. A flush goes out at once, borrowing up to one
-burst; the next flush waits until the bucket is out of debt (KCP keeps the data meanwhile).
-What would borrow more waits in a bounded queue (:func:`pace_queue_limit`) for a timer, in
-order. ACK-only flushes never wait (:data:`ACKS_UNPACED`).
+Rate limit: :class:`~kcpgo.runtime.pacing.Pacing`.
 """
 from __future__ import annotations
 
@@ -29,8 +24,12 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from ..address import format_address
 from ..sansio.connection import Connection
-from ..sansio.ratelimit import DEFAULT_BURST, TokenBucket
+from ..sansio.ratelimit import TokenBucket
+from . import busypoll
+from .busypoll import ARM_SCORE, ARM_WINDOW, SCORE_MAX, SPIN_MAX
+from .clock import monotonic as _monotonic
 from .clock import now_ms
+from .pacing import ACKS_UNPACED, PACE_QUEUE_MS, PACE_TICK_MS, Pacing, pace_queue_limit
 from .udp import UDPEndpoint
 
 __all__ = ["Channel", "ADMIT_PER_FLUSH", "ACK_PROMPT", "PACE_QUEUE_MS", "PACE_TICK_MS",
@@ -42,24 +41,10 @@ ACK_PROMPT = 4
 #: New segments a session puts on the wire per flush (``Connection(admit_limit=...)``): about
 #: one GSO burst, so a flush costs well under a millisecond even with a cipher and FEC.
 ADMIT_PER_FLUSH = 64
-#: Rate limit: the paced queue holds at most this many ms of the limit (and never less than
-#: the bucket's burst), :func:`pace_queue_limit`. It only fills when one flush alone would
-#: borrow more than a burst (a retransmission storm with a large window).
-PACE_QUEUE_MS = 250
-#: Rate limit: a paced queue is served once enough tokens for this many ms of the limit (or
-#: for all it holds) are back, so that a session wakes at most about 1000 / PACE_TICK_MS times
-#: a second for its queue (the rate over any longer interval is the same).
-PACE_TICK_MS = 5
-#: Rate limit: ACK-only flushes (a batch's ACKs, or the pending ones when a timer finds data
-#: held back) go out at once whatever the bucket holds, and are charged to it (so the rate
-#: over time still holds). kcp-go makes them wait with the data; measured in
-#: tools/bench_ratelimit.py ``--bidir`` (docs in tests/test_ratelimit.py).
-ACKS_UNPACED = True
-
 Address = Tuple[Any, ...]
 
 
-class Channel:
+class Channel(Pacing):
     """One KCP session on a :class:`UDPEndpoint`, driven by the endpoint's reader and a timer.
 
     ``peer`` is the remote address; datagrams from elsewhere are counted (``InErrs``) and
@@ -74,7 +59,7 @@ class Channel:
                  "timer", "on_update", "error", "released", "_on_release", "_acks_scheduled",
                  "_idle_ms", "last_rx", "heard", "opened", "foreign",
                  "_bucket", "_paced", "_paced_bytes", "_pace_limit", "_pace_timer",
-                 "pace_drops", "__weakref__")
+                 "pace_drops", "_rr_sent", "_rr_score", "_rr_waiting", "__weakref__")
 
     def __init__(self, conn: Connection, endpoint: UDPEndpoint, peer: Address, *,
                  on_release: Callable[["Channel"], None], passive: bool = False,
@@ -118,6 +103,12 @@ class Channel:
         self._pace_timer = self.runtime.timer(self._on_pace)
         #: Datagrams the rate limit's full queue dropped (also in ``endpoint.send_drops``).
         self.pace_drops = 0
+        #: Busy-polling (kcpgo.runtime.busypoll): when the application's first send since
+        #: the last reply was made (monotonic s), whether one was, and how request/response
+        #: the traffic looks.
+        self._rr_sent = 0.0
+        self._rr_waiting = False
+        self._rr_score = 0
         if rate_limit:
             self.set_rate_limit(rate_limit)
         # kcp-go's session runs its first update at creation (sess.go newUDPSession): that
@@ -158,8 +149,8 @@ class Channel:
         peer = self.peer
         heard = self.heard
         fed = False
-        if heard and len(batch) > 1 and codec.fec_decoder is not None:
-            fed = self._feed_data_first(batch, now)
+        if heard and len(batch) > 1:
+            fed = self._feed_batch(batch, now)
         else:
             for data, addr in batch:
                 if addr != peer:
@@ -181,23 +172,25 @@ class Channel:
             if not heard:
                 self.last_rx = last     # nothing valid yet: the idle clock keeps running
 
-    def _feed_data_first(self, batch: list, now: int) -> bool:
-        """:meth:`on_batch` for a heard peer with FEC: the batch's data first, then the owner
-        is told if the session became readable, then the batch's parity. Returns whether a
-        datagram passed the crypto check."""
+    def _feed_batch(self, batch: list, now: int) -> bool:
+        """:meth:`on_batch` for a heard peer: the batch's datagrams from the peer are opened
+        at once (one cipher call, ``Connection.receive_datagrams``). With FEC, the data first,
+        then the owner is told if the session became readable, then the batch's parity.
+        Returns whether a datagram passed the crypto check."""
         conn = self.conn
-        quiet = not conn.readable()     # else the owner knows already (or does not read)
         peer = self.peer
-        receive = conn.receive_datagram
-        parity: List[bytes] = []
-        fed = False
+        wires = []
         for data, addr in batch:
             if addr != peer:
                 conn.snmp.InErrs += 1
                 self.foreign += 1
                 continue
-            if receive(data, now, parity):  # (False: failed the crypto check, not the peer)
-                fed = True
+            wires.append(data)
+        if conn.codec.fec_decoder is None:
+            return conn.receive_datagrams(wires, now)
+        quiet = not conn.readable()     # else the owner knows already (or does not read)
+        parity: List[bytes] = []
+        fed = conn.receive_datagrams(wires, now, parity)
         if parity:
             if quiet and conn.readable():
                 self.on_update()        # the data first; what the parity recovers follows
@@ -214,6 +207,16 @@ class Channel:
         self.last_rx = now
         if self.released:
             return
+        if self._rr_waiting and self.conn.has_queued():
+            # A reply (data for the application) to our last send: how soon (busypoll.py).
+            # ACKs alone are no reply: a bulk sender must not spin for them. (Not
+            # conn.readable(): that consumes empty messages, D22, which only a read may do.)
+            self._rr_waiting = False
+            if self.endpoint.rx_at - self._rr_sent <= ARM_WINDOW:
+                if self._rr_score < SCORE_MAX:
+                    self._rr_score += 1
+            else:
+                self._rr_score = 0
         conn = self.conn
         if (self._bucket is None or not self._held(now)) and conn.has_output(now):
             out = conn.datagrams_to_send(now, acks=False)
@@ -252,6 +255,13 @@ class Channel:
         """Queue ``data`` (at most :meth:`send_room` bytes) and flush."""
         n = self.conn.send(data)
         self.flush()
+        # Busy-polling (busypoll.py): the application sent; is a reply due soon?
+        t = _monotonic()
+        if not self._rr_waiting:
+            self._rr_sent = t
+            self._rr_waiting = True
+        if self._rr_score >= ARM_SCORE and busypoll._enabled:
+            self.runtime.busy.arm(t + SPIN_MAX)
         return n
 
     def flush(self) -> None:
@@ -266,6 +276,27 @@ class Channel:
                 self._transmit(out)
         self._post_io(now)
 
+    def spin_receive(self) -> bool:
+        """Called (under the stack lock) by a call about to wait for this session: if the
+        traffic is request/response and a reply is due (busypoll.py, docs/deviations.md D54),
+        poll until something is ready for the hub (at most until :data:`SPIN_MAX` after the
+        send); if it is this session's socket, read and handle the batch in the calling
+        greenlet, without a switch to the hub and back. Only in the hub's own thread, when
+        nothing else is ready to run there. Returns whether a batch was handled."""
+        if self._rr_score < ARM_SCORE or not self._rr_waiting or not busypoll._enabled:
+            return False
+        runtime = self.runtime
+        busy = runtime.busy
+        if not runtime.in_loop() or not busy.idle():
+            return False
+        endpoint = self.endpoint
+        if endpoint.closed:
+            return False
+        if not busy.wait_ready(self._rr_sent + SPIN_MAX):
+            self._rr_score = max(self._rr_score - 2, 0)     # spun in vain: two replies' worth
+            return False
+        return endpoint.poll()      # False: something else is ready; the hub serves it
+
     def kick(self) -> None:
         """Flush on the scheduler's next turn (the receive window reopened, say)."""
         if self.error is None and not self.released:
@@ -278,49 +309,6 @@ class Channel:
         self._idle_ms = None if seconds is None else max(1, int(seconds * 1000))
         if self._idle_ms is not None and not self.released and self.error is None:
             self.timer.schedule(self.last_rx + self._idle_ms)
-
-    def set_rate_limit(self, bytes_per_second: int) -> None:
-        """Pace every datagram of this session at ``bytes_per_second`` on the wire (crypto, FEC
-        and KCP headers included), with kcp-go's burst of 64 x 1500 bytes; 0 turns pacing off
-        (kcp-go latest ``SetRateLimit``, docs/protocol.md §5.9). ``ValueError`` unless an int
-        >= 0. kcp-go waits for a batch's tokens, then sends it; kcpgo sends a flush at once,
-        borrowing up to one burst, and holds the next flush back until the debt is repaid: the
-        same rate and burst, but no datagram waits after KCP stamped it (a wait there counts
-        in its RTT samples and fires spurious retransmissions). What would borrow more waits
-        in order, at most :func:`pace_queue_limit` bytes (the rest is dropped, counted in
-        :attr:`pace_drops` and ``endpoint.send_drops``: KCP retransmits). A new rate keeps the
-        tokens held; turning pacing on starts with a full bucket (one burst at once); turning
-        it off sends what waits at once."""
-        rate = bytes_per_second
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
-            raise ValueError(f"rate limit must be an int >= 0 (bytes per second), got {rate!r}")
-        now = now_ms()
-        self._pace_timer.cancel()
-        if not rate:
-            self._bucket = None
-            out = self._unpace()
-            if out and not self.released and self.error is None:
-                self._transmit(out)
-            return
-        if self._bucket is None:
-            self._bucket = TokenBucket(rate, DEFAULT_BURST, now)
-        else:
-            self._bucket.set_rate(rate, now)
-        self._pace_limit = pace_queue_limit(rate)
-        if self._paced:
-            self._arm_pace(now)
-        if not self.released and self.error is None:
-            self.timer.schedule(now)        # a held-back flush may go sooner (or later)
-
-    @property
-    def rate_limit(self) -> int:
-        """The pacing rate in bytes per second, 0 when off (:meth:`set_rate_limit`)."""
-        return 0 if self._bucket is None else self._bucket.rate
-
-    @property
-    def paced_bytes(self) -> int:
-        """Bytes of datagrams waiting for the rate limit's tokens."""
-        return self._paced_bytes
 
     def final_flush(self) -> None:
         """One flush of what the window allows (the I/O thread's exit; :meth:`release`
@@ -376,95 +364,6 @@ class Channel:
             self.endpoint.send_many(out, self.peer, self.local)
         except OSError as exc:
             self.fail(exc)
-
-    def _held(self, now: int) -> bool:
-        """Rate limit: whether flushes wait (the bucket is in debt, or datagrams queue)."""
-        bucket = self._bucket
-        return bucket is not None and (bool(self._paced) or bucket.available(now) < 0)
-
-    def _pace(self, out: list, bucket: TokenBucket, acks: bool) -> list:
-        """The datagrams of ``out`` that leave now (as long as the bucket stays within one
-        burst of debt); the others join the paced queue, in order, as far as its bound
-        allows (the rest is dropped, :meth:`set_rate_limit`)."""
-        now = now_ms()
-        if acks and ACKS_UNPACED:
-            bucket.take(sum(map(len, out)), now)
-            return out
-        queue = self._paced
-        n = len(out)
-        i = 0
-        if not queue:
-            try_take = bucket.try_take
-            borrow = bucket.burst
-            while i < n and try_take(len(out[i]), now, borrow):
-                i += 1
-            if i == n:
-                return out
-        room = self._pace_limit - self._paced_bytes
-        dropped = 0
-        for j in range(i, n):
-            d = out[j]
-            size = len(d)
-            if size <= room:
-                queue.append(d)
-                room -= size
-            else:
-                dropped += 1
-        self._paced_bytes = self._pace_limit - room
-        if dropped:
-            self.pace_drops += dropped
-            self.endpoint.send_drops += dropped
-        if queue and not self._pace_timer.pending:
-            self._arm_pace(now)
-        return out[:i]
-
-    def _arm_pace(self, now: int) -> None:
-        """Wake when the bucket holds enough for the queue's head and ``PACE_TICK_MS`` of the
-        rate (or for the whole queue if it holds less)."""
-        bucket = self._bucket
-        if bucket is None:  # pragma: no cover - callers check
-            return
-        want = bucket.rate * PACE_TICK_MS // 1000
-        head = len(self._paced[0])
-        if want < head:
-            want = head
-        if want > self._paced_bytes:
-            want = self._paced_bytes
-        self._pace_timer.schedule(now + bucket.delay(want, now, bucket.burst))
-
-    def _on_pace(self, now: int) -> None:
-        """The pace timer: send what the tokens allow, in order; re-arm for the rest, or
-        let the held-back flush run once the queue is empty."""
-        bucket = self._bucket
-        if bucket is None or self.released or self.error is not None or self.runtime.forked:
-            self._unpace()
-            return
-        queue = self._paced
-        out = []
-        nbytes = 0
-        try_take = bucket.try_take
-        borrow = bucket.burst
-        while queue and try_take(len(queue[0]), now, borrow):
-            d = queue.popleft()
-            out.append(d)
-            nbytes += len(d)
-        self._paced_bytes -= nbytes
-        if queue:
-            self._arm_pace(now)
-        else:
-            self.timer.schedule(now + bucket.delay(0, now))
-        if out:
-            try:
-                self.endpoint.send_many(out, self.peer, self.local)
-            except OSError as exc:
-                self.fail(exc)
-
-    def _unpace(self) -> list:
-        """Empty the paced queue; return what it held, in order."""
-        out = list(self._paced)
-        self._paced.clear()
-        self._paced_bytes = 0
-        return out
 
     def _send_acks(self) -> None:
         self._acks_scheduled = False
@@ -571,13 +470,6 @@ class Channel:
         return text + (": nothing came back; check the address and port, that the peer is "
                        "running, and that key/crypt/FEC settings match (a kcp-go or kcpgo "
                        "server drops datagrams it cannot decrypt without answering)")
-
-
-def pace_queue_limit(rate: int) -> int:
-    """Bytes a rate-limited channel keeps waiting for tokens: ``PACE_QUEUE_MS`` of ``rate``
-    (bytes/s), at least the bucket's burst (:data:`~kcpgo.sansio.ratelimit.DEFAULT_BURST`,
-    96000 bytes). What does not fit is dropped like a lost datagram (KCP retransmits)."""
-    return max(DEFAULT_BURST, rate * PACE_QUEUE_MS // 1000)
 
 
 def _nothing() -> None:

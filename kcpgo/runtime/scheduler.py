@@ -33,6 +33,7 @@ from gevent.event import Event
 
 from . import modes
 from ._originals import RealRLock, RealThreadLocal, allocate_lock, real_get_ident
+from .busypoll import BusyPoll
 from .clock import now_ms
 from .waiters import Waiter
 
@@ -134,6 +135,8 @@ class Runtime:
         self._sleep_until: Optional[int] = None
         self._greenlet: Optional[gevent.Greenlet] = None
         self._kick_pending = False
+        #: Spins before the hub sleeps, for request/response sessions (busypoll.py).
+        self.busy = BusyPoll(self.hub.loop)
 
     def timer(self, callback: Callable[[int], None]) -> Timer:
         """A new, disarmed :class:`Timer` running ``callback(now_ms)`` in this runtime."""

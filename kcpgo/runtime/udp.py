@@ -126,6 +126,8 @@ class UDPEndpoint:
         self.on_batch = on_batch
         self.on_error = on_error
         self.closed = False
+        #: When the latest batch was read (monotonic seconds; busy-polling's reply clock).
+        self.rx_at = 0.0
         self.send_drops = 0
         #: The last send error taken as a drop (``_TRANSIENT_SEND_ERRORS``), for diagnostics.
         self.last_send_error: Optional[OSError] = None
@@ -443,7 +445,7 @@ class UDPEndpoint:
         """Hand a batch to the owner, under the stack lock; returns the processing time in
         seconds."""
         with self.runtime.lock:
-            t0 = _monotonic()
+            t0 = self.rx_at = _monotonic()
             try:
                 self.on_batch(batch, int(t0 * 1000))
             except Exception:
@@ -460,15 +462,16 @@ class UDPEndpoint:
         except Exception:
             log.exception("socket failure handling failed")
 
-    def poll(self) -> None:
+    def poll(self) -> bool:
         """Process what is already waiting on the socket, from the calling greenlet (under the
-        stack lock, which the caller holds: it is about to flush).
+        stack lock, which the caller holds: it is about to flush). Returns whether a batch was
+        read.
 
         A sender calls this before each flush so that ACKs are handled at once even while it
         keeps the hub busy, instead of when it next blocks (late ACKs mean spurious RTOs).
         """
         if self.closed or self.error is not None or self._polling:
-            return
+            return False
         self._polling = True
         try:
             batch = self._receive(self._limit)
@@ -478,6 +481,7 @@ class UDPEndpoint:
                 self._fail()
         finally:
             self._polling = False
+        return bool(batch)
 
     def _read_loop(self) -> None:
         hub = self.runtime.hub

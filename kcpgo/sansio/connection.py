@@ -253,6 +253,12 @@ class Connection:
         room = min(kcp.snd_wnd, kcp.rmt_wnd) - kcp.waitsnd
         return room * kcp.mss if room > 0 else 0
 
+    def has_queued(self) -> bool:
+        """Whether received segments wait in the receive queue, empty messages included.
+        Unlike :meth:`readable`, changes nothing: a driver's cheap "did data arrive" check
+        (busy-polling's reply detection, ``kcpgo.runtime.channel``)."""
+        return bool(self.kcp.rcv_queue)
+
     def readable(self) -> bool:
         """Whether :meth:`recv` and :meth:`recv_stream` would return data now (exactly).
 
@@ -366,6 +372,13 @@ class Connection:
         its parity (``kcpgo.runtime.channel.Channel.on_batch``): to FEC and KCP that is
         reordering within the batch, which the protocol tolerates."""
         return self.codec.receive(wire, self.kcp, now, parity)
+
+    def receive_datagrams(self, wires: List[bytes], now: int,
+                          parity: Optional[List[bytes]] = None) -> bool:
+        """:meth:`receive_datagram` for several datagrams from the peer, in order, decrypted
+        with one cipher call where the cipher allows it (``PacketCodec.open_many``). Returns
+        whether any passed the crypto check."""
+        return self.codec.receive_many(wires, self.kcp, now, parity)
 
     def receive_payload(self, payload: bytes, now: int) -> None:
         """Feed one datagram already opened by ``PacketCodec.open`` (a listener's demux)."""

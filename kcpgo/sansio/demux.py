@@ -132,7 +132,7 @@ class Demux:
         if window < 1:
             raise ValueError(f"window must be >= 1 (segments), got {window!r}")
         self.codec = PacketCodec(crypt, snmp=snmp if snmp is not None else DEFAULT_SNMP)
-        self._open = self.codec.open
+        self._open = self.codec._open
         self.window = window
         self.stray = 0
         self.mismatched = 0
@@ -141,7 +141,6 @@ class Demux:
         #: plain dict costs a scan over the slots already deleted there.
         self._closed: "OrderedDict[Tuple[Hashable, int], int]" = OrderedDict()
         self._now = 0                       # the latest ``now`` a caller gave
-        self._csum_errors = 0               # the codec's count, as last seen (DROP_CHECKSUM)
 
     def route(self, wire: bytes, current: Optional[int], accepting: bool,
               now: Optional[int] = None, addr: Hashable = None
@@ -151,11 +150,22 @@ class Demux:
         ``payload`` is the opened datagram for ``Connection.receive_payload`` (``None`` when
         dropped for its checksum or length); ``conv`` the conv a new session must take (0
         unless CREATE/REPLACE)."""
+        return self.route_opened(self._open(wire), current, accepting, now, addr)
+
+    def open_many(self, wires: List[bytes]) -> List[Optional[bytes]]:
+        """Open a batch of datagrams at once for :meth:`route_opened` (``PacketCodec.open_many``:
+        one cipher call for all of them where the cipher allows it)."""
+        return self.codec.open_many(wires)
+
+    def route_opened(self, payload: Optional[bytes], current: Optional[int], accepting: bool,
+                     now: Optional[int] = None, addr: Hashable = None
+                     ) -> Tuple[Route, Optional[bytes], int]:
+        """:meth:`route` for a datagram already opened by :meth:`open_many` (an entry of its
+        result)."""
         # Runs once per datagram a listener receives: the headers are read in place (§2.2:
         # the KCP datagram starts after the 8-byte FEC header in a data shard; parity has none).
-        payload = self._open(wire)
-        if payload is None:
-            return self._unopened(current)
+        if not payload:
+            return self._unopened(payload, current)
         flag = payload[4] | (payload[5] << 8)
         if flag == TYPE_OOB and is_oob(payload):
             return self._oob(payload, current, accepting, now, addr)
@@ -205,12 +215,12 @@ class Demux:
             return _DROP_CLOSED, payload, 0
         return _CREATE, payload, conv
 
-    def _unopened(self, current: Optional[int]) -> Tuple[Route, Optional[bytes], int]:
-        """A datagram :meth:`PacketCodec.open` refused: DROP_CHECKSUM if it failed the crypto
-        check (the codec counted it in InCsumErrors), else DROP_TOO_SHORT (D33)."""
-        n = self.codec.csum_errors
-        if n != self._csum_errors:
-            self._csum_errors = n
+    def _unopened(self, payload: Optional[bytes], current: Optional[int]
+                  ) -> Tuple[Route, Optional[bytes], int]:
+        """A datagram the codec refused: DROP_CHECKSUM if it failed the crypto check
+        (``payload`` is OPEN_FAILED; the codec counted it in InCsumErrors), else
+        DROP_TOO_SHORT (D33)."""
+        if payload is not None:
             return _DROP_CHECKSUM
         if current is None:
             self.stray += 1

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .kcp import KCP
 
 __all__ = ["PacketCodec", "MTU_LIMIT", "MIN_PAYLOAD", "fec_enabled", "pipeline_overhead",
-           "OOB_QUEUE_MAX"]
+           "OOB_QUEUE_MAX", "OPEN_FAILED"]
 
 #: §4.1 [5.6.1]: after the crypto header, a datagram must hold at least one KCP header.
 MIN_PAYLOAD = OVERHEAD
@@ -31,6 +31,9 @@ MIN_PAYLOAD = OVERHEAD
 #: more are dropped and counted (:attr:`PacketCodec.oob_dropped`): memory stays bounded
 #: whatever a peer sends (128 datagrams of at most ~1.4 KB).
 OOB_QUEUE_MAX = 128
+#: :meth:`PacketCodec.open_many`'s entry for a datagram that failed the crypto check (an
+#: opened payload is never empty: it holds at least a KCP or OOB header).
+OPEN_FAILED = b""
 #: §2.2: the u16 at offset 4 of a decrypted payload that marks FEC data / parity.
 _FEC_DATA_FLAG = TYPE_DATA
 _FEC_PARITY_FLAG = TYPE_PARITY
@@ -125,6 +128,11 @@ class PacketCodec:
         ``InCsumErrors``. A plaintext shorter than one KCP header is dropped silently (§4.1),
         unless it is a [latest] OOB packet (12 bytes at least, §2.2(e)).
         """
+        payload = self._open(wire)
+        return payload or None
+
+    def _open(self, wire: bytes) -> Optional[bytes]:
+        """:meth:`open`, with :data:`OPEN_FAILED` for a failed crypto check."""
         crypt = self.crypt
         if crypt is not None:
             if len(wire) < crypt.overhead:
@@ -133,12 +141,44 @@ class PacketCodec:
             if payload is None:
                 self.snmp.InCsumErrors += 1
                 self.csum_errors += 1
-                return None
+                return OPEN_FAILED
         else:
             payload = wire
         if len(payload) < MIN_PAYLOAD and not is_oob(payload):
             return None
         return payload
+
+    def open_many(self, wires: List[bytes]) -> List[Optional[bytes]]:
+        """:meth:`open` for a batch, counted the same way, with one cipher call for all of
+        them where the cipher allows it (``BlockCrypt.open_many``: one OpenSSL update, or
+        every block of the batch at once for the pure-Python ciphers, docs/protocol.md §4).
+        Each entry: the payload; ``None`` (too short, dropped silently); or
+        :data:`OPEN_FAILED` (failed the crypto check, counted in ``InCsumErrors``)."""
+        crypt = self.crypt
+        if crypt is None or len(wires) < 2:
+            return [self._open(w) for w in wires]
+        over = crypt.overhead
+        whole = [w for w in wires if len(w) >= over]
+        opened = iter(crypt.open_many(whole))
+        out: List[Optional[bytes]] = []
+        append = out.append
+        failed = 0
+        for w in wires:
+            if len(w) < over:
+                append(None)
+                continue
+            payload = next(opened)
+            if payload is None:
+                failed += 1
+                append(OPEN_FAILED)
+            elif len(payload) < MIN_PAYLOAD and not is_oob(payload):
+                append(None)
+            else:
+                append(payload)
+        if failed:
+            self.snmp.InCsumErrors += failed
+            self.csum_errors += failed
+        return out
 
     def feed(self, payload: bytes, kcp: "KCP", now: int) -> None:
         """Give one opened payload (see :meth:`open`) to ``kcp``, through FEC if it is framed.
@@ -204,3 +244,19 @@ class PacketCodec:
             return True
         self.feed(payload, kcp, now)
         return True
+
+    def receive_many(self, wires: List[bytes], kcp: "KCP", now: int,
+                     parity: Optional[List[bytes]] = None) -> bool:
+        """:meth:`receive` for several datagrams of one peer, in order, opened at once
+        (:meth:`open_many`). Returns whether any passed the crypto check."""
+        feed = self.feed
+        ok = False
+        for payload in self.open_many(wires):
+            if not payload:
+                continue
+            ok = True
+            if parity is not None and payload[4] == TYPE_PARITY and payload[5] == 0:
+                parity.append(payload)
+                continue
+            feed(payload, kcp, now)
+        return ok
