@@ -93,7 +93,8 @@ class BusyPoll:
 
     def arm(self, until: float) -> None:
         """Spin when the hub next goes idle (nothing else to run), until ``until`` (monotonic
-        seconds) at the latest."""
+        seconds) at the latest. From the hub's thread only (libev watchers are not
+        thread-safe)."""
         if self._poll is None:
             return
         self._until = until

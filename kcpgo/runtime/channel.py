@@ -260,8 +260,8 @@ class Channel(Pacing):
         if not self._rr_waiting:
             self._rr_sent = t
             self._rr_waiting = True
-        if self._rr_score >= ARM_SCORE and busypoll._enabled:
-            self.runtime.busy.arm(t + SPIN_MAX)
+        if self._rr_score >= ARM_SCORE and busypoll._enabled and self.runtime.in_loop():
+            self.runtime.busy.arm(t + SPIN_MAX)     # (libev's watchers: the hub's thread only)
         return n
 
     def flush(self) -> None:
@@ -424,6 +424,13 @@ class Channel(Pacing):
             limit = self.last_rx + idle
             if deadline is None or limit < deadline:
                 deadline = limit
+        if deadline is None:
+            # Nothing left to do (the last ACK came): a timer armed for the data in flight
+            # would only wake to find that out, once per message of a request/response
+            # session (a server's sessions with one message a second each).
+            if not conn.pending_acks:
+                self.timer.cancel()
+            return
         self.timer.schedule(deadline)
 
     def __repr__(self) -> str:
