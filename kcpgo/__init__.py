@@ -102,7 +102,8 @@ def dial(address: Address, options: Optional[Options] = None, *, conv: Optional[
 
 
 def listen(address: Address, options: Optional[Options] = None, *,
-           backlog: int = ACCEPT_BACKLOG, **session_options: Any) -> "Listener":
+           backlog: int = ACCEPT_BACKLOG, reuse_port: bool = False,
+           **session_options: Any) -> "Listener":
     """Listen for KCP sessions on UDP ``address`` (kcp-go ``ListenWithOptions``).
 
     ``address`` as for :func:`dial`, with port 0 (a free port) and an empty host allowed:
@@ -114,11 +115,24 @@ def listen(address: Address, options: Optional[Options] = None, *,
     session replies from the local address its peer sent to (docs/deviations.md D25, D26).
     ``session_options`` as for :func:`dial`; they apply to every new session before its first
     datagram is processed. ``backlog``: sessions created but not yet accepted (default 128).
-    Raises like :func:`dial`, and ``OSError`` if the port cannot be bound.
+
+    ``reuse_port=True`` sets ``SO_REUSEPORT`` before binding, so that several listeners (in
+    several processes, each with ``reuse_port=True`` and the same user) can own one UDP port.
+    Linux then hashes each datagram's source and destination addresses and ports to one of
+    them, so every datagram of a client reaches the same listener, which is what KCP's
+    address-keyed sessions need, as long as the set of listeners does not change (adding or
+    closing one moves some clients to another listener, where they are new sessions). Each
+    listener has its own sessions; nothing is shared. Other systems' ``SO_REUSEPORT`` does not
+    balance UDP this way (the BSDs and macOS give everything to one socket).
+    :class:`kcpgo.server.KCPServer`'s ``workers=`` uses it.
+
+    Never blocks (no handshake). Raises like :func:`dial`, ``OSError`` if the port cannot be
+    bound (``EADDRINUSE``: taken, by a socket without ``reuse_port`` or another user's), and
+    ``ValueError`` for ``reuse_port=True`` where the system has no ``SO_REUSEPORT``.
     """
     opts = Options.build("listen()", options, **session_options)
     from .facade.api import open_listener
-    return open_listener(address, opts, backlog)
+    return open_listener(address, opts, backlog, reuse_port=bool(reuse_port))
 
 
 def serve_conn(udp_socket: _socket.socket, options: Optional[Options] = None, *,
@@ -179,7 +193,8 @@ def dial_smux(address: Address, options: Optional[Options] = None, *, smux_versi
 def listen_smux(address: Address, options: Optional[Options] = None, *,
                 smux_version: Optional[int] = 1, compression: Optional[bool] = False,
                 keepalive: Optional[float] = 10, timeout: Optional[float] = None,
-                backlog: int = ACCEPT_BACKLOG, **session_options: Any) -> "SmuxListener":
+                backlog: int = ACCEPT_BACKLOG, reuse_port: bool = False,
+                **session_options: Any) -> "SmuxListener":
     """Listen for smux streams over KCP on UDP ``address`` (a kcptun server's side;
     docs/kcptun.md §5.4). ``accept()`` returns ``(Stream, peer_address)`` for the streams of
     every session.
@@ -189,14 +204,17 @@ def listen_smux(address: Address, options: Optional[Options] = None, *,
     newest clients with or without ``--nocomp``. A client whose framing differs from a fixed
     setting is logged on ``kcpgo.smux`` with both sides' kcptun flags. ``timeout``: each
     accepted stream's initial socket timeout. ``backlog``: KCP sessions that have not opened
-    a stream yet. Other keywords as :func:`dial_smux` and :func:`listen`.
+    a stream yet. ``reuse_port``: several listeners on one UDP port, as for :func:`listen`
+    (the kernel keeps each client's KCP session, and so its smux streams, on one of them).
+    Other keywords as :func:`dial_smux` and :func:`listen`.
     """
     smux = _smux_split("listen_smux()", dict(smux_version=smux_version,
                                              compression=compression, keepalive=keepalive),
                        session_options)
     opts = Options.build("listen_smux()", options, **session_options)
     from .facade.api import open_smux_listener
-    return open_smux_listener(address, opts, smux, backlog, timeout)
+    return open_smux_listener(address, opts, smux, backlog, timeout,
+                              reuse_port=bool(reuse_port))
 
 
 def __getattr__(name: str) -> Any:

@@ -56,16 +56,16 @@ from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import is_module_patched
 
 from .address import bind_plan
-from .facade.api import wrap_listener
+from .facade.api import udp_socket, wrap_listener
 from .facade.smux import SmuxConfig, SmuxListener, SmuxSession
 from .facade.socket import KCPSocket
 from .facade.stream import Stream
-from .runtime._originals import RealSocket, real_get_ident, real_select, real_sleep
+from .runtime._originals import real_get_ident, real_select, real_sleep
 from .runtime.clock import monotonic
 from .runtime.scheduler import Runtime, Signal
-from .runtime.udp import DEFAULT_SOCKBUF
 from .server_options import (DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, ServerOptions,
                              server_options)
+from .server_workers import STOP_TIMEOUT, WorkerPool, worker_main
 
 __all__ = ["KCPServer", "ThreadingKCPServer", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_DRAIN_TIMEOUT"]
 
@@ -73,6 +73,8 @@ log = logging.getLogger("kcpgo.server")
 
 #: Seconds between checks while closing sessions wait for their last frames' ACKs.
 _DRAIN_POLL = 0.01
+#: Requests serve_forever takes per wake-up while more are waiting (5,000 sessions dialling).
+_ACCEPT_BURST = 64
 #: The stdlib's (kcpgo.monkey may later replace the attribute with a dispatcher).
 _threading_process_request = socketserver.ThreadingMixIn.process_request
 
@@ -122,6 +124,9 @@ class _KCPState:
         os.set_blocking(self.rfd, False)
         os.set_blocking(self.wfd, False)
         self.pipe_open = True
+        self.workers: Optional[WorkerPool] = None   # workers > 1: the other processes
+        self.index = 0                              # this process's worker number
+        self.dualstack = False
 
     def wake(self) -> None:
         if self.pipe_open:
@@ -165,12 +170,20 @@ class KCPServer(socketserver.TCPServer):
     follow each client, as :func:`kcpgo.listen_smux`) serves every smux stream as a request, a
     :class:`~kcpgo.Stream` (``b""`` at the client's FIN, docs/kcptun.md §4.5); its
     ``client_address`` is the session's UDP peer.
+
+    ``workers=N`` (Linux; default 1): :meth:`serve_forever` forks N - 1 more processes that
+    serve the same address, each on its own ``SO_REUSEPORT`` socket with its own sessions
+    (:mod:`kcpgo.server_workers`; port 0 picks one port for all); :attr:`worker_index` is 0
+    here. :meth:`shutdown` and :meth:`server_close` stop and reap them (SIGTERM; SIGKILL after
+    :attr:`worker_stop_timeout`). ``ValueError`` for ``workers`` > 1 elsewhere than on Linux.
     """
 
     #: Default ``idle_timeout`` of the sessions (seconds; ``None``: never).
     idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT
     #: Default time ``shutdown_request`` lets the peer acknowledge the handler's last writes.
     drain_timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT
+    #: Seconds a stopping worker process gets after SIGTERM before SIGKILL (``workers=``).
+    worker_stop_timeout: float = STOP_TIMEOUT
     _kcpgo: _KCPState
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -198,22 +211,16 @@ class KCPServer(socketserver.TCPServer):
             # dual-stack wildcard of kcpgo.listen.
             server_address = ("0.0.0.0", server_address[1])
         family, self.server_address, dualstack = bind_plan(server_address, type(self).__name__)
-        self._kcpgo = _KCPState(opts)
+        st = self._kcpgo = _KCPState(opts)
         if family == _socket.AF_INET6:
             self.address_family = _socket.AF_INET6
-        sock = RealSocket(self.address_family, _socket.SOCK_DGRAM)
-        if dualstack and self.address_family == _socket.AF_INET6:
-            try:
-                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
-            except OSError:  # pragma: no cover - bind_plan asked the system already
-                pass
-        for opt in (_socket.SO_RCVBUF, _socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(_socket.SOL_SOCKET, opt, DEFAULT_SOCKBUF)
-            except OSError:  # pragma: no cover - platform limits
-                pass
+        st.dualstack = dualstack and self.address_family == _socket.AF_INET6
+        if opts.workers > 1:
+            st.workers = WorkerPool(opts.workers, getattr(self, "worker_stop_timeout",
+                                                          STOP_TIMEOUT))
         #: The bound UDP socket (``getsockname``, ``setsockopt``, ``gettimeout`` work on it).
-        self.socket = sock
+        self.socket = udp_socket(self.address_family, st.dualstack, opts.workers > 1,
+                                 where=type(self).__name__)
         if bind_and_activate:
             try:
                 self.server_bind()
@@ -248,6 +255,19 @@ class KCPServer(socketserver.TCPServer):
             return ln.fileno()
         return self.socket.fileno()
 
+    @property
+    def worker_index(self) -> int:
+        """This process's worker number: 0 in the process that made the server, 1..N-1 in
+        the processes ``workers=N`` forked."""
+        return self._kcpgo.index
+
+    @property
+    def worker_pids(self) -> List[int]:
+        """The other workers' process ids while :meth:`serve_forever` runs them (they have
+        bound their sockets by then); else, and in a worker, ``[]``."""
+        pool = self._kcpgo.workers
+        return sorted(pool.pids) if pool is not None and pool.ready else []
+
     def get_request(self) -> Tuple[Union[KCPSocket, Stream], Any]:
         """``listener.accept()``: the next session (with ``smux``: the next stream of any
         session) and its peer's UDP address."""
@@ -260,11 +280,15 @@ class KCPServer(socketserver.TCPServer):
 
         Waits cooperatively where the thread runs a gevent hub. In hub mode without
         monkey-patching, returns only after the requests still running have finished (see the
-        module docstring).
+        module docstring). With ``workers=N`` it first forks the other workers (``OSError`` if
+        it cannot), and stops them before it returns.
         """
         st = self._kcpgo
         if st.loop is not None:
             raise RuntimeError("serve_forever() is already running")
+        pool = st.workers
+        if pool is not None and not pool.running:
+            pool.start(lambda index: worker_main(self, index, poll_interval), _pause)
         _listener(self)
         st.stopped.clear()
         st.idle.clear()
@@ -275,14 +299,22 @@ class KCPServer(socketserver.TCPServer):
                 ready = _wait(self, poll_interval)
                 if st.shutdown_request:
                     break
-                if ready:
-                    self._handle_request_noblock()
+                n = 0
+                while ready and n < _ACCEPT_BURST and not st.shutdown_request:
+                    self._handle_request_noblock()      # then the others already waiting:
+                    ready, n = _ready_now(st), n + 1    # a wait each is a hub turn each
                 self.service_actions()
+                if pool is not None:
+                    pool.poll()
             finished = True
         finally:
             st.shutdown_request = False
             st.loop = None
-            st.stopped.set()
+            try:
+                if pool is not None:
+                    pool.stop(_pause)
+            finally:
+                st.stopped.set()
             try:
                 if finished and _greenlet_handlers(st):
                     _wind_down(self)
@@ -381,7 +413,7 @@ class KCPServer(socketserver.TCPServer):
         A loop still in :meth:`serve_forever` is stopped first. As with ``ThreadingMixIn``'s
         ``block_on_close``, waits (cooperatively) for running handlers unless
         ``daemon_threads``. Sessions already accepted keep working until their handler closes
-        them.
+        them. Worker processes (``workers=``) are stopped and reaped first.
         """
         st = self._kcpgo
         if st.closed:
@@ -395,6 +427,8 @@ class KCPServer(socketserver.TCPServer):
             wait_handlers = (getattr(self, "block_on_close", True)
                              and not getattr(self, "daemon_threads", False))
             (st.idle if wait_handlers else st.stopped).wait()
+            if st.workers is not None:
+                st.workers.stop(_pause)
         st.closed = True
         self.socket.close()             # the listener works on a duplicate descriptor
         if st.loop is not None:
@@ -506,6 +540,12 @@ def _wait(self: Any, timeout: Optional[float]) -> bool:
     if st.rfd in ready:
         st.drain_wake()
     return lfd in ready
+
+
+def _ready_now(st: _KCPState) -> bool:
+    """Whether the listener has a request waiting now (its descriptor is readable)."""
+    ln = st.listener
+    return ln is not None and not ln.closed and bool(real_select([ln.fileno()], [], [], 0)[0])
 
 
 def _wind_down(self: Any) -> None:

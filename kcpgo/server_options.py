@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional
 from .facade.smux import SmuxConfig
 from .options import FIELDS, Options
 from .sansio.demux import ACCEPT_BACKLOG
+from .server_workers import check_workers
 
 __all__ = ["ServerOptions", "server_options", "smux_config", "DEFAULT_IDLE_TIMEOUT",
            "DEFAULT_DRAIN_TIMEOUT"]
@@ -20,22 +21,24 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_DRAIN_TIMEOUT = 5.0
 
 #: Keywords a server accepts: the session options (kcpgo.Options), ``options`` itself, the
-#: accept ``backlog``, the server's own ``drain_timeout`` and ``smux``.
-_SERVER_OPTIONS = FIELDS | {"options", "backlog", "drain_timeout", "smux"}
+#: accept ``backlog``, the server's own ``drain_timeout``, ``smux`` and ``workers``.
+_SERVER_OPTIONS = FIELDS | {"options", "backlog", "drain_timeout", "smux", "workers"}
 
 
 class ServerOptions:
     """A server's validated settings: session :class:`~kcpgo.Options`, accept ``backlog``,
-    ``drain_timeout``, and the smux settings (``None``: each KCP session is a request)."""
+    ``drain_timeout``, the smux settings (``None``: each KCP session is a request) and the
+    number of worker processes (:mod:`kcpgo.server_workers`)."""
 
-    __slots__ = ("session", "backlog", "drain_timeout", "smux")
+    __slots__ = ("session", "backlog", "drain_timeout", "smux", "workers")
 
     def __init__(self, session: Options, backlog: int, drain_timeout: Optional[float],
-                 smux: Optional[SmuxConfig] = None) -> None:
+                 smux: Optional[SmuxConfig] = None, workers: int = 1) -> None:
         self.session = session
         self.backlog = backlog
         self.drain_timeout = drain_timeout
         self.smux = smux
+        self.workers = workers
 
 
 def smux_config(value: Any, where: str) -> Optional[SmuxConfig]:
@@ -52,7 +55,8 @@ def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = D
     """Check server options now (not later, in the serving thread) and fill in defaults.
 
     Raises ``TypeError`` for an unknown option and ``ValueError`` for a bad value, like
-    :func:`kcpgo.listen` would. A cipher name and passphrase are turned into the cipher once.
+    :func:`kcpgo.listen` would (also ``workers`` > 1 where the system cannot run workers).
+    A cipher name and passphrase are turned into the cipher once.
     Servers default to ``stream=True`` (a byte stream, like the TCP they replace) and to the
     class's ``idle_timeout``.
     """
@@ -65,6 +69,7 @@ def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = D
     backlog = opts.pop("backlog", ACCEPT_BACKLOG)
     drain = opts.pop("drain_timeout", drain_timeout)
     smux = smux_config(opts.pop("smux", None), where)
+    workers = check_workers(opts.pop("workers", 1), where)
     if smux is not None and opts.get("stream", True) is not True:
         raise ValueError(f"{where}: smux runs on stream-mode KCP sessions (stream=True)")
     # A server's defaults (a byte stream like the TCP it replaces, and an idle timeout, since
@@ -78,4 +83,4 @@ def server_options(options: Dict[str, Any], *, idle_timeout: Optional[float] = D
         raise ValueError("drain_timeout must be > 0 seconds or None")
     if not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"backlog must be an int >= 1, got {backlog!r}")
-    return ServerOptions(session, backlog, drain, smux)
+    return ServerOptions(session, backlog, drain, smux, workers)

@@ -40,6 +40,7 @@ LAYERS: Dict[str, str] = {
     "kcpgo.facade": "facade",
     "kcpgo.server": "integration",
     "kcpgo.server_options": "integration",
+    "kcpgo.server_workers": "integration",
     "kcpgo.monkey": "integration",
     "kcpgo.testing": "testing",
     # the command line (python -m kcpgo ...; docs/kcptun.md §5 for the tunnel): on top of all

@@ -6,8 +6,10 @@ modes:
           MB); MB/s at the receiver, from its first to its last byte
   echo    bulk both ways through an echo server (MB/s echoed)
   ping    --size-byte round trips (p50/p90/p99 µs)
-  conc    --sessions sessions, each sending --size bytes every second and reading the echo,
-          driven by the Go client against the chosen server (server CPU % and peak RSS)
+  conc    --sessions sessions, each sending --size bytes every --period s (0: the next as
+          soon as the echo is in: saturation) and reading the echo, driven by the Go client
+          against the chosen server (server CPU %, peak RSS, msgs/s echoed once every
+          session started, client CPU %)
   lossy   sink through the lossy-link relay (kcpgo.testing.relay) at --rtt ms and --loss
           each way
   tunnel  TCP through kcptun tunnels, kcptun's and ours (its own flags: bench tunnel --help)
@@ -26,6 +28,17 @@ examples:
   python -m kcpgo bench lossy --fec 10/3 --loss 5% --rtt 50ms --compare
   python -m kcpgo bench ping --compare-runtimes --runs 3
   python -m kcpgo bench tunnel --runs 3 --mb 100
+  python -m kcpgo bench sink --clients 4 --workers 2       # 4 client processes, 2 workers
+  python -m kcpgo bench sink --clients 4 --compare-workers --runs 3 --mb 200
+  python -m kcpgo bench conc --sessions 5000 --period 0 --compare-workers --runs 3
+
+Multi-core servers (a kcpgo server; kcpgo.cli.bench_workers): --workers N serves with
+kcpgo.server.ThreadingKCPServer(workers=N), N processes on one UDP port; its CPU % and RSS
+add up the processes, a sink's MB/s all sessions' bytes from the first to the last byte.
+--clients N (sink) runs N client processes at once (--mb is their total). --compare-workers
+measures 1 worker, then --workers (default 2), --runs interleaved (default 3), and prints
+medians, the clients' CPU beside the server's, the load average and the ratio N / 1
+(issue 15's target: >= 1.3).
 
 --runtime says how a kcpgo end runs (both ends of a kcpgo pair; other ends ignore it):
   patched    gevent.monkey.patch_all() is the end's first statement, before kcpgo is
@@ -59,6 +72,7 @@ from .bench_report import (COMPARED_RUNTIMES, FIGURE_MEANINGS, print_results,
                            print_runtime_comparison)
 from .bench_role import RUNTIMES, STALLED
 from .bench_run import IMPLS, Stalled, build_gobench, describe_stall, run_pair, unavailable
+from .bench_workers import compare_workers, multi, print_workers_comparison
 
 __all__ = ["main", "parser", "fraction", "milliseconds", "pairs_for", "summarise",
            "compare_runtimes", "FIGURE_MEANINGS", "STALLED"]
@@ -151,6 +165,18 @@ def parser(prog: str = "python -m kcpgo bench") -> argparse.ArgumentParser:
                     help="kcpgo server: configure each session after accept() (kcp-go style)")
     ap.add_argument("--count", type=int, default=2000, help="ping: round trips")
     ap.add_argument("--sessions", type=int, default=1000, help="conc: sessions")
+    ap.add_argument("--period", type=float, default=1.0,
+                    help="conc: seconds between a session's messages (0: closed loop)")
+    ap.add_argument("--ramp", type=float, default=None,
+                    help="conc: seconds over which the sessions start (default: --period, "
+                         "or 2 with --period 0); msgs/s counts from its end")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="kcpgo server: N worker processes on one port (ThreadingKCPServer)")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="sink: concurrent client processes (--mb is their total)")
+    ap.add_argument("--compare-workers", action="store_true",
+                    help="sink or conc: kcpgo server with 1 worker vs --workers (default 2), "
+                         "--runs interleaved; medians and the ratio")
     ap.add_argument("--rtt", type=milliseconds, default=50.0,
                     help="lossy: round-trip delay, ms (50 or 50ms)")
     ap.add_argument("--loss", type=fraction, default=0.05,
@@ -218,7 +244,8 @@ def _measure(server: str, client: str, a: argparse.Namespace, progress: Progress
         run = progress.run(label, total=a.count + 20, unit="round trips")
     else:
         run = progress.run(label, seconds=0 if a.mb else a.duration,
-                           total=a.mb * 1e6 if a.mb else 0, sampled=a.mode != "conc")
+                           total=a.mb * 1e6 if a.mb else 0,
+                           sampled=a.mode != "conc" and not multi(a))
     with run:
         try:
             figures = run_pair(server, client, a, run)
@@ -306,7 +333,7 @@ def _check(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if a.size is None:
         a.size = 64 if a.mode == "ping" else 100 if a.mode == "conc" else 65536
     if a.runs is None:
-        a.runs = 3 if a.compare_runtimes else 1
+        a.runs = 3 if a.compare_runtimes or a.compare_workers else 1
     if a.runs < 1:
         ap.error("--runs must be at least 1")
     if a.mode == "lossy" and a.idle < 3:
@@ -318,12 +345,39 @@ def _check(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     if a.compare_runtimes and (a.mode not in RATIO_FIGURES or a.compare or a.mixed
                                or (a.server, a.client) != ("kcpgo", "kcpgo")):
         ap.error("--compare-runtimes: mode sink, ping or echo, kcpgo ends, no --compare")
+    _check_workers(ap, a)
     if a.plot:
+        if multi(a):
+            ap.error("--plot: not with --workers or --clients (no samples)")
         if a.mode not in PLOT_MODES:
             ap.error(f"--plot draws throughput: modes {', '.join(PLOT_MODES)} and tunnel")
         missing = plot_available()
         if missing:
             ap.error(missing)
+
+
+def _check_workers(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """--workers, --clients, --period and --compare-workers: usage errors through ``ap``."""
+    if a.period < 0 or (a.ramp is not None and a.ramp < 0):
+        ap.error("--period and --ramp must be >= 0 seconds")
+    if a.ramp is None and a.period == 0:
+        a.ramp = 2.0                            # 5,000 sessions dialling at once: a storm
+    if a.clients < 1 or (a.workers is not None and a.workers < 1):
+        ap.error("--clients and --workers must be at least 1")
+    if a.clients > 1 and a.mode != "sink":
+        ap.error("--clients: mode sink only (conc has --sessions)")
+    if a.compare_workers:
+        a.workers = a.workers or 2
+        if a.mode not in ("sink", "conc") or a.compare or a.compare_runtimes \
+                or a.server != "kcpgo" or a.workers < 2:
+            ap.error("--compare-workers: mode sink or conc, a kcpgo server, --workers >= 2, "
+                     "no --compare or --compare-runtimes")
+        if a.mode == "conc":
+            a.client = "go"
+    elif multi(a) and (a.compare or a.compare_runtimes or a.server != "kcpgo"
+                       or a.mode in ("lossy", "tunnel")):
+        ap.error("--workers and --clients: a kcpgo server (--server kcpgo), no --compare or "
+                 "--compare-runtimes, not lossy")
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m kcpgo bench") -> int:
@@ -338,6 +392,18 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m kcpgo benc
     a = ap.parse_args(args)
     _check(ap, a)
     progress = Progress(enabled=not a.quiet)
+    if a.compare_workers:
+        _plan(a, [("kcpgo", a.client)] * 2, progress)
+        if a.client in ("go", "tcp"):
+            reason = _skip_reasons([("kcpgo", a.client)], progress).get(a.client)
+            if reason:
+                print(f"{prog}: --client {a.client}: {reason}", file=sys.stderr)
+                return 1
+        doc = compare_workers(
+            a, lambda s, c, b, label: _measure(s, c, b, progress, label), summarise, Stalled,
+            describe_stall)
+        print_workers_comparison(a, doc)
+        return STALLED if any(r["stalls"] for r in doc["results"]) else 0
     if a.compare_runtimes:
         _plan(a, [("kcpgo", "kcpgo")] * len(COMPARED_RUNTIMES), progress)
         doc = compare_runtimes(a, progress)

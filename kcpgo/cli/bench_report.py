@@ -29,6 +29,18 @@ FIGURE_MEANINGS = {
               "whole echo is read), microseconds",
     "p90 µs": "90th percentile of the same round-trip time, microseconds",
     "p99 µs": "99th percentile of the same round-trip time, microseconds",
+    "msgs/s": "conc: messages echoed per second, all sessions together, from the moment "
+              "every session had its first echo (and the --ramp ended) to the end of the run",
+    "up s": "conc: seconds from the client's start until every session had its first echo "
+            "(--period 0: when the closed loops began together)",
+    "server CPU %": "CPU time of the server's processes (its --workers included) over the run, "
+                    "percent of one core",
+    "server RSS MB": "peak resident memory (VmHWM) of the server's processes, added up, 10^6 "
+                     "bytes",
+    "client CPU %": "CPU time of the client processes (start-up included) over the run, "
+                    "percent of one core",
+    "sessions": "sink with --workers/--clients: sessions that received data",
+    "workers used": "sink with --workers/--clients: server processes that received data",
 }
 
 

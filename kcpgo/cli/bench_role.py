@@ -20,6 +20,14 @@ end can be kcp-go, kcpgo or TCP:
   echo client: bytes echoed; ping client: round trips) prints ``SAMPLE <seconds> <count>``
   about every S seconds (cumulative; seconds from the first byte, or from the client's start).
 
+``--workers N`` (a kcpgo server, sink or conc): the server is a
+:class:`kcpgo.server.ThreadingKCPServer` with ``workers=N`` (N processes on one port, a
+handler per session) serving every session until it is stopped; a sink session's handler
+prints one JSON line when the session has been idle for ``--idle`` s: ``"session": true``,
+its ``bytes``, ``first`` and ``last`` (``time.monotonic()`` of its first and last byte:
+one clock for every process of the machine), ``pid`` and ``worker``. The benchmark adds
+them up (several clients, several workers).
+
 ``--transport tcp`` makes a plain-socket TCP end (Python's ``socket``, ``TCP_NODELAY`` as Go
 sets it): the TCP contender of an installed kcpgo, where the Go peer is not available.
 """
@@ -72,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--stall", type=float, default=10.0)
     ap.add_argument("--sample", type=float, default=0.0)
     ap.add_argument("--after-accept", action="store_true")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="server: a ThreadingKCPServer with this many worker processes")
     return ap
 
 
@@ -212,8 +222,65 @@ def _accept(ln: Any, a: argparse.Namespace) -> Any:
     return s
 
 
+def _write_line(line: str, lock: Any = threading.Lock()) -> None:
+    """One whole line on stdout (a single write: lines of several processes and threads do not
+    mix)."""
+    with lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def workers_server(a: argparse.Namespace) -> None:
+    """``--workers N`` (module docstring): serve every session until stopped."""
+    import socketserver
+
+    from kcpgo.address import format_address
+    from kcpgo.server import ThreadingKCPServer
+    ends = _runtime_report(a)
+    sink = a.mode == "sink"
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            s = self.request
+            _configure_accepted(s, a)
+            s.settimeout(a.idle if sink else None)
+            total, first, last = 0, 0.0, 0.0
+            recv, sendall = s.recv, s.sendall
+            try:
+                while True:
+                    data = recv(1 << 20)
+                    if not data:
+                        break
+                    if sink:
+                        last = time.monotonic()
+                        first = first or last
+                        total += len(data)
+                    else:
+                        sendall(data)
+            except OSError:                     # the idle end (sink), a failed session
+                pass
+            if sink:
+                _write_line(json.dumps({"role": "server", "session": True, "bytes": total,
+                                        "first": first, "last": last, "pid": os.getpid(),
+                                        "worker": getattr(self.server, "worker_index", 0),
+                                        **ends}))
+
+    srv = ThreadingKCPServer(a.addr, Handler, workers=a.workers, idle_timeout=None,
+                             drain_timeout=None, **_kcpgo_opts(a, session=not a.after_accept))
+    srv.daemon_threads = True
+    loop = _start(a, srv.serve_forever)         # until SIGTERM; the workers die with it
+    nap = _nap(a)
+    while a.workers > 1 and not srv.worker_pids:
+        nap(0.01)   # every worker bound: clients that came earlier would move to another one
+    print("LISTENING " + format_address(srv.server_address), flush=True)
+    loop.join()
+
+
 def server(a: argparse.Namespace) -> None:
     """The server end (module docstring)."""
+    if a.workers:
+        workers_server(a)
+        return
     ends = _runtime_report(a)
     ln, where = _listen(a)
     print("LISTENING " + where, flush=True)

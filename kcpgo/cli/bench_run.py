@@ -33,6 +33,8 @@ from ..testing.golang import build_go_program, go_available, go_program_path
 from ..testing.process import reap
 from .bench_progress import Progress, RunProgress
 from .bench_role import BOOT, STALLED
+from .bench_workers import (children_cpu, multi, process_tree, session_reports, sink_figures,
+                            tree_stat, wait_gone)
 
 __all__ = ["STALLED", "Stalled", "Child", "IMPLS", "PACKAGE_ROOT", "GOBENCH_SRC",
            "unavailable", "build_gobench", "role_argv", "role_env", "start_server",
@@ -104,13 +106,16 @@ def role_argv(impl: str, role: str, a: argparse.Namespace, addr: str) -> List[st
                  "--size", str(a.size), "--duration", str(a.duration), "--count", str(a.count),
                  "--idle", str(a.idle), "--mb", str(a.mb), "--stall", str(a.stall),
                  "--sample", str(SAMPLE_EVERY), "--runtime", runtime]
-                + (["--after-accept"] if getattr(a, "after_accept", False) else []))
+                + (["--after-accept"] if getattr(a, "after_accept", False) else [])
+                + (["--workers", str(a.workers)] if role == "server" and multi(a) else []))
     ds, ps = a.fec.split("/")
     return [build_gobench(), "-role", role, "-mode", mode, "-addr", addr,
             "-transport", "tcp" if impl == "tcp" else "kcp", "-crypt", a.crypt or "",
             "-key", a.key, "-ds", ds, "-ps", ps, "-mtu", str(a.mtu), "-sndwnd", str(a.sndwnd),
             "-rcvwnd", str(a.rcvwnd), "-size", str(a.size), "-duration", str(a.duration),
             "-count", str(a.count), "-sessions", str(getattr(a, "sessions", 100)),
+            "-period", str(getattr(a, "period", 1.0)),
+            "-ramp", str(-1 if getattr(a, "ramp", None) is None else a.ramp),
             "-idle", str(a.idle), "-sockbuf", str(4 << 20), "-bytes", str(int(a.mb * 1e6)),
             "-stall", str(a.stall), "-sample", str(SAMPLE_EVERY)]
 
@@ -240,19 +245,6 @@ def start_relay(server_addr: str, a: argparse.Namespace) -> Tuple[subprocess.Pop
     return proc, line.split()[1]
 
 
-def _proc_stat(pid: int) -> Tuple[float, int]:
-    """(cpu seconds, peak RSS bytes) of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    hwm = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    return cpu, hwm
-
-
 def last_json(text: str) -> Dict[str, Any]:
     """The last JSON object line of an end's output. ``RuntimeError`` if there is none."""
     for line in reversed(text.strip().splitlines()):
@@ -267,59 +259,82 @@ def run_pair(server: str, client: str, a: argparse.Namespace,
     ``kcpgo.cli.bench.FIGURE_MEANINGS``), for throughput modes "samples" (the counting end's
     ``[seconds, bytes]``, cumulative, every ~0.1 s: sink and lossy the server's from its first
     byte, echo the client's from its start) and, with a kcpgo client, "client_end": how that
-    end ran (runtime, patched, kcpgo_runtime). Raises :class:`Stalled`, or ``RuntimeError``
-    when an end fails."""
+    end ran (runtime, patched, kcpgo_runtime). With ``--workers`` or several ``--clients``
+    (:mod:`kcpgo.cli.bench_workers`) the server serves them all and the figures add up its
+    processes and sessions. Raises :class:`Stalled`, or ``RuntimeError`` when an end fails."""
     on_sample = progress.sample if progress is not None else None
     tick = progress.tick if progress is not None else None
+    nclients = max(1, getattr(a, "clients", 1))
+    each = a if nclients == 1 else argparse.Namespace(**dict(vars(a), mb=a.mb / nclients))
+    sampled = on_sample if not multi(a) else None
     # A Python client starts (imports kcpgo) while the server does, and reads the address
     # from its stdin ("--addr -"): a second less per run.
     early = client in ("kcpgo", "pytcp")
-    cli: Optional[Child] = None
+    clis: List[Child] = []
+    cpu_clients0 = children_cpu()
     if early:
-        cli = Child(role_argv(client, "client", a, "-"), role_env(client, a), on_sample,
-                    stdin=True)
+        clis = [Child(role_argv(client, "client", each, "-"), role_env(client, a), sampled,
+                      stdin=True) for _ in range(nclients)]
     srv: Optional[Child] = None
     relay = None
+    workers: List[int] = []
     try:
-        srv, addr = start_server(server, a, on_sample)
+        srv, addr = start_server(server, a, sampled)
         target = addr
         if a.mode == "lossy":
             relay, target = start_relay(addr, a)
-        cpu0, _ = _proc_stat(srv.pid)
+        stat0 = tree_stat(process_tree(srv.pid))
         t0 = time.monotonic()
-        if cli is not None:
-            cli.send_line(target)
+        if early:
+            for cli in clis:
+                cli.send_line(target)
         else:
-            cli = Child(role_argv(client, "client", a, target), role_env(client, a),
-                        on_sample)
-        try:
-            code = cli.wait(a.duration + 120, tick)
-        except subprocess.TimeoutExpired:
-            cli.stop()
-            raise RuntimeError(f"{client} client did not finish ({client} -> {server}) within "
-                               f"{a.duration + 120:g} s")
+            clis = [Child(role_argv(client, "client", each, target), role_env(client, a),
+                          sampled) for _ in range(nclients)]
+        codes = []
+        for cli in clis:
+            left = max(1.0, t0 + a.duration + 120 - time.monotonic())
+            try:
+                codes.append(cli.wait(left, tick))
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{client} client did not finish ({client} -> {server}) "
+                                   f"within {a.duration + 120:g} s") from None
         wall = time.monotonic() - t0
-        cpu1, hwm = _proc_stat(srv.pid)
-        if code == STALLED:
-            raise Stalled(stall_report(server, client, a, last_json(cli.stdout()),
-                                       _server_result(srv, a, tick)))
-        if code != 0:
-            raise RuntimeError(f"{client} client failed ({client} -> {server}): "
-                               f"{cli.stderr()[-2000:]}")
-        result = last_json(cli.stdout())
-        figures = _figures(a, srv, result, cpu1 - cpu0, wall, hwm, tick)
-        if a.mode in ("sink", "lossy", "echo"):
-            counting = cli if a.mode == "echo" else srv
+        workers = process_tree(srv.pid)
+        stat1 = tree_stat(workers)
+        cpu = sum(c - stat0.get(pid, (0.0, 0))[0] for pid, (c, _) in stat1.items())
+        hwm = sum(h for _, h in stat1.values())
+        cpu_clients = children_cpu() - cpu_clients0
+        for cli, code in zip(clis, codes):
+            if code == STALLED:
+                raise Stalled(stall_report(server, client, a, last_json(cli.stdout()),
+                                           None if multi(a) else _server_result(srv, a, tick)))
+        for cli, code in zip(clis, codes):
+            if code != 0:
+                raise RuntimeError(f"{client} client failed ({client} -> {server}): "
+                                   f"{cli.stderr()[-2000:]}")
+        result = last_json(clis[0].stdout())
+        if multi(a) and a.mode in ("sink", "lossy"):
+            sessions = session_reports(srv.lines, nclients, a.idle + 30, tick)
+            figures = sink_figures(sessions)
+        else:
+            figures = _figures(a, srv, result, cpu, wall, hwm, tick)
+        if multi(a) or a.mode == "conc":
+            figures.update({"server CPU %": cpu / wall * 100, "server RSS MB": hwm / 1e6,
+                            "client CPU %": cpu_clients / wall * 100})
+        if a.mode in ("sink", "lossy", "echo") and not multi(a):
+            counting = clis[0] if a.mode == "echo" else srv
             figures["samples"] = [[round(t, 4), n] for t, n in counting.samples]
         if "kcpgo_runtime" in result:
             figures["client_end"] = {k: result[k] for k in ("runtime", "patched",
                                                              "kcpgo_runtime")}
         return figures
     finally:
-        if cli is not None:
+        for cli in clis:
             cli.stop()
         if srv is not None:
             srv.stop()
+            wait_gone(workers)
         if relay is not None:
             relay.terminate()
             reap(relay, timeout=5)
@@ -353,8 +368,17 @@ def _figures(a: argparse.Namespace, srv: Child, result: Dict[str, Any], cpu: flo
     if a.mode == "conc":
         return {"server CPU %": cpu / wall * 100, "server RSS MB": hwm / 1e6,
                 "messages": result["messages"], "errors": result["errors"],
-                "p50 µs": result["p50_us"]}
+                "p50 µs": result["p50_us"], "msgs/s": _rate(result, a.duration),
+                "up s": result.get("up_s", float("nan"))}
     raise AssertionError(a.mode)
+
+
+def _rate(result: Dict[str, Any], duration: float) -> float:
+    """conc: messages echoed per second over the Go client's window (once every session had
+    its first echo: "window_messages" / "window_s"), else over the whole run."""
+    if result.get("window_s"):
+        return result["window_messages"] / result["window_s"]
+    return result["messages"] / duration
 
 
 # --------------------------------------------------------------------------- stalls

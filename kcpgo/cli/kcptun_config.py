@@ -27,6 +27,9 @@ Where kcpgo differs, on purpose (each is also in the flag's help text):
   bounds how much, which stalls the client's other streams). With N > 0 the ended direction
   is forwarded as a half-close while it waits (see :mod:`kcpgo.cli.pipe`): for protocols
   that half-close, between kcpgo ends.
+* ``--workers N`` (server, beyond kcptun; also ``"workers"`` in ``-c``): N processes serve
+  ``--listen``, each with its own ``SO_REUSEPORT`` socket and sessions (Linux; see
+  :mod:`kcpgo.server_workers`), so the server uses N cores.
 * ``--tcp`` (tcpraw) and ``--QPP`` change the wire and are refused; ``--pprof`` is
   accepted and ignored with a warning. ``--ratelimit`` paces every session (bytes/s, as
   current kcptun's ``SetRateLimit`` per session; Options ``rate_limit``).
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -157,6 +161,9 @@ FLAGS: Tuple[Flag, ...] = (
     Flag("quiet", _B, False, "suppress the 'stream open/close' messages"),
     Flag("tcp", _B, False, "tcpraw fake TCP: not supported by kcpgo (refused)"),
     Flag("pprof", _B, False, "Go profiler: not available (ignored)"),
+    Flag("workers", int, 1, "processes serving --listen, each with its own UDP socket "
+         "(SO_REUSEPORT) and sessions, to use more than one core (kcpgo only; Linux)",
+         role="server"),
     Flag("c", str, "", "JSON config file; its values override the command line"),
 )
 
@@ -206,6 +213,7 @@ class TunnelConfig:
     quiet: bool = False
     tcp: bool = False
     pprof: bool = False
+    workers: int = 1
     c: str = ""
     #: What the operator should know (ignored settings, unknown JSON keys): log these.
     warnings: List[str] = field(default_factory=list)
@@ -393,6 +401,11 @@ def check(cfg: TunnelConfig) -> None:
     cfg.smuxver = sv
     if cfg.role == "client" and cfg.conn <= 0:
         raise ConfigError("--conn must be greater than 0")
+    if cfg.workers < 1:
+        raise ConfigError(f"--workers {cfg.workers}: must be at least 1")
+    if cfg.workers > 1 and not sys.platform.startswith("linux"):
+        raise ConfigError(f"--workers {cfg.workers} needs Linux (SO_REUSEPORT spreading UDP "
+                          f"clients over the workers' sockets); this is {sys.platform}")
     if not 1 <= cfg.keepalive <= KEEPALIVE_MAX:
         raise ConfigError(f"--keepalive {cfg.keepalive}: must be 1..{KEEPALIVE_MAX} seconds "
                           f"(smux declares the session dead after 30 s without a frame)")
@@ -487,6 +500,8 @@ def startup_lines(cfg: TunnelConfig, listening: str) -> List[str]:
         lines.append(f"remote address: {cfg.remoteaddr}")
     else:
         lines.append(f"target: {cfg.target}")
+        if cfg.workers > 1:
+            lines.append(f"workers: {cfg.workers}")
     crypt = cfg.effective_crypt
     lines += [f"encryption: {crypt}" + ("" if crypt == cfg.crypt else f" (from {cfg.crypt!r})"),
               f"nodelay parameters: {nd[0]} {nd[1]} {nd[2]} {nd[3]} (mode {cfg.mode})",

@@ -20,6 +20,11 @@ as kcptun), a failed target dial, and kcpgo's own WARNINGs (``kcpgo.smux``: a fr
 mismatch naming both sides' kcptun flags, keepalive timeouts; ``kcpgo.listener``: datagrams
 failing the checksum, i.e. a wrong key or cipher). The first stdout line is
 ``LISTENING <address>`` once the listening socket is bound (for scripts and tests).
+
+``server --workers N`` (beyond kcptun; Linux): the process binds ``--listen`` with
+``SO_REUSEPORT`` and forks N - 1 workers before it starts anything else; each process then
+serves on a socket of its own (:mod:`kcpgo.server_workers`: the kernel keeps each client on
+one worker; nothing is shared), and the first one stops and reaps the others when it stops.
 """
 from __future__ import annotations
 
@@ -39,13 +44,14 @@ from gevent import socket as gsocket
 from .. import MODES, dial_smux, listen_smux, set_runtime
 from ..address import bind_plan, format_address
 from ..runtime.modes import ENV_VAR
+from ..server_workers import WorkerPool, ready
 from ..snmp import DEFAULT_SNMP
 from .kcptun_config import (ROLES, ConfigError, TunnelConfig, nodelay_params, parse,
                             session_options, smux_arguments, startup_lines)
 from .pipe import Pipe
 from .snmplog import write_record
 
-__all__ = ["main", "TunnelClient", "TunnelServer", "UNHEARD_WARN"]
+__all__ = ["main", "TunnelClient", "TunnelServer", "UNHEARD_WARN", "run", "run_process"]
 
 log = logging.getLogger("kcpgo.tunnel")
 
@@ -349,10 +355,14 @@ class TunnelClient:
 
 
 class TunnelServer:
-    """kcptun's server loop (kcptun.md §5.4) for ``cfg`` (role ``server``)."""
+    """kcptun's server loop (kcptun.md §5.4) for ``cfg`` (role ``server``); ``listen``: the
+    UDP address instead of ``cfg.listen``, ``reuse_port``: bound with ``SO_REUSEPORT``
+    (``--workers``)."""
 
-    def __init__(self, cfg: TunnelConfig) -> None:
+    def __init__(self, cfg: TunnelConfig, listen: Any = None, reuse_port: bool = False) -> None:
         self.cfg = cfg
+        self.listen = cfg.listen if listen is None else listen
+        self.reuse_port = reuse_port
         self.options = session_options(cfg)
         self.smux = smux_arguments(cfg)
         self.manual = None if cfg.mode in MODES else nodelay_params(cfg)
@@ -363,7 +373,8 @@ class TunnelServer:
     def start(self) -> str:
         """Bind ``--listen`` (UDP); returns the bound address."""
         cfg = self.cfg
-        ln = self.listener = listen_smux(cfg.listen, self.options, **self.smux)
+        ln = self.listener = listen_smux(self.listen, self.options, reuse_port=self.reuse_port,
+                                         **self.smux)
         kl = ln.listener
         _tune(cfg, "listener", kl.set_dscp, kl.set_read_buffer, kl.set_write_buffer)
         adopt = kl.adopt
@@ -473,36 +484,60 @@ def _snmp_logger(cfg: TunnelConfig) -> None:
 def run(cfg: TunnelConfig) -> int:
     """Run the tunnel of ``cfg`` until SIGTERM (exit status 0), SIGINT (130, as every
     ``python -m kcpgo`` command after Ctrl-C) or a fatal error (1); each closes the sessions
-    first. SIGUSR1 logs the SNMP counters, as kcptun does."""
+    first. SIGUSR1 logs the SNMP counters, as kcptun does. A server with ``--workers N``
+    forks its workers first (module docstring) and stops them before it returns; the SNMP
+    log (``--snmplog``) has this first process's counters only."""
     for warning in cfg.warnings:
         log.warning("%s", warning)
     if not os.environ.get(ENV_VAR):
         # A gevent program (a greenlet per connection): its sessions run on its own hub,
         # with no thread to cross (kcpgo.runtime.modes).
         set_runtime("hub")
-    tunnel: Any = TunnelClient(cfg) if cfg.role == "client" else TunnelServer(cfg)
+    if cfg.role == "server" and cfg.workers > 1:
+        from .tunnel_workers import run_workers
+        return run_workers(cfg)
+    return run_process(cfg, TunnelClient(cfg) if cfg.role == "client" else TunnelServer(cfg))
+
+
+def run_process(cfg: TunnelConfig, tunnel: Any, reserve: Any = None, worker: int = 0,
+         pool: Optional[WorkerPool] = None) -> int:
+    """One tunnel process (:func:`run`): ``worker`` > 0 is a ``--workers`` process, which
+    neither announces itself nor writes the SNMP log; ``pool``: the workers to stop at the
+    end."""
     try:
         address = tunnel.start()
     except (OSError, ValueError) as e:
         where = cfg.localaddr if cfg.role == "client" else cfg.listen
         log.error("cannot listen on %s: %s", where, e)
+        if pool is not None:
+            pool.stop()
         return 1
-    for line in startup_lines(cfg, address):
-        log.info("%s", line)
-    print(f"LISTENING {address}", flush=True)
+    finally:
+        if reserve is not None:
+            reserve.close()
+    ready()                                 # (a --workers process: tell the first one)
+    if not worker:
+        for line in startup_lines(cfg, address):
+            log.info("%s", line)
+        print(f"LISTENING {address}", flush=True)
     stop = gevent.event.Event()
     interrupted: List[bool] = []
 
     def on_sigint() -> None:
         interrupted.append(True)
         stop.set()
-    handlers = [gevent.signal_handler(signal.SIGTERM, stop.set),
-                gevent.signal_handler(signal.SIGINT, on_sigint)]
+    handlers = [gevent.signal_handler(signal.SIGTERM, stop.set)]
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # the first process stops the workers
+    else:
+        handlers.append(gevent.signal_handler(signal.SIGINT, on_sigint))
     if hasattr(signal, "SIGUSR1"):
         handlers.append(gevent.signal_handler(
             signal.SIGUSR1, lambda: log.info("snmp: %s", DEFAULT_SNMP.snapshot())))
-    if cfg.snmplog and cfg.snmpperiod > 0:
+    if cfg.snmplog and cfg.snmpperiod > 0 and not worker:
         gevent.spawn(_snmp_logger, cfg)
+    if pool is not None:
+        gevent.spawn(pool.watch, gevent.sleep, SESSION_CHECK)
     server = gevent.spawn(tunnel.serve)
     server.link(lambda _: stop.set())
     try:
@@ -511,10 +546,12 @@ def run(cfg: TunnelConfig) -> int:
         for h in handlers:
             h.cancel()
         tunnel.close()
+        if pool is not None:
+            pool.stop(gevent.sleep)
     if server.dead and server.exception is not None:
         log.error("%s stopped: %r", cfg.role, server.exception)
         return 1
-    log.info("%s stopped", cfg.role)
+    log.info("%s stopped", f"{cfg.role} worker {worker}" if worker else cfg.role)
     return 130 if interrupted else 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket as _socket
+import sys
 from functools import partial
 from typing import Any, Optional, Tuple
 
@@ -12,7 +13,7 @@ from ..options import Options
 from ..runtime._originals import RealSocket
 from ..runtime.channel import ADMIT_PER_FLUSH, Channel
 from ..runtime.scheduler import Runtime
-from ..runtime.udp import UDPEndpoint
+from ..runtime.udp import DEFAULT_SOCKBUF, UDPEndpoint
 from ..sansio.demux import ACCEPT_BACKLOG
 from ..sansio.kcpdefs import PROBE_INIT_LATEST
 from ..sansio.wire import check_conv
@@ -21,7 +22,7 @@ from .listener import Listener
 from .socket import KCPSocket
 
 __all__ = ["open_client", "open_listener", "wrap_listener", "open_smux_client",
-           "open_smux_listener"]
+           "open_smux_listener", "udp_socket", "check_reuse_port"]
 
 Address = Tuple[Any, ...]
 
@@ -90,11 +91,38 @@ def client_channel(address: Address, opts: Options, conv: Optional[int],
         return chan
 
 
-def open_listener(address: Address, opts: Options, backlog: int = ACCEPT_BACKLOG) -> Listener:
+def check_reuse_port(where: str) -> None:
+    """``ValueError`` naming ``where`` if this system has no ``SO_REUSEPORT`` (as
+    ``socket.create_server(reuse_port=True)`` raises there)."""
+    if not hasattr(_socket, "SO_REUSEPORT"):
+        raise ValueError(f"{where}: reuse_port=True needs SO_REUSEPORT, which this system "
+                         f"({sys.platform}) does not have")
+
+
+def udp_socket(family: int, dualstack: bool = False, reuse_port: bool = False,
+               sockbuf: int = DEFAULT_SOCKBUF, where: str = "listen()") -> _socket.socket:
+    """A new, unbound UDP socket for a listener (``UDPEndpoint.socket``: large buffers;
+    ``dualstack``; ``reuse_port``: ``SO_REUSEPORT``). ``ValueError`` naming ``where`` where
+    ``SO_REUSEPORT`` does not exist, ``OSError`` if the system refuses it."""
+    if reuse_port:
+        check_reuse_port(where)
+    return UDPEndpoint.socket(family, sockbuf, dualstack, reuse_port)
+
+
+def _bound(address: Address, where: str, reuse_port: bool) -> _socket.socket:
+    """A UDP socket bound to ``address`` for a listener (``bind_plan``)."""
+    family, sockaddr, dualstack = bind_plan(address, where)
+    if reuse_port:
+        check_reuse_port(where)
+    return UDPEndpoint.open(sockaddr, family, dualstack=dualstack, reuse_port=reuse_port)
+
+
+def open_listener(address: Address, opts: Options, backlog: int = ACCEPT_BACKLOG,
+                  reuse_port: bool = False) -> Listener:
     """A listener on a new UDP socket bound to ``address`` (a tuple or ``"host:port"``;
-    ``""``/``"::"`` are dual-stack where the system allows, :func:`kcpgo.address.bind_plan`)."""
-    family, sockaddr, dualstack = bind_plan(address, "listen()")
-    sock = UDPEndpoint.open(sockaddr, family, dualstack=dualstack)
+    ``""``/``"::"`` are dual-stack where the system allows, :func:`kcpgo.address.bind_plan`);
+    ``reuse_port``: with ``SO_REUSEPORT`` (:func:`udp_socket`)."""
+    sock = _bound(address, "listen()", reuse_port)
     return _listener(sock, opts, backlog)
 
 
@@ -150,11 +178,11 @@ def open_smux_client(address: Address, opts: Options, conv: Optional[int], confi
 
 
 def open_smux_listener(address: Address, opts: Options, config: Any, backlog: int,
-                       timeout: Optional[float]) -> Any:
-    """An smux listener (``kcpgo.listen_smux``) on a new KCP listener."""
+                       timeout: Optional[float], reuse_port: bool = False) -> Any:
+    """An smux listener (``kcpgo.listen_smux``) on a new KCP listener (``reuse_port`` as
+    :func:`open_listener`)."""
     from .smux import SmuxListener
-    family, sockaddr, dualstack = bind_plan(address, "listen_smux()")
-    sock = UDPEndpoint.open(sockaddr, family, dualstack=dualstack)
+    sock = _bound(address, "listen_smux()", reuse_port)
     with Runtime.current().lock:     # (see client_channel: before any datagram is read)
         listener = _listener(sock, opts, backlog)
         try:

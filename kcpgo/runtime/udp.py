@@ -25,11 +25,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import gevent
 
 from ..sansio.wire import MTU_LIMIT
-from ._originals import RealSocket, real_get_ident
+from ._originals import real_get_ident
 from .clock import monotonic as _monotonic
 from .pktinfo import (CMSG_PKTINFO, IP_PKTINFO, IPPROTO_IP, IPPROTO_IPV6,
                       IPV6_RECVPKTINFO, local_sockname, reply_cmsg)
 from .scheduler import Runtime
+from .udpsock import DEFAULT_SOCKBUF, bound_udp_socket, udp_socket
 from .waiters import Waiter
 
 __all__ = ["UDPEndpoint", "spawn_count", "local_sockname", "DEFAULT_SOCKBUF", "RECV_SIZE"]
@@ -42,8 +43,6 @@ RECV_SIZE = MTU_LIMIT + 1
 MAX_BATCH = 256
 #: Target processing time of one batch, seconds (see UDPEndpoint._read_loop).
 BATCH_BUDGET = 0.005
-#: Default socket buffers (kcptun's sockbuf): loopback bursts overflow the kernel default.
-DEFAULT_SOCKBUF = 4 * 1024 * 1024
 
 # Linux UDP segmentation offload (include/uapi/linux/udp.h). GSO sends many equal-sized
 # datagrams in one sendmsg; GRO hands a socket such a burst in one recvmsg with the segment
@@ -189,27 +188,17 @@ class UDPEndpoint:
         self._receive = self._receive_pktinfo       # type: ignore[method-assign]
 
     @staticmethod
-    def open(address: Tuple[Any, ...], family: int = _stdlib_socket.AF_INET,
-             sockbuf: int = DEFAULT_SOCKBUF, dualstack: bool = False) -> _stdlib_socket.socket:
-        """A new non-blocking UDP socket bound to ``address`` with large buffers.
+    def socket(family: int = _stdlib_socket.AF_INET, sockbuf: int = DEFAULT_SOCKBUF,
+               dualstack: bool = False, reuse_port: bool = False) -> _stdlib_socket.socket:
+        """:func:`kcpgo.runtime.udpsock.udp_socket`: a new, unbound UDP socket."""
+        return udp_socket(family, sockbuf, dualstack, reuse_port)
 
-        ``dualstack`` (an ``AF_INET6`` socket): clear ``IPV6_V6ONLY`` before binding, so that
-        ``::`` serves IPv4 too (peers then appear as ``::ffff:a.b.c.d``).
-        """
-        sock = RealSocket(family, _stdlib_socket.SOCK_DGRAM)
-        try:
-            if dualstack:
-                sock.setsockopt(IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 0)
-            for opt in (_stdlib_socket.SO_RCVBUF, _stdlib_socket.SO_SNDBUF):
-                try:
-                    sock.setsockopt(_stdlib_socket.SOL_SOCKET, opt, sockbuf)
-                except OSError:  # pragma: no cover - platform limits
-                    pass
-            sock.bind(address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    @staticmethod
+    def open(address: Tuple[Any, ...], family: int = _stdlib_socket.AF_INET,
+             sockbuf: int = DEFAULT_SOCKBUF, dualstack: bool = False,
+             reuse_port: bool = False) -> _stdlib_socket.socket:
+        """:func:`kcpgo.runtime.udpsock.bound_udp_socket`: one bound to ``address``."""
+        return bound_udp_socket(address, family, sockbuf, dualstack, reuse_port)
 
     def sendto(self, data: bytes, address: Any, local: Any = None) -> bool:
         """Send one datagram now (from ``local``, see :meth:`send_many`); a full socket buffer

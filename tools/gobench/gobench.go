@@ -18,7 +18,13 @@
 //	echo  client writes and reads back concurrently for -duration; server echoes.
 //	ping  client sends -size bytes and waits for the echo, -count times; reports RTTs (µs).
 //	conc  client opens -sessions sessions, each sending -size bytes every -period seconds and
-//	      reading the echo, for -duration; server echoes (runs until killed).
+//	      reading the echo, for -duration; server echoes (runs until killed). -period 0: each
+//	      session sends its next message as soon as the echo is in (saturation). Sessions
+//	      start spread over -ramp seconds (default: -period); "window_messages" counts the
+//	      echoes completed in the last "window_s" seconds of the run, from "up_s": the end of
+//	      the ramp, or the first echo of the last session to get one ("sessions_up") if that
+//	      was later. With -period 0 a session waits after its first echo until every session
+//	      had one (or failed): the closed loops begin together, at "up_s".
 //
 // Build in GOPATH mode (kcpgo/testing/golang.py does it for the benchmark):
 //
@@ -51,7 +57,7 @@ type config struct {
 	count, sessions                                  int
 	bytes                                            int64
 	stream                                           bool
-	duration, period, idle, stall, sample            float64
+	duration, period, ramp, idle, stall, sample      float64
 }
 
 // sampler prints "SAMPLE <seconds since start> <count>" at most every -sample seconds.
@@ -95,7 +101,8 @@ func main() {
 	flag.BoolVar(&c.stream, "stream", true, "KCP stream mode")
 	flag.Float64Var(&c.duration, "duration", 5, "seconds to run (client)")
 	flag.Int64Var(&c.bytes, "bytes", 0, "sink: send exactly this many bytes (0: for -duration)")
-	flag.Float64Var(&c.period, "period", 1, "conc: seconds between messages of a session")
+	flag.Float64Var(&c.period, "period", 1, "conc: seconds between messages of a session (0: closed loop)")
+	flag.Float64Var(&c.ramp, "ramp", -1, "conc: seconds over which sessions start (-1: -period)")
 	flag.Float64Var(&c.idle, "idle", 1, "server: exit after this long without data (sink/echo/ping)")
 	flag.Float64Var(&c.stall, "stall", 10, "sink client: seconds without progress that make a stalled run")
 	flag.Float64Var(&c.sample, "sample", 0, "seconds between SAMPLE progress lines (0: none)")
@@ -120,9 +127,20 @@ func report(v map[string]interface{}) {
 	fmt.Println(string(b))
 }
 
+// passCache holds each passphrase's PBKDF2 key: 4096 rounds of HMAC-SHA1 cost about 1 ms,
+// which 5,000 conc sessions would otherwise pay one by one at their dial.
+var passCache sync.Map
+
 // blockCrypt builds kcptun's cipher for name from the passphrase (docs/protocol.md §4.7).
 func blockCrypt(name, key string) (kcp.BlockCrypt, error) {
-	pass := pbkdf2.Key([]byte(key), []byte("kcp-go"), 4096, 32, sha1.New)
+	if name == "" {
+		return nil, nil
+	}
+	cached, ok := passCache.Load(key)
+	if !ok {
+		cached, _ = passCache.LoadOrStore(key, pbkdf2.Key([]byte(key), []byte("kcp-go"), 4096, 32, sha1.New))
+	}
+	pass := cached.([]byte)
 	ctors := map[string]func() (kcp.BlockCrypt, error){
 		"aes":      func() (kcp.BlockCrypt, error) { return kcp.NewAESBlockCrypt(pass) },
 		"aes-128":  func() (kcp.BlockCrypt, error) { return kcp.NewAESBlockCrypt(pass[:16]) },
@@ -137,9 +155,6 @@ func blockCrypt(name, key string) (kcp.BlockCrypt, error) {
 		"xor":      func() (kcp.BlockCrypt, error) { return kcp.NewSimpleXORBlockCrypt(pass) },
 		"sm4":      func() (kcp.BlockCrypt, error) { return kcp.NewSM4BlockCrypt(pass[:16]) },
 		"none":     func() (kcp.BlockCrypt, error) { return kcp.NewNoneBlockCrypt(pass) },
-	}
-	if name == "" {
-		return nil, nil
 	}
 	ctor, ok := ctors[name]
 	if !ok {
@@ -404,10 +419,29 @@ func clientPing(c *config) error {
 
 func clientConc(c *config) error {
 	var wg sync.WaitGroup
-	var msgs, errs int64
+	var msgs, errs, up, lastUp int64
 	lat := make([][]float64, c.sessions)
 	period := time.Duration(c.period * float64(time.Second))
-	end := time.Now().Add(time.Duration(c.duration * float64(time.Second)))
+	ramp := period
+	if c.ramp >= 0 {
+		ramp = time.Duration(c.ramp * float64(time.Second))
+	}
+	start := time.Now()
+	end := start.Add(time.Duration(c.duration * float64(time.Second)))
+	const slot = 100 * time.Millisecond
+	done := make([]int64, int(end.Sub(start)/slot)+1) // echoes completed per slot
+	// Closed loop: a session that had its first echo waits until every session has (or has
+	// failed), so that 5,000 sessions are established before the load begins.
+	var barrier int64
+	gate := make(chan struct{})
+	go func() {
+		for atomic.LoadInt64(&up)+atomic.LoadInt64(&errs) < int64(c.sessions) &&
+			time.Now().Before(end) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		atomic.StoreInt64(&barrier, int64(time.Since(start)))
+		close(gate)
+	}()
 	for i := 0; i < c.sessions; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -420,9 +454,10 @@ func clientConc(c *config) error {
 			defer conn.Close()
 			msg := make([]byte, c.size)
 			rb := make([]byte, c.size)
-			// Spread the sessions over the period so the load is steady.
-			time.Sleep(time.Duration(int64(period) * int64(i) / int64(c.sessions)))
+			// Spread the sessions over the ramp so the load is steady.
+			time.Sleep(time.Duration(int64(ramp) * int64(i) / int64(c.sessions)))
 			next := time.Now()
+			first := true
 			for time.Now().Before(end) {
 				t := time.Now()
 				conn.SetDeadline(t.Add(10 * time.Second))
@@ -434,8 +469,26 @@ func clientConc(c *config) error {
 					atomic.AddInt64(&errs, 1)
 					return
 				}
-				lat[i] = append(lat[i], float64(time.Since(t).Nanoseconds())/1e3)
+				now := time.Now()
+				lat[i] = append(lat[i], float64(now.Sub(t).Nanoseconds())/1e3)
 				atomic.AddInt64(&msgs, 1)
+				if now.Before(end) {
+					atomic.AddInt64(&done[int(now.Sub(start)/slot)], 1)
+				}
+				if first {
+					first = false
+					atomic.AddInt64(&up, 1)
+					for { // the latest first echo of any session
+						old := atomic.LoadInt64(&lastUp)
+						if int64(now.Sub(start)) <= old ||
+							atomic.CompareAndSwapInt64(&lastUp, old, int64(now.Sub(start))) {
+							break
+						}
+					}
+					if period == 0 {
+						<-gate
+					}
+				}
 				next = next.Add(period)
 				time.Sleep(time.Until(next))
 			}
@@ -451,7 +504,26 @@ func clientConc(c *config) error {
 	if len(all) > 0 {
 		p50 = all[len(all)/2]
 	}
+	// The window: from the end of the ramp, or from the first echo of the last session to get
+	// one (closed loop: the opening of the gate) if that came later, to the end of the run.
+	from := ramp
+	if time.Duration(lastUp) > from {
+		from = time.Duration(lastUp)
+	}
+	if period == 0 && time.Duration(atomic.LoadInt64(&barrier)) > from {
+		from = time.Duration(atomic.LoadInt64(&barrier))
+	}
+	first := int((from + slot - 1) / slot)
+	var window int64
+	for k := first; k < len(done); k++ {
+		window += done[k]
+	}
+	windowS := end.Sub(start.Add(time.Duration(first) * slot)).Seconds()
+	if windowS < 0 {
+		windowS = 0
+	}
 	report(map[string]interface{}{"role": "client", "messages": msgs, "errors": errs,
-		"p50_us": p50})
+		"p50_us": p50, "window_messages": window, "window_s": windowS,
+		"sessions_up": up, "up_s": from.Seconds()})
 	return nil
 }
