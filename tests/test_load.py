@@ -137,7 +137,10 @@ def test_deadlines_and_shutdown_with_1000_busy_sessions(busy_listener):
     assert len(results) == 9
     for name, (t, took, err) in results.items():
         assert isinstance(err, TimeoutError), (name, err)
-        assert abs(took - t) <= 0.1, (name, t, took)
+        # Within 0.25 s: alone the overshoot is <= 10 ms; with the other pytest-xdist worker
+        # on the second core it reached 0.124 s once (clean-clone CI, 2026-11-30). A broken
+        # deadline misses by a multiple (restarted per wake-up) or by the idle timeout.
+        assert abs(took - t) <= 0.25, (name, t, took)
 
     # Listener.close() with 1,000 live sessions, then the whole server.
     took, err = timed(ln.close)
