@@ -26,5 +26,5 @@ real_select = get_original("select", "select")
 #: ``select.poll`` (gevent patches it into a cooperative one that cannot run in a hub callback).
 real_poll = get_original("select", "poll")
 
-__all__ = ["RealSocket", "real_get_ident", "RealThreadLocal", "allocate_lock", "RealRLock", "real_poll",
-           "start_new_thread", "real_sleep", "real_select"]
+__all__ = ["RealSocket", "real_get_ident", "RealThreadLocal", "allocate_lock", "RealRLock",
+           "real_poll", "start_new_thread", "real_sleep", "real_select"]

@@ -12,8 +12,9 @@ polls for a short while before it would sleep:
 
 A session counts as request/response once the application's data sent was answered with
 data within :data:`ARM_WINDOW`, :data:`ARM_SCORE` times in a row; a late answer resets the
-count, and a spin that ends without the reply takes two off it (``Channel`` keeps it). So bulk transfers (answered by ACKs alone), sessions with one
-message a second (a server with thousands of them) and slow peers never spin. A spin polls
+count, and a spin that ends without the reply takes two off it (``Channel`` keeps it). So
+bulk transfers (answered by ACKs alone), sessions with one message a second (a server with
+thousands of them) and slow peers never spin. A spin polls
 the hub's own epoll set, so *anything* the hub watches ends it, lasts at most
 :data:`SPIN_MAX`, and stops for :data:`CONTENDED_PAUSE` when it finds it was descheduled (the
 CPU is wanted elsewhere). ``KCPGO_BUSY_POLL=0`` or :func:`set_busy_poll` switches it off.
