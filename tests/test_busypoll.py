@@ -101,10 +101,11 @@ def test_request_response_spins_and_every_byte_arrives_in_order():
     """Both ends in one process (client and server sessions share the hub): 400 requests of
     1..3000 bytes echoed. The echo is byte-exact (sha256), and the spin ran: a reply comes
     within SPIN_MAX on loopback. (hits count spins that saw the datagram arrive; on a
-    loaded machine some time out, so only "most" is asserted.)"""
+    loaded machine spins are descheduled and pause, so only "some" is asserted: a spin
+    path that never runs gives 0.)"""
     r = _run("rr")
     assert r["intact"]
-    assert r["hits"] > 100, r
+    assert r["hits"] > 20, r        # ~770 alone (both ends spin); spins pause under load
 
 
 def test_switched_off_by_the_environment():
@@ -150,14 +151,16 @@ def _udp_pair():
     return a, b
 
 
-def test_wait_ready_true_when_the_hub_has_work_false_at_the_deadline():
+def test_wait_ready_true_when_the_hub_has_work_false_at_the_deadline(monkeypatch):
+    # (On a loaded machine the spin may be descheduled, which pauses spinning: not tested here.)
+    monkeypatch.setattr(busypoll, "PREEMPTED", 60.0)
     a, b = _udp_pair()
     try:
         bp = BusyPoll(_Loop(a.fileno()))
         assert bp.idle()
         now = busypoll.monotonic()
         assert bp.wait_ready(now + 0.002) is False
-        assert bp.misses + bp.preempted == 1     # (a loaded machine may deschedule the spin)
+        assert bp.misses == 1
         b.sendto(b"x", a.getsockname())
         assert bp.wait_ready(busypoll.monotonic() + 0.5) is True
         assert bp.hits == 1
