@@ -183,3 +183,24 @@ def test_a_new_sessions_first_write_leaves_at_once():
         c.sendall(b"x")
         assert snmp.OutPkts == 1                           # on the wire before sendall returned
         c.close()
+
+
+def test_a_closed_timer_is_never_armed_again():
+    """A closed session's timer must stay off whatever path still arms it: the churn tool
+    once found 2 armed timers after every session was closed (clean-clone CI, 2026-11-30),
+    and an armed timer keeps its closed owner's handle in the runtime's heap until it fires.
+    ``Timer.schedule`` after ``close()`` is a no-op, so ``live_timers`` counts only open
+    sessions' timers."""
+    from kcpgo.runtime.scheduler import Runtime
+    rt = Runtime.current()
+    fired = []
+    t = rt.timer(fired.append)
+    before = rt.live_timers
+    t.schedule(10**12)
+    assert rt.live_timers == before + 1
+    t.close()
+    assert rt.live_timers == before
+    t.schedule(1)                       # e.g. a batch's ACK timer, after on_update closed it
+    assert not t.pending and rt.live_timers == before
+    gevent.sleep(0.01)
+    assert fired == []

@@ -223,6 +223,8 @@ class Channel(Pacing):
             if out:
                 self._transmit(out)
         self._post_io(now)
+        if self.released:
+            return                  # (on_update may have closed it)
         pending = conn.pending_acks
         if 0 < pending < ACK_PROMPT and not self._acks_scheduled:
             # A few segments (request/response traffic): their ACKs wait up to one interval

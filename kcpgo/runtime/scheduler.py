@@ -58,8 +58,10 @@ class Timer:
         self.at: Optional[int] = None
 
     def schedule(self, deadline: Optional[int]) -> None:
-        """Make sure the callback runs by ``deadline`` (ms); ``None`` changes nothing."""
-        if deadline is None:
+        """Make sure the callback runs by ``deadline`` (ms); ``None`` changes nothing, and so
+        does any deadline once :meth:`close` was called (a closed session's timer stays off
+        whatever path still arms it)."""
+        if deadline is None or self.callback is _disarmed:
             return
         at = self.at
         if at is not None and at <= deadline:
