@@ -98,7 +98,9 @@ def _transfer_then_kill(peer, sess):
         gevent.sleep(0.001)
     t_kill = time.monotonic()
     # the largest RTO in play: a segment already retransmitted under load has backed off
-    rto_at_kill[id(sess)] = max([kcp.rx_rto] + [rec[RTO] for rec in kcp.snd_buf])
+    # (snd_buf holds None for a slot already acknowledged out of order)
+    rto_at_kill[id(sess)] = max([kcp.rx_rto] + [rec[RTO] for rec in kcp.snd_buf
+                                                if rec is not None])
     peer.kill()
     gevent.joinall([gw, gr], timeout=30)
     assert gw.dead and gr.dead, "a blocked call did not return"
