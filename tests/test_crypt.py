@@ -435,3 +435,32 @@ def test_batch_seal_and_open_match_single_calls(name):
         bad[3] = bad[3][:-1] + bytes([bad[3][-1] ^ 0x40])
         got = block.open_many(bad)
         assert got[3] is None and got[:3] + got[4:] == payloads[:3] + payloads[4:]
+
+
+@pytest.mark.parametrize("name", ["aes", "aes-128", "aes-192"])
+@pytest.mark.parametrize("keystream", [True, False], ids=["ecb-keystream", "cfb"])
+def test_aes_batch_decryption_paths(name, keystream, monkeypatch):
+    """AES's open_many decrypts a batch of at least ``_ECB_MIN_BYTES`` with an ECB keystream
+    and a numpy XOR (when numpy is installed), smaller ones with one CFB update: both give
+    what open() gives datagram by datagram (kcp-go's CFB, pinned by the golden vectors), a
+    corrupted member included."""
+    if keystream:
+        pytest.importorskip("numpy")
+    monkeypatch.setattr(crypt, "ECB_KEYSTREAM", keystream)
+    block = crypt.new(name, crypt.derive_key("keystream"))
+    assert (block._ecb is not None) == keystream
+    for sizes in ([1376], [1376, 1376], [0, 0, 0], [1, 24, 1376, 33, 700, 16, 15, 17] * 6):
+        payloads = [os.urandom(n) for n in sizes]
+        sealed = block.seal_many(payloads)
+        sealed[-1] = sealed[-1][:-1] + bytes([sealed[-1][-1] ^ 1])
+        expect = [block.open(s) for s in sealed]
+        assert expect[:-1] == payloads[:-1] and expect[-1] is None
+        assert block.open_many(sealed) == expect
+
+
+def test_crc32_is_zlibs():
+    """The payload CRC may come from zlib-ng (the ``fast`` extra); it must be zlib's CRC-32
+    (IEEE), which kcp-go puts after the nonce (docs/protocol.md §4.1)."""
+    import zlib
+    for data in (b"", b"a", bytes(1376), os.urandom(1376), os.urandom(65536)):
+        assert crypt._crc32(data) == zlib.crc32(data)

@@ -12,7 +12,7 @@ OOB packet:    FF FF FF FF | F3 00 | size u16 LE (= 2 + 4 + n) | conv u32 LE | p
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..codec.reedsolomon import ReedSolomon, shared_codec
 from ..snmp import DEFAULT_SNMP, Snmp
@@ -118,44 +118,61 @@ class FECEncoder:
         gets no parity, and the next group still starts at a multiple of k + m ([latest]
         §2.5; the first packet ever counts as after a gap). Without it parity is always sent.
         """
+        return self.encode_many((kcp_payload,), now)
+
+    def encode_many(self, kcp_payloads: Sequence[bytes], now: Optional[int] = None) -> List[bytes]:
+        """:meth:`encode` for a whole flush, sent at one ``now``: the packets in wire order
+        (each data packet, and a group's parity right after its last data packet)."""
+        out: List[bytes] = []
+        if not kcp_payloads:
+            return out
+        group = self._group
+        k = self.data_shards
+        pack = _DATA_HDR.pack
+        seqid = self.next_seqid
+        maxlen = self._maxlen
+        # the previous data packet's time, as seen by each packet: only the first of a batch
+        # can come after a gap
         last = self._last_ms
         if now is not None:
             self._last_ms = now
-        seqid = self.next_seqid
-        # [5.6.1] data seqids advance without the modulo (wraps happen on parity positions)
-        self.next_seqid = (seqid + 1) & _U32
-        # size is u16 on the wire; kcp-go truncates, which only matters for absurd payloads
-        packet = _DATA_HDR.pack(seqid, TYPE_DATA, (len(kcp_payload) + 2) & 0xFFFF) + kcp_payload
+        for payload in kcp_payloads:
+            # [5.6.1] data seqids advance without the modulo (wraps happen on parity positions);
+            # size is u16 on the wire: kcp-go truncates, which only matters for absurd payloads
+            packet = pack(seqid, TYPE_DATA, (len(payload) + 2) & 0xFFFF) + payload
+            seqid = (seqid + 1) & _U32
+            out.append(packet)
+            group.append(packet)
+            if len(packet) > maxlen:
+                maxlen = len(packet)
+            if len(group) == k:
+                seqid = self._close_group(out, seqid, maxlen, now, last)
+                maxlen = 0
+            last = now
+        self.next_seqid = seqid
+        self._maxlen = maxlen
+        return out
+
+    def _close_group(self, out: List[bytes], seqid: int, maxlen: int, now: Optional[int],
+                     last: Optional[int]) -> int:
+        """Append the full group's parity to ``out`` (or skip it after a gap); empty the group;
+        return the next seqid."""
         group = self._group
-        group.append(packet)
-        if len(packet) > self._maxlen:
-            self._maxlen = len(packet)
-        if len(group) < self.data_shards:
-            return [packet]
         gap = self.parity_skip_gap
         if now is not None and gap is not None and (
                 last is None or ((now - last + _HALF) & _U32) - _HALF >= gap):
             # sparse traffic: parity that would come after a retransmission anyway
-            self.next_seqid = (self.next_seqid + self.parity_shards) % self.paws
             group.clear()
-            self._maxlen = 0
-            return [packet]
-
-        # The RS shards are the packets from the size field on; zero padding to the longest is
-        # implicit in the little-endian int representation (see reedsolomon.py).
-        parity = self._codec.encode_ints([p[FEC_HEADER_SIZE:] for p in group])
-        plen = self._maxlen - FEC_HEADER_SIZE
-        out = [packet]
-        seqid = self.next_seqid
+            return (seqid + self.parity_shards) % self.paws
+        # The RS shards are the packets from the size field on, zero-padded to the longest.
+        parity = self._codec.encode_parity(group, FEC_HEADER_SIZE, maxlen - FEC_HEADER_SIZE)
         paws = self.paws
         pack = _FEC_HDR.pack
-        for value in parity:
-            out.append(pack(seqid, TYPE_PARITY) + value.to_bytes(plen, "little"))
+        for shard in parity:
+            out.append(pack(seqid, TYPE_PARITY) + shard)
             seqid = (seqid + 1) % paws
-        self.next_seqid = seqid
         group.clear()
-        self._maxlen = 0
-        return out
+        return seqid
 
 
 class _Group:

@@ -103,10 +103,7 @@ class PacketCodec:
             if crypt is None:
                 return kcp_datagrams
             return crypt.seal_many(kcp_datagrams)
-        packets: List[bytes] = []
-        fec_encode = enc.encode
-        for d in kcp_datagrams:
-            packets.extend(fec_encode(d, now))
+        packets = enc.encode_many(kcp_datagrams, now)
         if crypt is None:
             return packets
         return crypt.seal_many(packets)
