@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover - the socket API loads gevent lazily (see 
     from .facade.stream import Stream
 
 __all__ = ["dial", "listen", "serve_conn", "dial_smux", "listen_smux", "set_runtime",
-           "get_runtime", "set_busy_poll", "Options", "KCPSocket",
+           "get_runtime", "set_busy_poll", "set_malloc_tuning", "Options", "KCPSocket",
            "Listener", "SmuxSession", "SmuxListener", "Stream",
            "BlockCrypt", "derive_key", "crypt", "Snmp", "DEFAULT_SNMP",
            "MODES", "KCPTUN_CLIENT", "KCPTUN_SERVER", "CryptSpec"]
@@ -78,6 +78,18 @@ def set_busy_poll(enabled: bool) -> None:
     docs/deviations.md D54."""
     from .runtime.busypoll import set_busy_poll as _set_busy_poll
     _set_busy_poll(enabled)
+
+
+def set_malloc_tuning(enabled: bool) -> None:
+    """Allow (the default) or forbid kcpgo to raise glibc's malloc trim and mmap thresholds
+    (to 16 MiB and 4 MiB) when its first runtime starts, so that the buffers of each batch of
+    datagrams are not returned to the kernel and faulted in again (aes + FEC sink ~+30 %).
+    The process then keeps up to 16 MiB of free heap. Skipped off glibc, when the process set
+    ``MALLOC_TRIM_THRESHOLD_`` or ``MALLOC_MMAP_THRESHOLD_``, and with
+    ``KCPGO_MALLOC_TUNING=0``. ``False`` after the tuning puts glibc's 128 KiB defaults back.
+    See docs/deviations.md D55."""
+    from .runtime.malloc import set_malloc_tuning as _set_malloc_tuning
+    _set_malloc_tuning(enabled)
 
 
 def dial(address: Address, options: Optional[Options] = None, *, conv: Optional[int] = None,

@@ -58,14 +58,26 @@ class NumpyParity:
     def encode(self, packets: Sequence[bytes], offset: int, size: int) -> List[bytes]:
         """The m parity shards (``size`` bytes each) of the k shards ``packet[offset:]``, each
         zero-padded to ``size`` (no packet may be longer than ``offset + size``)."""
+        return self.encode_many([packets], offset, [size])[0]
+
+    def encode_many(self, groups: Sequence[Sequence[bytes]], offset: int,
+                    sizes: Sequence[int]) -> List[List[bytes]]:
+        """:meth:`encode` for several groups (a flush's) in one pass: numpy's fixed cost per
+        call is paid once. Every group is padded to the largest size and its parity cut back
+        to its own (zero padding adds zeros to parity, nothing else)."""
         if self._table is None:
             self._build()
-        if all(len(p) == offset + size for p in packets):
+        width = max(sizes)
+        packets = [p for group in groups for p in group]
+        if all(len(p) == offset + width for p in packets):
             # the common case (full-size segments): one join, the headers sliced off in numpy
-            data = np.frombuffer(b"".join(packets), dtype=np.uint8).reshape(self.k, -1)[:, offset:]
+            data = np.frombuffer(b"".join(packets), dtype=np.uint8)
+            data = data.reshape(len(groups), self.k, -1)[:, :, offset:]
         else:
-            joined = b"".join([p[offset:].ljust(size, b"\0") for p in packets])
-            data = np.frombuffer(joined, dtype=np.uint8).reshape(self.k, size)
+            joined = b"".join([p[offset:].ljust(width, b"\0") for p in packets])
+            data = np.frombuffer(joined, dtype=np.uint8).reshape(len(groups), self.k, width)
         products = self._table.take(np.add(data, self._offsets, dtype=np.uint16), mode="clip")
-        acc = np.bitwise_xor.reduce(products, axis=0).view(np.uint8).reshape(-1, self._entry)
-        return [acc[:, j].tobytes() for j in range(self.m)]
+        acc = np.bitwise_xor.reduce(products, axis=1).view(np.uint8)
+        acc = acc.reshape(len(groups), width, self._entry)
+        return [[acc[g, :size, j].tobytes() for j in range(self.m)]
+                for g, size in enumerate(sizes)]

@@ -221,6 +221,18 @@ class ReedSolomon:
         return [v.to_bytes(size, "little")
                 for v in self.encode_ints([p[offset:] for p in packets])]
 
+    def encode_parity_many(self, groups: Sequence[Sequence[bytes]], offset: int,
+                           sizes: Sequence[int]) -> List[List[bytes]]:
+        """:meth:`encode_parity` for several groups (``sizes[g]`` bytes of parity for group g):
+        one numpy pass for all of them when numpy is installed."""
+        if any(len(group) != self.data_shards for group in groups):
+            raise ValueError(f"expected {self.data_shards} data shards per group")
+        if not groups:
+            return []
+        if self._np_parity is not None:
+            return self._np_parity.encode_many(groups, offset, sizes)
+        return [self.encode_parity(group, offset, size) for group, size in zip(groups, sizes)]
+
     def _decode_plan(self, valid: Tuple[int, ...], missing: Tuple[int, ...]) -> list:
         key = valid + (-1,) + missing
         plan = self._decode_cache.get(key)

@@ -31,7 +31,7 @@ import gevent
 from gevent._hub_local import get_hub_if_exists
 from gevent.event import Event
 
-from . import modes
+from . import malloc, modes
 from ._originals import RealRLock, RealThreadLocal, allocate_lock, real_get_ident
 from .busypoll import BusyPoll
 from .clock import now_ms
@@ -139,6 +139,7 @@ class Runtime:
         self._kick_pending = False
         #: Spins before the hub sleeps, for request/response sessions (busypoll.py).
         self.busy = BusyPoll(self.hub.loop)
+        malloc.tune()  # batch buffers stay in the process (malloc.py, D55)
 
     def timer(self, callback: Callable[[int], None]) -> Timer:
         """A new, disarmed :class:`Timer` running ``callback(now_ms)`` in this runtime."""

@@ -136,6 +136,9 @@ class FECEncoder:
         last = self._last_ms
         if now is not None:
             self._last_ms = now
+        # groups completed in this flush: (index in out after the group, first parity seqid,
+        # parity size, data packets); their parity is computed together at the end
+        closed: List[Tuple[int, int, int, List[bytes]]] = []
         for payload in kcp_payloads:
             # [5.6.1] data seqids advance without the modulo (wraps happen on parity positions);
             # size is u16 on the wire: kcp-go truncates, which only matters for absurd payloads
@@ -146,33 +149,40 @@ class FECEncoder:
             if len(packet) > maxlen:
                 maxlen = len(packet)
             if len(group) == k:
-                seqid = self._close_group(out, seqid, maxlen, now, last)
+                if not self._skips_parity(now, last):
+                    # The RS shards are the packets from the size field on, zero-padded to the
+                    # longest.
+                    closed.append((len(out), seqid, maxlen - FEC_HEADER_SIZE, list(group)))
+                seqid = (seqid + self.parity_shards) % self.paws
+                group.clear()
                 maxlen = 0
             last = now
         self.next_seqid = seqid
         self._maxlen = maxlen
+        if closed:
+            self._insert_parity(out, closed)
         return out
 
-    def _close_group(self, out: List[bytes], seqid: int, maxlen: int, now: Optional[int],
-                     last: Optional[int]) -> int:
-        """Append the full group's parity to ``out`` (or skip it after a gap); empty the group;
-        return the next seqid."""
-        group = self._group
+    def _skips_parity(self, now: Optional[int], last: Optional[int]) -> bool:
+        """A group completed at ``now`` whose previous data packet went at ``last`` gets no
+        parity (sparse traffic: parity that would come after a retransmission anyway)."""
         gap = self.parity_skip_gap
-        if now is not None and gap is not None and (
-                last is None or ((now - last + _HALF) & _U32) - _HALF >= gap):
-            # sparse traffic: parity that would come after a retransmission anyway
-            group.clear()
-            return (seqid + self.parity_shards) % self.paws
-        # The RS shards are the packets from the size field on, zero-padded to the longest.
-        parity = self._codec.encode_parity(group, FEC_HEADER_SIZE, maxlen - FEC_HEADER_SIZE)
+        return now is not None and gap is not None and (
+            last is None or ((now - last + _HALF) & _U32) - _HALF >= gap)
+
+    def _insert_parity(self, out: List[bytes], closed: List[Tuple[int, int, int, List[bytes]]]
+                       ) -> None:
+        """Put each closed group's parity packets right after its last data packet."""
+        parities = self._codec.encode_parity_many(
+            [c[3] for c in closed], FEC_HEADER_SIZE, [c[2] for c in closed])
         paws = self.paws
         pack = _FEC_HDR.pack
-        for shard in parity:
-            out.append(pack(seqid, TYPE_PARITY) + shard)
-            seqid = (seqid + 1) % paws
-        group.clear()
-        return seqid
+        for (index, seqid, _, _), shards in zip(reversed(closed), reversed(parities)):
+            packets = []
+            for shard in shards:
+                packets.append(pack(seqid, TYPE_PARITY) + shard)
+                seqid = (seqid + 1) % paws
+            out[index:index] = packets
 
 
 class _Group:
