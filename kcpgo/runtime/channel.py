@@ -55,9 +55,8 @@ class Channel(Pacing):
     """
 
     __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "local", "passive",
-                 "runtime",
-                 "timer", "on_update", "error", "released", "_on_release", "_acks_scheduled",
-                 "_idle_ms", "last_rx", "heard", "opened", "foreign",
+                 "runtime", "timer", "on_update", "error", "released", "_on_release",
+                 "_acks_scheduled", "_ack_at", "_idle_ms", "last_rx", "heard", "opened", "foreign",
                  "_bucket", "_paced", "_paced_bytes", "_pace_limit", "_pace_timer",
                  "pace_drops", "_rr_sent", "_rr_score", "_rr_waiting", "__weakref__")
 
@@ -85,6 +84,8 @@ class Channel(Pacing):
         self.released = False
         self._on_release = on_release
         self._acks_scheduled = False
+        #: ms by which the pending ACKs go out if no reply carries them (after_batch)
+        self._ack_at: Optional[int] = None
         self._idle_ms: Optional[int] = None
         self.last_rx = self.opened = now_ms()
         #: Whether a valid datagram (it passed the crypto check and KCP took it) came from the
@@ -218,22 +219,23 @@ class Channel(Pacing):
             else:
                 self._rr_score = 0
         conn = self.conn
-        if (self._bucket is None or not self._held(now)) and conn.has_output(now):
+        # (pending ACKs alone are no reason to flush now: below)
+        if (self._bucket is None or not self._held(now)) and conn.has_output(now, acks=False):
             out = conn.datagrams_to_send(now, acks=False)
             if out:
                 self._transmit(out)
-        self._post_io(now)
-        if self.released:
-            return                  # (on_update may have closed it)
         pending = conn.pending_acks
-        if 0 < pending < ACK_PROMPT and not self._acks_scheduled:
-            # A few segments (request/response traffic): their ACKs wait up to one interval
-            # for the reply to carry them, as kcp-go's ACKs wait for its tick (D1); the timer
-            # flushes them then if nothing else did. Bulk batches are ACKed at once (below).
-            self.timer.schedule(now + conn.interval)
-        elif pending and not self._acks_scheduled:
-            self._acks_scheduled = True
-            self.runtime.call_soon(self._send_acks)
+        if pending and not self._acks_scheduled:
+            if pending < ACK_PROMPT:
+                # A few segments (request/response traffic): their ACKs wait up to one
+                # interval for the reply to carry them, as kcp-go's ACKs wait for its tick
+                # (D1); the timer (_post_io) flushes them then if nothing else did.
+                if self._ack_at is None:
+                    self._ack_at = now + conn.interval
+            else:                   # bulk batches are ACKed at once
+                self._acks_scheduled = True
+                self.runtime.call_soon(self._send_acks)
+        self._post_io(now)
 
     def fail(self, exc: BaseException) -> None:
         """Latch ``exc`` (the first one wins), stop the timer and notify."""
@@ -413,7 +415,19 @@ class Channel(Pacing):
         if self.error is not None or self.released:
             self.timer.cancel()              # a dead (or, by on_update, closed) session rests
             return
-        deadline = conn.next_deadline(now)
+        deadline = conn.next_deadline(now, acks=False)
+        if conn.pending_acks:
+            if not self._acks_scheduled:
+                # their own deadline (after_batch), else at once
+                ack = self._ack_at if self._ack_at is not None else now
+                if deadline is None or ack < deadline:
+                    deadline = ack
+        elif self._ack_at is not None:
+            # They went out with a reply (or a flush): a timer armed only for them would
+            # fire for nothing, once per message of a request/response session.
+            if self.timer.at == self._ack_at:
+                self.timer.cancel()
+            self._ack_at = None
         if deadline is not None and self._bucket is not None and self._held(now):
             # rate limit: not before the bucket is out of debt (or the queue's timer, which
             # re-arms this one when the queue is empty)

@@ -384,12 +384,14 @@ class Connection:
         """Feed one datagram already opened by ``PacketCodec.open`` (a listener's demux)."""
         self.codec.feed(payload, self.kcp, now)
 
-    def has_output(self, now: int) -> bool:
+    def has_output(self, now: int, acks: bool = True) -> bool:
         """Whether :meth:`datagrams_to_send` with ``acks=False`` may return datagrams at
         ``now`` (a flush was requested, or a timer is due): False means it would return
         ``[]`` and change nothing. Cheaper than that call, for a driver's check after each
-        received batch (tools/bench_rx.py)."""
-        due = self.kcp.check(now)
+        received batch (tools/bench_rx.py). ``acks=False``: not counting a periodic tick that
+        is due only because ACKs are pending (an idle session's tick is overdue as soon as
+        it receives), for a driver that lets ACKs wait for a reply to carry them."""
+        due = self.kcp.check(now, acks)
         return due is not None and due <= now
 
     def datagrams_to_send(self, now: int, acks: bool = True) -> List[bytes]:
@@ -413,6 +415,7 @@ class Connection:
         now = index(now)
         return self.codec.encode_many(self.kcp.flush(now), now)
 
-    def next_deadline(self, now: int) -> Optional[int]:
-        """Absolute ms of the next needed :meth:`datagrams_to_send`, or ``None`` when idle."""
-        return self.kcp.check(now)
+    def next_deadline(self, now: int, acks: bool = True) -> Optional[int]:
+        """Absolute ms of the next needed :meth:`datagrams_to_send`, or ``None`` when idle
+        (``acks=False``: leaving pending ACKs to the driver, as :meth:`has_output`)."""
+        return self.kcp.check(now, acks)

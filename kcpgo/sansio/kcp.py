@@ -392,8 +392,9 @@ class KCP(InputMixin, OutputMixin):
                 return total
         return -1
 
-    def check(self, now: int) -> Optional[int]:
+    def check(self, now: int, acks: bool = True) -> Optional[int]:
         """Absolute ms at which :meth:`flush` has work to do next, or ``None`` if nothing.
+        ``acks=False`` leaves pending ACKs out, for a driver that schedules them itself.
 
         kcp-go flushes every ``interval`` while a session is active. A flush has work only if
         something is queued, ACKs or probes are pending, or a segment collected duplicate ACKs;
@@ -404,10 +405,10 @@ class KCP(InputMixin, OutputMixin):
         """
         if self.flush_requested:
             return now
-        return self._work_due(now)
+        return self._work_due(now, acks)
 
-    def _work_due(self, now: int) -> Optional[int]:
-        if self._tick_needed():
+    def _work_due(self, now: int, acks: bool = True) -> Optional[int]:
+        if self._tick_needed(acks):
             nxt = self._next_flush
             return now if nxt is None else nxt
         due = self._earliest_timer()
@@ -419,9 +420,10 @@ class KCP(InputMixin, OutputMixin):
                 due = probe
         return due
 
-    def _tick_needed(self) -> bool:
-        """Whether the periodic flush would do more than retransmit or probe on a timer."""
-        if self._acks or self.probe or self.snd_queue:
+    def _tick_needed(self, acks: bool = True) -> bool:
+        """Whether the periodic flush would do more than retransmit or probe on a timer
+        (``acks=False``: not counting pending ACKs)."""
+        if (acks and self._acks) or self.probe or self.snd_queue:
             return True
         buf = self.snd_buf
         if not buf:
