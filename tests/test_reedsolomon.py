@@ -196,3 +196,9 @@ def test_encode_parity_equals_encode_ints(k, m, data):
 def test_encode_parity_checks_the_shard_count():
     with pytest.raises(ValueError, match="expected 3 data shards"):
         ReedSolomon(3, 2).encode_parity([b"a", b"b"], 0, 1)
+
+
+def test_empty_shards_have_empty_parity():
+    # zero-length shards give zero-length parity, as the int path always did (numpy: no
+    # reshape of an empty buffer by inference)
+    assert ReedSolomon(3, 2).encode([b"", b"", b""]) == [b"", b""]

@@ -72,7 +72,7 @@ class NumpyParity:
         if all(len(p) == offset + width for p in packets):
             # the common case (full-size segments): one join, the headers sliced off in numpy
             data = np.frombuffer(b"".join(packets), dtype=np.uint8)
-            data = data.reshape(len(groups), self.k, -1)[:, :, offset:]
+            data = data.reshape(len(groups), self.k, offset + width)[:, :, offset:]
         else:
             joined = b"".join([p[offset:].ljust(width, b"\0") for p in packets])
             data = np.frombuffer(joined, dtype=np.uint8).reshape(len(groups), self.k, width)

@@ -56,7 +56,7 @@ class Channel(Pacing):
 
     __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "local", "passive",
                  "runtime", "timer", "on_update", "error", "released", "_on_release",
-                 "_acks_scheduled", "_ack_at", "_idle_ms", "last_rx", "heard", "opened", "foreign",
+                 "_acks_scheduled", "_ack_at", "_answers", "_idle_ms", "last_rx", "heard", "opened", "foreign",
                  "_bucket", "_paced", "_paced_bytes", "_pace_limit", "_pace_timer",
                  "pace_drops", "_rr_sent", "_rr_score", "_rr_waiting", "__weakref__")
 
@@ -86,6 +86,9 @@ class Channel(Pacing):
         self._acks_scheduled = False
         #: ms by which the pending ACKs go out if no reply carries them (after_batch)
         self._ack_at: Optional[int] = None
+        #: whether the application's last send came within an interval of a received batch
+        #: (it answers: the ACKs of a request wait for the reply, D1)
+        self._answers = False
         self._idle_ms: Optional[int] = None
         self.last_rx = self.opened = now_ms()
         #: Whether a valid datagram (it passed the crypto check and KCP took it) came from the
@@ -219,8 +222,10 @@ class Channel(Pacing):
             else:
                 self._rr_score = 0
         conn = self.conn
-        # (pending ACKs alone are no reason to flush now: below)
-        if (self._bucket is None or not self._held(now)) and conn.has_output(now, acks=False):
+        # In a session whose application answers what it receives, pending ACKs alone are no
+        # reason to flush now (below); a receiver that only reads ACKs at once (fresh RTT).
+        answers = self._answers
+        if (self._bucket is None or not self._held(now)) and conn.has_output(now, not answers):
             out = conn.datagrams_to_send(now, acks=False)
             if out:
                 self._transmit(out)
@@ -258,6 +263,7 @@ class Channel(Pacing):
     def send(self, data: Any) -> int:
         """Queue ``data`` (at most :meth:`send_room` bytes) and flush."""
         n = self.conn.send(data)
+        self._answers = now_ms() - self.last_rx <= self.conn.interval
         self.flush()
         # Busy-polling (busypoll.py): the application sent; is a reply due soon?
         t = _monotonic()
@@ -415,7 +421,7 @@ class Channel(Pacing):
         if self.error is not None or self.released:
             self.timer.cancel()              # a dead (or, by on_update, closed) session rests
             return
-        deadline = conn.next_deadline(now, acks=False)
+        deadline = conn.next_deadline(now, not self._answers)
         if conn.pending_acks:
             if not self._acks_scheduled:
                 # their own deadline (after_batch), else at once
