@@ -300,12 +300,15 @@ class _OpenSSLCFB(BlockCrypt):
         parts = []
         ends = []
         pos = 0
-        for i, p in enumerate(payloads):
+        i = 0
+        for p in payloads:
             n = len(p) + CRYPT_HEADER_SIZE
             pad = pads[-n % bs]
-            parts += (nonces[i * NONCE_SIZE:(i + 1) * NONCE_SIZE], pack(crc32(p)), p, pad)
-            ends.append((pos, pos + n))
-            pos += n + len(pad)
+            parts += (nonces[i:i + NONCE_SIZE], pack(crc32(p)), p, pad)
+            i += NONCE_SIZE
+            end = pos + n
+            ends.append((pos, end))
+            pos = end + len(pad)
         plain = b"".join(parts)
         try:
             out = self._seal_update(plain)
