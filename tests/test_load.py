@@ -128,19 +128,30 @@ def test_deadlines_and_shutdown_with_1000_busy_sessions(busy_listener):
                                  lambda t=t: (other.settimeout(t), other.accept())))
     stuck_c.settimeout(0.6)
     jobs.append(gevent.spawn(probe, "send0.6", 0.6, lambda: stuck_c.sendall(b"z" * 20000)))
+    # The hub's own timers, started with the probes: how late this process's timers ran
+    # (a machine that deschedules the process delays every timer, kcpgo's or not).
+    late = {}
+
+    def reference(t):
+        took, _ = timed(lambda: gevent.sleep(t))
+        late[t] = took - t
+    jobs += [gevent.spawn(reference, t) for t in (0.1, 0.25, 0.3, 0.5, 0.6, 0.75, 0.8, 1.0, 1.5)]
     gevent.joinall(jobs, timeout=10)
     busy = snmp.InPkts - busy0
     for name, (t, took, err) in sorted(results.items()):
-        print(f"{name}: deadline {t:.2f} s, raised after {took:.3f} s ({type(err).__name__})")
+        print(f"{name}: deadline {t:.2f} s, raised after {took:.3f} s ({type(err).__name__}); "
+              f"a gevent.sleep({t}) started with it was {late[t] * 1000:.0f} ms late")
     print(f"datagrams received by the listener meanwhile: {busy:,}")
     assert busy > N                                # the 1,000 sessions really were busy
     assert len(results) == 9
     for name, (t, took, err) in results.items():
         assert isinstance(err, TimeoutError), (name, err)
-        # Within 0.25 s: alone the overshoot is <= 10 ms; with the other pytest-xdist worker
-        # on the second core it reached 0.124 s once (clean-clone CI, 2026-11-30). A broken
-        # deadline misses by a multiple (restarted per wake-up) or by the idle timeout.
-        assert abs(took - t) <= 0.25, (name, t, took)
+        # Within 0.25 s of the deadline, plus however late the hub's own timer of the same
+        # length ran: alone the overshoot is <= 10 ms; with the other pytest-xdist worker on
+        # the second core it reached 0.124 s once, and 0.4 s once for the first deadlines
+        # together (a stalled process; clean-clone CI, 2026-11-30). A broken deadline misses
+        # by a multiple (restarted per wake-up) or by the idle timeout.
+        assert abs(took - t) <= 0.25 + max(late[t], 0.0), (name, t, took, late[t])
 
     # Listener.close() with 1,000 live sessions, then the whole server.
     took, err = timed(ln.close)
