@@ -169,8 +169,8 @@ def test_golden_parity_both_engines(group, parity_engine):
     assert rs.encode_parity(data, 6, group["shard_size"]) == parity
 
 
-# (k, m) covering both numpy word widths (2 bytes up to 16 data and 4 parity shards, else 1)
-# and the int fallback past 8 parity shards
+# (k, m) covering every numpy table entry size (1, 2, 4 and 8 bytes: the smallest that holds
+# m products) and the int fallback past 8 parity shards
 @pytest.mark.parametrize("k,m", [(1, 1), (3, 2), (10, 3), (16, 4), (17, 4), (10, 5), (20, 8),
                                  (4, 9)])
 @settings(max_examples=25, deadline=None)
