@@ -57,3 +57,9 @@ def test_process_settings_win():
 
 def test_switching_off_after_tuning():
     assert _run("malloc.tune(); kcpgo.set_malloc_tuning(False)") == ["False", "False"]
+
+
+def test_glibc_tunables_win():
+    # the same choice made through glibc's tunables (a reviewer found them overridden)
+    out = _run(GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")
+    assert out[0] == "False"

@@ -202,3 +202,30 @@ def test_empty_shards_have_empty_parity():
     # zero-length shards give zero-length parity, as the int path always did (numpy: no
     # reshape of an empty buffer by inference)
     assert ReedSolomon(3, 2).encode([b"", b"", b""]) == [b"", b""]
+
+
+def test_parity_tables_are_published_whole(monkeypatch):
+    """Codecs are shared by every session (``shared_codec``): a second thread whose first
+    parity call comes while the first thread builds the numpy tables must get the right
+    parity, not half-built tables (a reviewer's reproducer: ``_table`` was set before
+    ``_offsets``, and the other thread's call failed with a UFuncTypeError)."""
+    import threading
+    np = pytest.importorskip("numpy")
+    from kcpgo.codec import _rs_np
+    rs = ReedSolomon(4, 2)
+    engine = rs._np_parity
+    packets = [bytes([i + 1]) * 10 for i in range(4)]
+    expect = [v.to_bytes(10, "little") for v in rs.encode_ints(packets)]
+    other = []
+    real_arange = np.arange
+
+    def arange(*args, **kwargs):    # inside the first build: the other thread's first call
+        if not other:
+            other.append(None)
+            t = threading.Thread(target=lambda: other.append(engine.encode(packets, 0, 10)))
+            t.start()
+            t.join()
+        return real_arange(*args, **kwargs)
+    monkeypatch.setattr(_rs_np.np, "arange", arange)
+    assert engine.encode(packets, 0, 10) == expect
+    assert other == [None, expect]

@@ -43,6 +43,9 @@ class NumpyParity:
         self._entry = next(n for n in (1, 2, 4, 8) if n >= m)
 
     def _build(self) -> None:
+        """Build the tables. A codec is shared by every session of the process, so another
+        thread may make its first call meanwhile: it sees ``_table`` only once ``_offsets``
+        is there too (at worst it builds the same tables again)."""
         k = self.k
         dtype = np.dtype(f"<u{self._entry}")
         table = np.zeros((k, 256), dtype=dtype)
@@ -50,10 +53,10 @@ class NumpyParity:
             for i in range(k):
                 products = np.frombuffer(row[i], dtype=np.uint8).astype(dtype)
                 table[i] |= products << dtype.type(8 * j)
-        self._table = table.reshape(-1)
         # u16 indices (k <= 255): 20 % faster than intp ones, and within the table by
         # construction, so ``take`` need not check them (mode="clip")
         self._offsets = (np.arange(k, dtype=np.uint16) * 256)[:, None]
+        self._table = table.reshape(-1)
 
     def encode(self, packets: Sequence[bytes], offset: int, size: int) -> List[bytes]:
         """The m parity shards (``size`` bytes each) of the k shards ``packet[offset:]``, each

@@ -397,6 +397,10 @@ class Channel(Pacing):
             self.fail(TimeoutError(errno.ETIMEDOUT,
                                    f"no datagram from the peer for {idle / 1000:g} s"
                                    + self.unheard_suffix(now)))
+        if self._ack_at is not None and now >= self._ack_at and self.conn.pending_acks:
+            # No reply carried them within an interval: this session ACKs at once again
+            # until its application answers again (send()).
+            self._answers = False
         if self._bucket is not None and self._held(now):
             # rate limit: the flush waits for the bucket; ACKs do not (ACKS_UNPACED)
             out = self.conn.flush_acks(now) if ACKS_UNPACED else []

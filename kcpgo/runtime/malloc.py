@@ -10,8 +10,8 @@ same thresholds set through glibc's environment variables).
 
 The first kcpgo runtime of a process calls :func:`tune` once. It only raises thresholds: a
 process keeps at most :data:`TRIM_THRESHOLD` bytes of free heap beyond what it uses. It does
-nothing when the process chose its own (``MALLOC_TRIM_THRESHOLD_`` or
-``MALLOC_MMAP_THRESHOLD_`` set), off glibc, with ``KCPGO_MALLOC_TUNING=0``, or after
+nothing when the process chose its own (``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` tunable in ``GLIBC_TUNABLES``), off glibc, with ``KCPGO_MALLOC_TUNING=0``, or after
 :func:`set_malloc_tuning` ``(False)``.
 """
 from __future__ import annotations
@@ -61,7 +61,8 @@ def tune() -> bool:
     Called by the first kcpgo runtime; safe to call again (a no-op)."""
     global _tuned
     with _lock:
-        if _tuned or not _enabled or any(name in os.environ for name in _USER_SETTINGS):
+        if _tuned or not _enabled or any(name in os.environ for name in _USER_SETTINGS) \
+                or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
             return _tuned
         mallopt = _mallopt()
         if mallopt is None:
