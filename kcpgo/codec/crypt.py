@@ -322,6 +322,11 @@ class _OpenSSLCFB(BlockCrypt):
         bs = self._bs
         iv = self._iv
         pads = self._pads
+        ecb = self._ecb_update is not None and \
+            bs * len(datagrams) + sum(map(len, datagrams)) >= _ECB_MIN_BYTES
+        # where a datagram's plaintext starts, relative to its IV block: the keystream path's
+        # output starts at buf[bs] (_ecb_decrypt), the decryptor's at buf[0]
+        first = 0 if ecb else bs
         parts = []
         spans = []
         pos = 0
@@ -329,15 +334,10 @@ class _OpenSSLCFB(BlockCrypt):
             n = len(d)
             pad = pads[-n % bs]
             parts += (iv, d, pad)
-            spans.append((pos + bs, n))
+            spans.append((pos + first, n))
             pos += bs + n + len(pad)
         buf = b"".join(parts)
-        if self._ecb_update is not None and pos >= _ECB_MIN_BYTES:
-            plain = self._ecb_decrypt(buf)
-            # plain[i] is buf[bs + i]'s plaintext
-            spans = [(start - bs, n) for start, n in spans]
-        else:
-            plain = self._run_decryptor(buf)
+        plain = self._ecb_decrypt(buf) if ecb else self._run_decryptor(buf)
         crc32 = _crc32
         unpack = _unpack_u32_from
         out: "list[Optional[bytes]]" = []

@@ -263,8 +263,9 @@ class Channel(Pacing):
     def send(self, data: Any) -> int:
         """Queue ``data`` (at most :meth:`send_room` bytes) and flush."""
         n = self.conn.send(data)
-        self._answers = now_ms() - self.last_rx <= self.conn.interval
-        self.flush()
+        now = now_ms()
+        self._answers = now - self.last_rx <= self.conn.interval
+        self.flush(now)
         # Busy-polling (busypoll.py): the application sent; is a reply due soon?
         t = _monotonic()
         if not self._rr_waiting:
@@ -274,12 +275,14 @@ class Channel(Pacing):
             self.runtime.busy.arm(t + SPIN_MAX)     # (libev's watchers: the hub's thread only)
         return n
 
-    def flush(self) -> None:
+    def flush(self, now: Optional[int] = None) -> None:
         """Send what is due now (after an API call changed the state) and re-arm the timer.
-        Nothing once released: a setter called after close sends no datagram."""
+        Nothing once released: a setter called after close sends no datagram. ``now``: the
+        caller's ms clock reading, if it has one."""
         if self.released:
             return
-        now = now_ms()
+        if now is None:
+            now = now_ms()
         if self._bucket is None or not self._held(now):
             out = self.conn.datagrams_to_send(now)
             if out:
