@@ -247,7 +247,7 @@ class Listener(Blocking):
             if action is _DROP_CHECKSUM or action is _DROP_NOT_KCP:
                 self._bad_datagram(addr, old, action, now)
             return None
-        if not self._backlog.make_room(_failed, _discard):
+        if not self._backlog.make_room(_failed, _discard, now):
             return None                      # backlog full: no session, datagram lost (§5.2)
         chan = self._create(conv, addr)
         chan.receive_payload(payload, now)                  # type: ignore[arg-type]
