@@ -13,12 +13,18 @@ stays fast::
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import pytest
 
 
 def pytest_configure(config):
+    # A suite started in the background by a non-interactive shell (``cmd &``) inherits SIGINT
+    # ignored, and so would every process it starts: the tests that press Ctrl-C on a child
+    # (exit status 130) would then see it run on. Children get the default disposition back.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "slow: long-running variant; runs only with KCPGO_SLOW=1 or -m slow")
 
