@@ -285,6 +285,12 @@ class Runtime:
         while True:
             fired: list = []
             with lock:
+                # Entries of timers cancelled or re-armed since are skipped here, not slept
+                # for: a request/response session leaves two per message (its ACK timer and
+                # its retransmission timer, both cancelled by the answer), and waking for
+                # each of them cost a hub round trip.
+                while heap and heap[0][2].at != heap[0][0]:
+                    heapq.heappop(heap)
                 if not heap:
                     self._sleep_until = None
                     wake.clear()
