@@ -12,6 +12,8 @@ loads gevent on first use; ``import kcpgo`` alone does not.
 """
 from __future__ import annotations
 
+import atexit as _atexit
+import sys as _sys
 from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 __version__ = "0.4.0"
@@ -40,6 +42,19 @@ __all__ = ["dial", "listen", "serve_conn", "dial_smux", "listen_smux", "set_runt
 #: ``(host, port)``, ``(host, port, flowinfo, scope_id)`` or kcp-go's ``"host:port"`` /
 #: ``"[ipv6]:port"`` (:func:`kcpgo.address.parse_address`).
 Address = Union[str, Tuple[Any, ...]]
+
+
+def _exit_hook() -> None:
+    """At interpreter exit, after the atexit handlers registered after ``import kcpgo`` (a
+    program's goodbye messages): the I/O thread's final flush and linger, then it parks for
+    good (kcpgo.runtime.iothread.at_exit, docs/deviations.md D56). Registered at import so
+    that it runs after them; a program that never used the I/O thread has nothing to do."""
+    iothread = _sys.modules.get("kcpgo.runtime.iothread")
+    if iothread is not None:
+        iothread.at_exit()
+
+
+_atexit.register(_exit_hook)
 
 
 def set_runtime(mode: str) -> None:

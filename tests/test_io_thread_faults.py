@@ -65,10 +65,11 @@ def test_a_forked_child_closes_inherited_sessions_at_once_and_cannot_use_them():
 
 
 def test_an_atexit_handler_registered_first_can_still_use_its_session():
-    """atexit runs handlers last-registered-first, so kcpgo's own exit hook (registered at
-    its first use) runs before a program's goodbye handler registered earlier. That hook
-    stopped the I/O thread, and the goodbye waited for a reply that could not come (for ever
-    without a timeout); over TCP the goodbye works. Now the hook only flushes and lingers."""
+    """atexit runs handlers last-registered-first. kcpgo's exit hook, once registered at its
+    first use, ran before a goodbye handler registered earlier and stopped the I/O thread:
+    the goodbye waited for a reply that could not come (for ever without a timeout); over TCP
+    the goodbye works. The hook is now registered by ``import kcpgo``, so it runs after the
+    goodbye (and parks the thread then, D56)."""
     out = run('''
         import atexit, json, threading, kcpgo
         box = {}
@@ -88,6 +89,51 @@ def test_an_atexit_handler_registered_first_can_still_use_its_session():
         assert c.recv(100) == b"OK HI"
     ''', timeout=30)
     assert out == {"reply": "OK BYE"}
+
+
+def test_at_exit_the_io_thread_parks_and_late_calls_raise_instead_of_hanging():
+    """At interpreter exit the I/O thread used to keep serving into finalization, where
+    CPython ends a daemon thread that wakes with pthread_exit; unwinding through the hub
+    greenlet crashed 1-2 % of exits (SIGSEGV in greenlet's g_initialstub, core dump of an
+    smux client, docs/deviations.md D56). kcpgo's exit hook (``iothread.at_exit``, what
+    ``import kcpgo`` registers with atexit) now parks it after the linger: the thread stays
+    alive, blocked in its main greenlet, its loop ended. A call on one of its sessions then
+    raises EBADF at once (it would wait for ever: nothing serves it), and a new session gets
+    a new I/O thread. The hook is called here by hand, in a child, to look at the state."""
+    out = run('''
+        import errno, json, sys, threading, time, kcpgo
+        from kcpgo.runtime import iothread
+        ln = kcpgo.listen(("127.0.0.1", 0))
+        c = kcpgo.dial(ln.getsockname(), timeout=5)
+        c.sendall(b"HI")
+        ln.settimeout(5)
+        s, _ = ln.accept()
+        assert s.recv(10) == b"HI"
+        old = iothread._current
+        t0 = time.monotonic()
+        iothread.at_exit()
+        frames = sys._current_frames()
+        io = [t for t in threading.enumerate() if t.name == iothread.THREAD_NAME]
+        where = [f.f_code.co_name for tid, f in frames.items()
+                 if tid != threading.get_ident() and f.f_code.co_name == "_main"]
+        try:
+            c.recv(10)
+            late = "no error"
+        except OSError as e:
+            late = errno.errorcode[e.errno]
+        took = time.monotonic() - t0
+        ln2 = kcpgo.listen(("127.0.0.1", 0))
+        c2 = kcpgo.dial(ln2.getsockname(), timeout=5)
+        c2.sendall(b"AGAIN")
+        ln2.settimeout(5)
+        s2, _ = ln2.accept()
+        print(json.dumps({"stopped": old.runtime.stopped, "in_main": where,
+                          "late": late, "quick": took < 3,
+                          "new_thread": iothread._current is not old,
+                          "again": s2.recv(10).decode()}))
+    ''', timeout=30)
+    assert out == {"stopped": True, "in_main": ["_main"], "late": "EBADF", "quick": True,
+                   "new_thread": True, "again": "AGAIN"}
 
 
 def test_a_wait_inside_a_kcpgo_call_raises_instead_of_deadlocking():

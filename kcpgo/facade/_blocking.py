@@ -276,6 +276,9 @@ class Blocking:
         if runtime.forked:
             raise OSError(errno.EBADF, "this kcpgo object belongs to the parent process (it "
                                        "was inherited across fork()): open a new one here")
+        if runtime.stopped:     # nothing would ever wake this call (iothread.py, D56)
+            raise OSError(errno.EBADF, "kcpgo's I/O thread has stopped (interpreter exit): "
+                                       "this object no longer works; a new one would")
         lock = runtime.lock
         if take_turn and side.owner is None and not side.queue:
             # Fast path, the common case: nobody holds or awaits this direction, so a call

@@ -1,17 +1,24 @@
 """The I/O thread of ``"thread"`` mode (:mod:`.modes`): one daemon OS thread per process whose
 gevent hub runs every session's reader and the scheduler greenlet.
 
-Started on first use by :func:`runtime`. At interpreter exit (``atexit``, so after the
-application's non-daemon threads ended) sessions still open get kcp-go's final flush and up
-to :data:`LINGER_AT_EXIT` for their data to be acknowledged; the thread then keeps serving
-(atexit handlers registered before kcpgo's first use run after ours and may still use their
-sessions) and ends with the interpreter, as any daemon thread. A process that forks gets a
-new I/O thread in the child on first use there (the parent's thread does not exist in the
-child; the parent's objects refuse to work there, :mod:`.scheduler`).
+Started on first use by :func:`runtime`. At interpreter exit (:func:`at_exit`, an atexit
+handler registered by ``import kcpgo``: it runs after the handlers a program registered after
+that import, which may still use their sessions, e.g. for a goodbye) sessions still open get
+kcp-go's final flush and up to :data:`LINGER_AT_EXIT` for their data to be acknowledged;
+then the thread leaves its hub and parks, blocked without the GIL until the process ends.
+
+Why it parks (docs/deviations.md D56): CPython 3.11-3.13 end a daemon thread that wakes
+during finalization with ``pthread_exit``, whose unwinding through a running greenlet's frames
+crashes the process (SIGSEGV in greenlet's ``g_initialstub``, seen in 1-2 % of exits under
+load). A parked thread is in no greenlet and never wakes. Sessions of a parked (or stopped)
+thread raise ``OSError(EBADF)`` instead of waiting; a new session starts a new I/O thread.
+
+A process that forks gets a new I/O thread in the child on first use there (the parent's
+thread does not exist in the child; the parent's objects refuse to work there,
+:mod:`.scheduler`).
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 from typing import Any, Optional
@@ -22,7 +29,7 @@ from ._originals import allocate_lock, real_sleep, start_new_thread
 from .clock import monotonic
 from .scheduler import Runtime
 
-__all__ = ["runtime", "stop", "THREAD_NAME"]
+__all__ = ["runtime", "stop", "at_exit", "THREAD_NAME"]
 
 log = logging.getLogger("kcpgo.runtime")
 
@@ -44,6 +51,7 @@ class _IOThread:
         self.runtime: Optional[Runtime] = None
         self.error: Optional[BaseException] = None
         self._keepalive: Any = None
+        self._park = False                  # at exit: stay blocked once the loop ended
         self._ended = allocate_lock()
         self._ended.acquire()
         ready = allocate_lock()
@@ -78,6 +86,12 @@ class _IOThread:
             self.runtime.stopped = True
         finally:
             self._ended.release()
+        if self._park:
+            # Back in this thread's main greenlet (the hub greenlet is switched out, its
+            # frames off the stack): block without the GIL until the process ends.
+            never = allocate_lock()
+            never.acquire()
+            never.acquire()
 
     def linger(self, timeout: float = STOP_TIMEOUT) -> None:
         """Flush every session once and wait up to :data:`LINGER_AT_EXIT` for their data to
@@ -93,12 +107,14 @@ class _IOThread:
         except Exception:  # pragma: no cover - teardown: nothing more can be done
             log.debug("final flush at exit failed", exc_info=True)
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
-        """:meth:`linger`, then end the loop and wait for the thread (True if it ended)."""
+    def stop(self, timeout: float = STOP_TIMEOUT, park: bool = False) -> bool:
+        """:meth:`linger`, then end the loop and wait for that (True if it ended). ``park``:
+        the thread then blocks for good instead of ending (interpreter exit)."""
         rt = self.runtime
         if rt is None or rt.stopped:
             return True
         self.linger(timeout)
+        self._park = park
         self._keepalive.send()
         return self._ended.acquire(True, timeout)
 
@@ -112,25 +128,21 @@ def runtime() -> Runtime:
         return cur.runtime
     with _start_lock:
         cur = _current
-        if cur is None or cur.pid != os.getpid():
+        if cur is None or cur.pid != os.getpid() or cur.runtime is None \
+                or cur.runtime.stopped:
             cur = _current = _IOThread()
-            if len(_registered) == 0:
-                atexit.register(_at_exit)
-                _registered.append(True)
         assert cur.runtime is not None
         return cur.runtime
 
 
-_registered: list = []
-
-
-def _at_exit() -> None:
-    """At interpreter exit: the final flush and linger, but the thread keeps serving. atexit
-    runs the handlers registered before kcpgo's first use after this one, and those may still
-    use their sessions (a goodbye message); a daemon thread, it ends with the interpreter."""
+def at_exit() -> None:
+    """Interpreter exit (``import kcpgo`` registers it with atexit): final flush, linger,
+    then the thread parks for good (module docstring). An atexit handler registered before
+    ``import kcpgo`` runs after this: its calls on existing sessions raise ``OSError(EBADF)``,
+    a new session starts a new I/O thread."""
     cur = _current
     if cur is not None and cur.pid == os.getpid():
-        cur.linger()
+        cur.stop(park=True)
 
 
 def stop() -> None:
