@@ -237,6 +237,9 @@ def test_scheduler_sleeps_past_cancelled_timers():
         moot.schedule(now + 40)
         due.schedule(now + 200)
         moot.cancel()
+    gevent.sleep(0.01)                  # the scheduler's first pass: it goes to sleep
+    until = rt._sleep_until
     gevent.sleep(0.4)
     assert len(fired) == 1 and fired[0] >= now + 200
-    assert sleeps and sleeps[0] is not None and sleeps[0] > 0.1, sleeps   # not 0.04
+    assert until == now + 200, (until - now, sleeps)   # the old code slept until now + 40
+    assert len(sleeps) == 2, sleeps     # until the live timer, then with nothing armed

@@ -28,6 +28,7 @@ from typing import Any, Callable, Deque, Optional, TypeVar
 
 import gevent
 
+from ..runtime import iothread
 from ..runtime.clock import monotonic
 from ..runtime.scheduler import Runtime
 from ..runtime.waiters import Waiter
@@ -277,8 +278,7 @@ class Blocking:
             raise OSError(errno.EBADF, "this kcpgo object belongs to the parent process (it "
                                        "was inherited across fork()): open a new one here")
         if runtime.stopped:     # nothing would ever wake this call (iothread.py, D56)
-            raise OSError(errno.EBADF, "kcpgo's I/O thread has stopped (interpreter exit): "
-                                       "this object no longer works; a new one would")
+            iothread.refuse()
         lock = runtime.lock
         if take_turn and side.owner is None and not side.queue:
             # Fast path, the common case: nobody holds or awaits this direction, so a call

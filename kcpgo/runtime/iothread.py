@@ -8,10 +8,14 @@ kcp-go's final flush and up to :data:`LINGER_AT_EXIT` for their data to be ackno
 then the thread leaves its hub and parks, blocked without the GIL until the process ends.
 
 Why it parks (docs/deviations.md D56): CPython 3.11-3.13 end a daemon thread that wakes
-during finalization with ``pthread_exit``, whose unwinding through a running greenlet's frames
-crashes the process (SIGSEGV in greenlet's ``g_initialstub``, seen in 1-2 % of exits under
-load). A parked thread is in no greenlet and never wakes. Sessions of a parked (or stopped)
-thread raise ``OSError(EBADF)`` instead of waiting; a new session starts a new I/O thread.
+during finalization with ``pthread_exit``, whose unwinding through the hub greenlet's frames
+crashed the process (SIGSEGV in greenlet's ``g_initialstub``, seen in 1-2 % of exits under
+load). The parked thread is back in its main greenlet, the hub switched out, and never takes
+the GIL again. After that (:func:`refuse`): a call from the thread that ran the exit hook (an
+atexit handler registered before ``import kcpgo``) raises ``OSError(EBADF)``, on an existing
+session or a new one; any other thread is a daemon thread at exit and parks as well, quietly.
+After :func:`stop` (tests, embedders) a new session starts a new I/O thread, and a call on one
+of the stopped thread's sessions raises ``OSError(EBADF)`` (one already blocked stays so).
 
 A process that forks gets a new I/O thread in the child on first use there (the parent's
 thread does not exist in the child; the parent's objects refuse to work there,
@@ -19,17 +23,18 @@ thread does not exist in the child; the parent's objects refuse to work there,
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import gevent
 
-from ._originals import allocate_lock, real_sleep, start_new_thread
+from ._originals import allocate_lock, real_get_ident, real_sleep, start_new_thread
 from .clock import monotonic
 from .scheduler import Runtime
 
-__all__ = ["runtime", "stop", "at_exit", "THREAD_NAME"]
+__all__ = ["runtime", "stop", "at_exit", "refuse", "THREAD_NAME"]
 
 log = logging.getLogger("kcpgo.runtime")
 
@@ -43,6 +48,8 @@ LINGER_AT_EXIT = 1.0
 
 _start_lock = allocate_lock()
 _current: Optional["_IOThread"] = None
+#: The thread that ran :func:`at_exit`, once it did (interpreter exit: no I/O thread after).
+_exited_in: Optional[int] = None
 
 
 class _IOThread:
@@ -89,9 +96,7 @@ class _IOThread:
         if self._park:
             # Back in this thread's main greenlet (the hub greenlet is switched out, its
             # frames off the stack): block without the GIL until the process ends.
-            never = allocate_lock()
-            never.acquire()
-            never.acquire()
+            _park_forever()
 
     def linger(self, timeout: float = STOP_TIMEOUT) -> None:
         """Flush every session once and wait up to :data:`LINGER_AT_EXIT` for their data to
@@ -126,6 +131,8 @@ def runtime() -> Runtime:
     if cur is not None and cur.pid == os.getpid() and cur.runtime is not None \
             and not cur.runtime.stopped:
         return cur.runtime
+    if _exited_in is not None:
+        refuse()                    # interpreter exit: no new I/O thread (module docstring)
     with _start_lock:
         cur = _current
         if cur is None or cur.pid != os.getpid() or cur.runtime is None \
@@ -135,11 +142,32 @@ def runtime() -> Runtime:
         return cur.runtime
 
 
+def _park_forever() -> NoReturn:
+    """Block without the GIL until the process ends."""
+    never = allocate_lock()
+    never.acquire()
+    while True:
+        never.acquire()
+
+
+def refuse() -> NoReturn:
+    """A kcpgo call that no I/O thread will ever serve (its runtime stopped, or the
+    interpreter is exiting): ``OSError(EBADF)``, except in a thread other than the one that
+    ran :func:`at_exit`, a daemon thread at interpreter exit, which parks for good instead
+    (raising there would only print a traceback while the process ends; the I/O thread
+    parks the same way). Called without the stack lock."""
+    if _exited_in is not None and real_get_ident() != _exited_in:
+        _park_forever()
+    raise OSError(errno.EBADF, "kcpgo's I/O thread has stopped (interpreter exit, or "
+                               "kcpgo.runtime.iothread.stop()): this object no longer works")
+
+
 def at_exit() -> None:
     """Interpreter exit (``import kcpgo`` registers it with atexit): final flush, linger,
     then the thread parks for good (module docstring). An atexit handler registered before
-    ``import kcpgo`` runs after this: its calls on existing sessions raise ``OSError(EBADF)``,
-    a new session starts a new I/O thread."""
+    ``import kcpgo`` runs after this: its kcpgo calls raise ``OSError(EBADF)`` (:func:`refuse`)."""
+    global _exited_in
+    _exited_in = real_get_ident()
     cur = _current
     if cur is not None and cur.pid == os.getpid():
         cur.stop(park=True)
