@@ -101,7 +101,8 @@ def set_malloc_tuning(enabled: bool) -> None:
     datagrams are not returned to the kernel and faulted in again (aes + FEC sink ~+30 %).
     The process then keeps up to 16 MiB of free heap. Skipped off glibc, when the process set
     ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` tunable,
-    and with ``KCPGO_MALLOC_TUNING=0``. ``False`` after the tuning puts glibc's 128 KiB defaults back.
+    and with ``KCPGO_MALLOC_TUNING=0``. ``False`` after the tuning puts glibc's 128 KiB
+    defaults back.
     See docs/deviations.md D55."""
     from .runtime.malloc import set_malloc_tuning as _set_malloc_tuning
     _set_malloc_tuning(enabled)

@@ -97,11 +97,12 @@ def test_at_exit_the_io_thread_parks_and_late_calls_raise_instead_of_hanging():
     greenlet crashed 1-2 % of exits (SIGSEGV in greenlet's g_initialstub, core dump of an
     smux client, docs/deviations.md D56). kcpgo's exit hook (``iothread.at_exit``, what
     ``import kcpgo`` registers with atexit) now parks it after the linger: alive, blocked in
-    ``_park_forever`` called from ``_main`` (its main greenlet), its loop ended. Then a kcpgo call from the hook's thread
-    (a handler registered before ``import kcpgo``) raises EBADF at once, on an old session or
-    a new one (it would wait for ever on the old, and a new I/O thread would run into
-    finalization); a daemon thread's call parks it quietly instead of printing a traceback
-    while the process ends. The hook is called here by hand, in a child, to look."""
+    ``_park_forever`` called from ``_main`` (its main greenlet), its loop ended. Then a kcpgo
+    call from the hook's thread (a handler registered before ``import kcpgo``) raises EBADF
+    at once, on an old session or a new one (it would wait for ever on the old, and a new I/O
+    thread would run into finalization); a daemon thread's call parks it quietly instead of
+    printing a traceback while the process ends. The hook is called here by hand, in a
+    child, to look."""
     out = run('''
         import errno, json, sys, threading, time, kcpgo
         from kcpgo.runtime import iothread

@@ -11,8 +11,8 @@ same thresholds set through glibc's environment variables).
 The first kcpgo runtime of a process calls :func:`tune` once. It only raises thresholds: a
 process keeps at most :data:`TRIM_THRESHOLD` bytes of free heap beyond what it uses. It does
 nothing when the process chose its own (``MALLOC_TRIM_THRESHOLD_``,
-``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` tunable in ``GLIBC_TUNABLES``), off glibc, with ``KCPGO_MALLOC_TUNING=0``, or after
-:func:`set_malloc_tuning` ``(False)``.
+``MALLOC_MMAP_THRESHOLD_`` or a ``glibc.malloc`` tunable in ``GLIBC_TUNABLES``), off glibc,
+with ``KCPGO_MALLOC_TUNING=0``, or after :func:`set_malloc_tuning` ``(False)``.
 """
 from __future__ import annotations
 
