@@ -243,3 +243,40 @@ def test_scheduler_sleeps_past_cancelled_timers():
     assert len(fired) == 1 and fired[0] >= now + 200
     assert until == now + 200, (until - now, sleeps)   # the old code slept until now + 40
     assert len(sleeps) == 2, sleeps     # until the live timer, then with nothing armed
+
+
+def test_owner_liveness_never_asks_sys_current_frames(monkeypatch):
+    """``Runtime.owner_alive`` / ``owner_runs_elsewhere`` run in ``__del__`` methods
+    (``SmuxSession.__del__``). They asked ``sys._current_frames()``, which allocates while
+    holding the interpreter's thread-list lock: a collection it triggered ran such a
+    ``__del__``, which asked again and waited for that lock for ever (a full-suite run hung
+    in ``test_smux_driver``; py-spy: ``_PyThread_CurrentFrames`` → ``gc_collect_main`` →
+    ``SmuxSession.__del__`` → ``owner_alive`` → ``_PyThread_CurrentFrames``). Liveness now
+    comes from a thread-local mark released when the thread ends; the answers are the same."""
+    import sys
+    import threading
+    from kcpgo.runtime.scheduler import Runtime
+
+    def forbidden():
+        raise AssertionError("sys._current_frames() called")
+
+    monkeypatch.setattr(sys, "_current_frames", forbidden)
+    box = {}
+    ran = threading.Event()
+    done = threading.Event()
+
+    def owner():
+        box["rt"] = Runtime()           # a hub-mode runtime owned by this thread
+        ran.set()
+        done.wait(10)
+
+    t = threading.Thread(target=owner)
+    t.start()
+    assert ran.wait(10)
+    rt = box["rt"]
+    assert rt.owner_alive() and rt.owner_runs_elsewhere()       # asked from another thread
+    done.set()
+    t.join(10)
+    assert not rt.owner_alive() and not rt.owner_runs_elsewhere()
+    mine = Runtime()
+    assert mine.owner_alive() and not mine.owner_runs_elsewhere()   # asked from its thread

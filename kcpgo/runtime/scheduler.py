@@ -23,7 +23,6 @@ import heapq
 import itertools
 import logging
 import os
-import sys as _sys
 import weakref
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -139,6 +138,14 @@ class Runtime:
         self._kick_pending = False
         #: Spins before the hub sleeps, for request/response sessions (busypoll.py).
         self.busy = BusyPoll(self.hub.loop)
+        # Whether the owning thread still lives: its thread-local mark is released when it
+        # ends. (Not sys._current_frames(): it allocates while holding the interpreter's
+        # thread-list lock, so a collection it triggers that runs a __del__ asking this
+        # deadlocked the process, seen in a full-suite run.)
+        mark = getattr(_thread_marks, "mark", None)
+        if mark is None:
+            mark = _thread_marks.mark = _ThreadMark()
+        self._owner_mark = weakref.ref(mark)
         malloc.tune()  # batch buffers stay in the process (malloc.py, D55)
 
     def timer(self, callback: Callable[[int], None]) -> Timer:
@@ -192,13 +199,12 @@ class Runtime:
         has ended nothing else can touch its objects, and the caller may clean them up
         directly.
         """
-        ident = self.thread_ident
-        return (real_get_ident() != ident and not self.stopped
-                and ident in _sys._current_frames())
+        return (real_get_ident() != self.thread_ident and not self.stopped
+                and self._owner_mark() is not None)
 
     def owner_alive(self) -> bool:
         """Whether this runtime's thread still runs its hub (it can still drive timers)."""
-        return not self.stopped and self.thread_ident in _sys._current_frames()
+        return not self.stopped and self._owner_mark() is not None
 
     def call_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` under the stack lock in this runtime's thread: now when called
@@ -336,6 +342,14 @@ class Runtime:
         stale entry until its deadline): what a leaked session would keep. Diagnostics."""
         return sum(1 for deadline, _, timer in self._heap if timer.at == deadline)
 
+
+class _ThreadMark:
+    """Held by a thread's (real) thread-local storage only: gone once that thread ended."""
+
+    __slots__ = ("__weakref__",)
+
+
+_thread_marks = RealThreadLocal()
 
 #: Every runtime of this process, for the fork hook.
 _ALL: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
