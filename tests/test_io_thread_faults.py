@@ -171,6 +171,47 @@ def test_after_stop_calls_raise_and_a_new_session_gets_a_new_io_thread():
     assert out == {"late": "EBADF", "new_thread": True, "again": "AGAIN"}
 
 
+def test_calls_blocked_when_the_io_thread_stops_raise_instead_of_waiting_for_ever():
+    """A call blocked in recv(), accept() or sendall() (window full, nothing acknowledges)
+    when ``iothread.stop()`` ends the I/O thread waited for ever: nothing would wake it
+    again. Each now wakes and raises EBADF (as a call made after the stop does), and a
+    second recv() queued behind the first for the same direction is refused in its turn."""
+    out = run('''
+        import errno, json, threading, time, kcpgo
+        from kcpgo.runtime import iothread
+        ln = kcpgo.listen(("127.0.0.1", 0))
+        c = kcpgo.dial(ln.getsockname(), timeout=None)
+        c.sendall(b"hi")
+        ln.settimeout(5)
+        s, _ = ln.accept()
+        assert s.recv(10) == b"hi"
+        ln.settimeout(None)
+        mute = kcpgo.dial(("127.0.0.1", 9), timeout=None)   # nobody answers: window fills
+        got = {}
+        def call(name, fn):
+            try:
+                fn()
+                got[name] = "returned"
+            except OSError as e:
+                got[name] = errno.errorcode.get(e.errno, repr(e))
+        calls = {"recv": lambda: s.recv(10), "recv_queued": lambda: s.recv(10),
+                 "accept": ln.accept, "sendall": lambda: mute.sendall(b"x" * 4_000_000)}
+        threads = []
+        for name, fn in calls.items():
+            t = threading.Thread(target=call, args=(name, fn), daemon=True)
+            t.start()
+            threads.append(t)
+            time.sleep(0.3)
+        assert not got, got                  # all four are blocked
+        iothread.stop()
+        for t in threads:
+            t.join(5)
+        print(json.dumps(got, sort_keys=True))
+    ''', timeout=30)
+    assert out == {"accept": "EBADF", "recv": "EBADF", "recv_queued": "EBADF",
+                   "sendall": "EBADF"}
+
+
 def test_a_wait_inside_a_kcpgo_call_raises_instead_of_deadlocking():
     """A signal handler that makes a blocking call while the code it interrupted was inside
     kcpgo (holding the stack lock) waited while holding that lock, so the I/O thread could

@@ -296,11 +296,13 @@ class Blocking:
         took = side.enter(deadline, nonblocking, lock, loop) if take_turn else False
         waiter: Optional[Waiter] = None
         spin = not nonblocking      # at most one busy-poll per call (_busy_poll)
+        blocked = runtime.blocked
         try:
             while True:
                 with lock:
                     if waiter is not None:
                         side.discard(waiter)
+                        blocked.discard(waiter)
                         waiter = None
                     result = self._attempt(attempt, arg, nonblocking)
                     if result is not WOULD_BLOCK:
@@ -308,11 +310,14 @@ class Blocking:
                     runtime.check_thread()
                     if nested:
                         raise RuntimeError(_NESTED_WAIT)
+                    if runtime.stopped:         # woken by Runtime.mark_stopped: refuse below
+                        break
                     if spin:
                         spin = False
                         if self._busy_poll(side):
                             continue
                     waiter = side.add_waiter(loop)
+                    blocked.add(waiter)
                 remaining = None
                 if deadline is not None:
                     remaining = deadline - monotonic()
@@ -325,7 +330,11 @@ class Blocking:
                 with lock:
                     if waiter is not None:
                         side.discard(waiter)
+                        blocked.discard(waiter)
                     side.leave(took)
+        # The runtime stopped while this call waited: nothing will ever serve it (after the
+        # finally above, so that a queued caller gets the turn and is refused in its turn).
+        iothread.refuse()
 
 
 class ReadyFD:

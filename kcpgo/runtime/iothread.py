@@ -15,7 +15,8 @@ the GIL again. After that (:func:`refuse`): a call from the thread that ran the 
 atexit handler registered before ``import kcpgo``) raises ``OSError(EBADF)``, on an existing
 session or a new one; any other thread is a daemon thread at exit and parks as well, quietly.
 After :func:`stop` (tests, embedders) a new session starts a new I/O thread, and a call on one
-of the stopped thread's sessions raises ``OSError(EBADF)`` (one already blocked stays so).
+of the stopped thread's sessions raises ``OSError(EBADF)``, a call blocked at that moment
+too (``Runtime.mark_stopped`` wakes it).
 
 A process that forks gets a new I/O thread in the child on first use there (the parent's
 thread does not exist in the child; the parent's objects refuse to work there,
@@ -90,7 +91,7 @@ class _IOThread:
                 hub.wait(self._keepalive)
             except BaseException:  # pragma: no cover - interpreter teardown
                 pass
-            self.runtime.stopped = True
+            self.runtime.mark_stopped()       # blocked calls wake up and raise EBADF
         finally:
             self._ended.release()
         if self._park:

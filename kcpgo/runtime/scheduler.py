@@ -24,7 +24,7 @@ import itertools
 import logging
 import os
 import weakref
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 import gevent
 from gevent._hub_local import get_hub_if_exists
@@ -123,8 +123,12 @@ class Runtime:
         self.io_thread = io_thread
         #: The stack lock (re-entrant, per OS thread; module docstring).
         self.lock = RealRLock()
-        #: Set once the hub's loop ended (the I/O thread stopped at exit).
+        #: Set once the hub's loop ended (the I/O thread stopped: at exit, or by
+        #: ``iothread.stop()``), by :meth:`mark_stopped`.
         self.stopped = False
+        #: Waiters of the calls blocked on this runtime's objects (under the stack lock):
+        #: :meth:`mark_stopped` wakes them.
+        self.blocked: Set[Waiter] = set()
         #: Set in a child process: this runtime and its objects belong to the parent.
         self.forked = False
         _ALL.add(self)
@@ -245,6 +249,22 @@ class Runtime:
         if ok:
             return value
         raise value
+
+    def mark_stopped(self) -> None:
+        """The hub's loop ended for good (the I/O thread's, iothread.py): set :attr:`stopped`
+        and wake every call blocked on one of this runtime's objects; each then raises
+        ``OSError(EBADF)`` (or parks at interpreter exit, ``iothread.refuse``) instead of
+        waiting for ever. The lock is taken with a timeout: a thread frozen inside a kcpgo
+        call at exit must not hold the I/O thread back."""
+        locked = self.lock.acquire(True, 1.0)
+        try:
+            self.stopped = True
+            blocked, self.blocked = self.blocked, set()
+        finally:
+            if locked:
+                self.lock.release()
+        for waiter in blocked:
+            waiter.fire()
 
     def shutdown_sessions(self) -> None:
         """kcp-go's final flush for every live channel (the I/O thread's exit)."""
