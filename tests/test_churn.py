@@ -21,7 +21,9 @@ def _check(res):
     assert res["greenlet_growth"] <= 0 and res["kcpgo_greenlet_growth"] <= 0, res
     assert res["socket_growth"] <= 0, res
     assert res["after"]["listener_sessions"] == 0, res
-    assert res["after"]["live_timers"] == 0, res
+    # Timers too: a session an earlier test left closing may still hold one at the start
+    # (seen: 4 before, 2 after, in the full suite); a leak per session would add thousands.
+    assert res["after"]["live_timers"] <= res["before"]["live_timers"], res
     assert res["gc_object_growth"] < 200, res
     # The allocator's high-water mark is reached within two waves; no growth after that.
     assert res["rss_growth_after_wave2_mb"] < 8, res
