@@ -245,3 +245,15 @@ def test_conc_mode_with_go_client():
 def test_lossy_mode_through_netem():
     lossy = bench("lossy", "--fec", "10/3", "--duration", "1", "--rtt", "10")
     assert lossy["results"][0]["median"]["MB/s"] > 0
+
+
+def test_verbose_lossy_reports_retransmissions_and_the_duplicates_they_caused():
+    """``--verbose`` adds the client's retransmission rate and the server's duplicate rate
+    (SNMP RetransSegs / OutSegs, RepeatSegs / InSegs): through a lossy relay both happen
+    (5 % loss each way, so some ACKs are lost and their segments sent again), and a
+    duplicate can only come from a retransmission."""
+    doc = bench("lossy", "--fec", "10/3", "--duration", "1", "--rtt", "10", "--verbose")
+    run = doc["results"][0]["runs"][0]
+    assert 0 < run["dup %"] <= 100 and 0 < run["retrans %"] <= 100, run
+    from kcpgo.cli.bench_report import FIGURE_MEANINGS
+    assert "dup %" in FIGURE_MEANINGS and "retrans %" in FIGURE_MEANINGS

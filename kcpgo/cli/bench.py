@@ -189,7 +189,9 @@ def parser(prog: str = "python -m kcpgo bench") -> argparse.ArgumentParser:
                     help="draw MB/s over time of each contender's runs (sink, echo, lossy; "
                          "needs matplotlib, the cli extra)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    ap.add_argument("--verbose", action="store_true", help="also kcpgo's retransmission rate")
+    ap.add_argument("--verbose", action="store_true",
+                    help="also the retransmission rate (a kcpgo client's) and the "
+                         "duplicates the server received (sink, lossy)")
     return ap
 
 

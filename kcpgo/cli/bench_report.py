@@ -39,6 +39,10 @@ FIGURE_MEANINGS = {
                      "bytes",
     "client CPU %": "CPU time of the client processes (start-up included) over the run, "
                     "percent of one core",
+    "retrans %": "sink, lossy with --verbose and a kcpgo client: segments the client "
+                 "retransmitted, percent of the segments it sent (RetransSegs / OutSegs)",
+    "dup %": "sink, lossy with --verbose: segments the server received again (a spurious "
+             "retransmission), percent of the segments it received (RepeatSegs / InSegs)",
     "sessions": "sink with --workers/--clients: sessions that received data",
     "workers used": "sink with --workers/--clients: server processes that received data",
 }

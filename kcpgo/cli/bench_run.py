@@ -236,7 +236,10 @@ def start_relay(server_addr: str, a: argparse.Namespace) -> Tuple[subprocess.Pop
     argv = [sys.executable, "-m", "kcpgo.testing.relay", "--upstream", server_addr,
             "--listen", "127.0.0.1:0",
             "--both", f"loss={a.loss * 100:g}%,delay={a.rtt / 2:g}ms", "--seed", "1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=str(PACKAGE_ROOT))
+    # its impairment line on stderr is progress: not with --quiet
+    quiet = subprocess.DEVNULL if getattr(a, "quiet", False) else None
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=quiet, text=True,
+                            cwd=str(PACKAGE_ROOT))
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("LISTENING "):
@@ -355,9 +358,13 @@ def _figures(a: argparse.Namespace, srv: Child, result: Dict[str, Any], cpu: flo
         s = _server_report(srv, a, tick)
         figures: Dict[str, Any] = {"MB/s": s["bytes"] / max(s["seconds"], 1e-9) / 1e6,
                                    "s": s["seconds"]}
-        snmp = result.get("snmp")
-        if snmp and getattr(a, "verbose", False):
-            figures["retrans %"] = 100 * snmp["RetransSegs"] / max(snmp["OutSegs"], 1)
+        if getattr(a, "verbose", False):
+            snmp = result.get("snmp")          # a kcpgo client's (gobench's prints none)
+            if snmp:
+                figures["retrans %"] = 100 * snmp["RetransSegs"] / max(snmp["OutSegs"], 1)
+            snmp = s.get("snmp")               # both servers print theirs
+            if snmp and "RepeatSegs" in snmp:
+                figures["dup %"] = 100 * snmp["RepeatSegs"] / max(snmp["InSegs"], 1)
         return figures
     if a.mode == "echo":
         return {"MB/s": result["echoed"] / result["seconds"] / 1e6}
