@@ -212,6 +212,75 @@ def test_calls_blocked_when_the_io_thread_stops_raise_instead_of_waiting_for_eve
                    "sendall": "EBADF"}
 
 
+def test_at_exit_a_blocked_reader_stays_blocked_until_a_late_handler_closes_its_session():
+    """The usual shutdown: an atexit handler closes a session and joins the daemon thread
+    blocked in its recv. Registered before ``import kcpgo``, the handler runs after kcpgo's
+    exit hook; the hook must not wake the reader (it would park for good, as every non-hook
+    thread's kcpgo call does after the hook, and the join would hang: a reviewer's script,
+    11 of 12 runs). The reader stays blocked until close() wakes it with EBADF, as a
+    socket's reader is when another thread closes it."""
+    out = run('''
+        import atexit, errno, json, threading, time
+        def shutdown():
+            s.close()
+            worker.join(5)
+            print(json.dumps({"alive": worker.is_alive(), "got": got}))
+        atexit.register(shutdown)
+        import kcpgo
+        ln = kcpgo.listen(("127.0.0.1", 0))
+        c = kcpgo.dial(ln.getsockname(), timeout=None)
+        c.sendall(b"hi")
+        ln.settimeout(5)
+        s, _ = ln.accept()
+        assert s.recv(10) == b"hi"
+        got = []
+        def work():
+            try:
+                s.recv(10)
+            except OSError as e:
+                got.append(errno.errorcode.get(e.errno, repr(e)))
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        time.sleep(0.3)
+    ''', timeout=30)
+    assert out == {"alive": False, "got": ["EBADF"]}
+
+
+def test_a_stop_from_a_signal_handler_inside_a_call_still_wakes_that_call():
+    """A signal handler calling ``iothread.stop()`` (an embedder's SIGTERM clean-up) while
+    the main thread is inside recv, between its check of the stopped flag and registering
+    its wake-up: the stop cannot take the stack lock (that thread holds it), marks the
+    runtime stopped without it after 1 s and wakes what is registered. The call then
+    registered after the wake-ups went out, and waited for ever (a reviewer's script); it
+    checks the flag once more after registering and raises EBADF. The signal is raised
+    from the busy-poll, which runs exactly there."""
+    out = run('''
+        import errno, json, os, signal, kcpgo
+        from kcpgo.runtime import iothread
+        from kcpgo.facade.socket import KCPSocket
+        ln = kcpgo.listen(("127.0.0.1", 0))
+        c = kcpgo.dial(ln.getsockname(), timeout=None)
+        c.sendall(b"hi")
+        ln.settimeout(5)
+        s, _ = ln.accept()
+        assert s.recv(10) == b"hi"
+        signal.signal(signal.SIGTERM, lambda *_: iothread.stop())
+        real = KCPSocket._busy_poll
+        def busy_poll(self, side):
+            KCPSocket._busy_poll = real
+            os.kill(os.getpid(), signal.SIGTERM)      # handled at the next bytecode
+            return real(self, side)
+        KCPSocket._busy_poll = busy_poll
+        try:
+            s.recv(10)
+            got = "returned"
+        except OSError as e:
+            got = errno.errorcode.get(e.errno, repr(e))
+        print(json.dumps({"got": got, "stopped": s._runtime.stopped}))
+    ''', timeout=20)
+    assert out == {"got": "EBADF", "stopped": True}
+
+
 def test_a_wait_inside_a_kcpgo_call_raises_instead_of_deadlocking():
     """A signal handler that makes a blocking call while the code it interrupted was inside
     kcpgo (holding the stack lock) waited while holding that lock, so the I/O thread could

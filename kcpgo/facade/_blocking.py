@@ -270,7 +270,8 @@ class Blocking:
         :data:`WOULD_BLOCK`, waiting (without the lock) for ``side`` to be woken in between;
         ``attempt`` raises for closed or failed objects. With ``take_turn`` the call holds
         ``side`` throughout (see :class:`Direction`). ``nonblocking`` defaults to "timeout is
-        0"."""
+        0". A runtime that stops meanwhile (the I/O thread's, ``Runtime.mark_stopped``) wakes
+        the call, which raises ``OSError(EBADF)`` (``iothread.refuse``)."""
         if nonblocking is None:
             nonblocking = self._timeout == 0.0
         runtime = self._runtime
@@ -318,6 +319,8 @@ class Blocking:
                             continue
                     waiter = side.add_waiter(loop)
                     blocked.add(waiter)
+                    if runtime.stopped:         # set by a mark_stopped that had no lock
+                        waiter.fire()
                 remaining = None
                 if deadline is not None:
                     remaining = deadline - monotonic()

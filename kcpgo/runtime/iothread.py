@@ -16,7 +16,8 @@ atexit handler registered before ``import kcpgo``) raises ``OSError(EBADF)``, on
 session or a new one; any other thread is a daemon thread at exit and parks as well, quietly.
 After :func:`stop` (tests, embedders) a new session starts a new I/O thread, and a call on one
 of the stopped thread's sessions raises ``OSError(EBADF)``, a call blocked at that moment
-too (``Runtime.mark_stopped`` wakes it).
+too (``Runtime.mark_stopped`` wakes it; at exit a blocked call stays blocked, as before,
+until a ``close()`` wakes it with EBADF).
 
 A process that forks gets a new I/O thread in the child on first use there (the parent's
 thread does not exist in the child; the parent's objects refuse to work there,
@@ -91,7 +92,8 @@ class _IOThread:
                 hub.wait(self._keepalive)
             except BaseException:  # pragma: no cover - interpreter teardown
                 pass
-            self.runtime.mark_stopped()       # blocked calls wake up and raise EBADF
+            # stop(): blocked calls wake up and raise EBADF; at exit they stay blocked
+            self.runtime.mark_stopped(wake=not self._park)
         finally:
             self._ended.release()
         if self._park:

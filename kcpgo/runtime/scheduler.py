@@ -250,16 +250,22 @@ class Runtime:
             return value
         raise value
 
-    def mark_stopped(self) -> None:
+    def mark_stopped(self, wake: bool = True) -> None:
         """The hub's loop ended for good (the I/O thread's, iothread.py): set :attr:`stopped`
-        and wake every call blocked on one of this runtime's objects; each then raises
-        ``OSError(EBADF)`` (or parks at interpreter exit, ``iothread.refuse``) instead of
-        waiting for ever. The lock is taken with a timeout: a thread frozen inside a kcpgo
-        call at exit must not hold the I/O thread back."""
+        and, with ``wake``, wake every call blocked on one of this runtime's objects; each
+        then raises ``OSError(EBADF)`` (``iothread.refuse``) instead of waiting for ever.
+        At interpreter exit (``wake=False``) they stay blocked, as before the stop: a later
+        ``close()`` still wakes them with its EBADF, which an atexit handler that closes a
+        session and joins its reader relies on (woken now, a daemon thread would park).
+
+        Sets the flag before it reads the waiters, and a waiting call checks the flag again
+        after it registered (:meth:`Blocking._blocking_call`), so no call is missed even
+        when the lock could not be had: it is taken with a timeout, as a thread interrupted
+        inside a kcpgo call (a signal handler calling ``iothread.stop()``) may hold it."""
         locked = self.lock.acquire(True, 1.0)
         try:
             self.stopped = True
-            blocked, self.blocked = self.blocked, set()
+            blocked = list(self.blocked) if wake else []
         finally:
             if locked:
                 self.lock.release()
