@@ -481,6 +481,34 @@ def test_what_was_written_before_session_close_still_arrives(closing):
     wait_until(lambda: sess._driver.closed, timeout=12, what="the lingering session ended")
 
 
+def test_session_close_waits_until_what_was_written_is_acknowledged(closing):
+    """``SmuxSession.close()`` (its docstring: "wait, at most linger seconds, until the peer
+    acknowledged what was written") returned at once: it asked ``Runtime.can_wait()``
+    while holding the stack lock, which always answers no then (a reviewer's script: 0.0 s
+    with data unacknowledged). It returns now once the driver has finished: everything
+    written, and the stream's FIN, acknowledged through a link losing 10 % each way."""
+    lst = listen(closing, mode="fast3")
+    relay = closing(Relay(lst.getsockname(), up=Impairment(loss=0.1),
+                          down=Impairment(loss=0.1), seed=7).start())
+    sess = kcpgo.dial_smux(relay.address, mode="fast3")
+    data = os.urandom(300_000)
+    c = sess.open_stream()
+    c.sendall(data)
+    c.close()
+
+    def serve():
+        lst.settimeout(10)
+        s, _ = lst.accept()
+        s.settimeout(10)
+        got = read_all(s)
+        s.close()
+        return got
+    reader = gevent.spawn(serve)
+    sess.close()                                # the default linger: 10 s at most
+    assert sess._driver.closed                  # finished: nothing left unacknowledged
+    assert reader.get(timeout=10) == data
+
+
 def test_listener_close_keeps_accepted_streams_and_then_closes_the_socket(closing):
     lst = listen(closing)
     sess = dial(closing, lst.getsockname())

@@ -217,6 +217,10 @@ class SmuxSession(Blocking):
             return
         runtime = self._runtime
         waiter: Optional[Waiter] = None
+        # Asked before taking the lock: under it, can_wait() always says no (the caller
+        # holds the lock), and close() never lingered (a reviewer's script: 0.0 s with data
+        # unacknowledged).
+        may_wait = runtime.can_wait()
         with runtime.lock:
             if self._closed:
                 return
@@ -226,7 +230,7 @@ class SmuxSession(Blocking):
             # Linger only while the runtime's hub runs on; when its thread has ended (hub
             # mode), nothing would drive it: finish now.
             alive = runtime.owner_alive()
-            if wait and alive and runtime.can_wait():
+            if wait and alive and may_wait:
                 waiter = Waiter(runtime.thread_ident)
                 driver.on_finish = waiter.fire
             driver.close(LINGER if alive else 0.0)
