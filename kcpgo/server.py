@@ -28,15 +28,14 @@ Where sessions run (:mod:`kcpgo.runtime.modes`)
     for the loop) are cooperative where the waiting thread runs a gevent hub, so its greenlets
     keep running. ``shutdown()`` and ``server_close()`` may be called from any thread.
 
-KCP has no FIN: a client that exits sends nothing, so a handler waiting in ``rfile.readline()``
-for it ends only through ``idle_timeout`` (seconds without any datagram from the client; the
-read raises ``TimeoutError(ETIMEDOUT)``, which :meth:`KCPServer.handle_error` logs instead of
-printing a traceback). Servers default to :data:`DEFAULT_IDLE_TIMEOUT`; ``idle_timeout=None``
-turns it off.
+KCP has no FIN: a client that exits sends nothing, so a handler waiting in ``rfile.readline()`` for
+it ends only through ``idle_timeout`` (seconds without any datagram from the client; the read raises
+``TimeoutError(ETIMEDOUT)``, which :meth:`KCPServer.handle_error` logs instead of printing a
+traceback). Servers default to :data:`DEFAULT_IDLE_TIMEOUT`; ``idle_timeout=None`` turns it off.
 
-With ``smux=`` every smux stream is a request (docs/kcptun.md §5.4), a :class:`~kcpgo.Stream`
-with TCP's FIN: a handler reading to EOF ends when its client closes or half-closes the stream;
-a vanished client's streams fail at the smux keepalive timeout (kcptun.md §4.6), logged at INFO.
+With ``smux=`` every smux stream is a request (docs/kcptun.md §5.4), a :class:`~kcpgo.Stream` with
+TCP's FIN: a handler reading to EOF ends when its client closes or half-closes the stream; a
+vanished client's streams fail at the smux keepalive timeout (kcptun.md §4.6), logged at INFO.
 """
 from __future__ import annotations
 
@@ -60,6 +59,7 @@ from .facade.api import udp_socket, wrap_listener
 from .facade.smux import SmuxConfig, SmuxListener, SmuxSession
 from .facade.socket import KCPSocket
 from .facade.stream import Stream
+from .runtime import iothread
 from .runtime._originals import real_get_ident, real_select, real_sleep
 from .runtime.clock import monotonic
 from .runtime.scheduler import Runtime, Signal
@@ -501,6 +501,8 @@ def _listener(self: Any) -> Any:
     ln = st.listener
     if ln is not None:
         rt = st.runtime
+        if rt.stopped and not rt.forked:    # its I/O thread was stopped: no accept would work
+            iothread.refuse()               # (EBADF; its readable fd made serve_forever spin)
         if rt.io_thread or rt.thread_ident == real_get_ident():
             return ln
         if rt.owner_runs_elsewhere():

@@ -281,6 +281,52 @@ def test_a_stop_from_a_signal_handler_inside_a_call_still_wakes_that_call():
     assert out == {"got": "EBADF", "stopped": True}
 
 
+def test_after_stop_select_reports_every_descriptor_and_servers_stop_serving():
+    """``fileno()`` promises "readable exactly when the call would not block"; after
+    ``iothread.stop()`` every call raises EBADF at once, yet a select() on a session's or a
+    listener's descriptor blocked for ever (also one first asked for after the stop), and
+    ``KCPServer.serve_forever`` spun at 100 % CPU on a listener whose backlog held a
+    session (readable, and accept raising EBADF every time: a reviewer's scripts). The
+    descriptors are readable for good now, and serve_forever raises EBADF."""
+    out = run('''
+        import errno, json, select, socketserver, threading, time, kcpgo
+        from kcpgo.runtime import iothread
+        from kcpgo.server import KCPServer
+        ln = kcpgo.listen(("127.0.0.1", 0))
+        c = kcpgo.dial(ln.getsockname(), timeout=None)
+        c.sendall(b"hi")
+        ln.settimeout(5)
+        s, _ = ln.accept()
+        assert s.recv(10) == b"hi"
+        srv = KCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+        waiting = kcpgo.dial(srv.server_address, timeout=5)
+        waiting.sendall(b"x")                       # left in the server's backlog
+        fds = [s.fileno(), ln.fileno()]
+        got = {}
+        def wait():                                 # returns at the first one readable
+            got["select"] = bool(select.select(fds, [], [])[0])
+        t = threading.Thread(target=wait, daemon=True)
+        t.start()
+        time.sleep(0.3)
+        iothread.stop()
+        t.join(5)
+        got["all"] = sorted(select.select(fds, [], [], 5)[0]) == sorted(fds)
+        got["new fileno"] = select.select([c.fileno()], [], [], 5)[0] == [c.fileno()]
+        def serve():
+            try:
+                srv.serve_forever(poll_interval=0.1)
+                got["serve_forever"] = "returned"
+            except OSError as e:
+                got["serve_forever"] = errno.errorcode.get(e.errno, repr(e))
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        t.join(5)
+        print(json.dumps(got, sort_keys=True))
+    ''', timeout=30)
+    assert out == {"all": True, "new fileno": True, "select": True,
+                   "serve_forever": "EBADF"}
+
+
 def test_a_wait_inside_a_kcpgo_call_raises_instead_of_deadlocking():
     """A signal handler that makes a blocking call while the code it interrupted was inside
     kcpgo (holding the stack lock) waited while holding that lock, so the I/O thread could

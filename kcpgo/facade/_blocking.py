@@ -341,9 +341,12 @@ class Blocking:
 
 
 class ReadyFD:
-    """An eventfd (or pipe) kept readable exactly while a condition holds, for select()."""
+    """An eventfd (or pipe) kept readable exactly while a condition holds, for select().
 
-    def __init__(self) -> None:
+    Registered with ``runtime`` (``Runtime.ready_fds``): once the runtime stopped, it is
+    readable for good (:meth:`force_ready`), as the call it announces raises EBADF at once."""
+
+    def __init__(self, runtime: Runtime) -> None:
         if hasattr(os, "eventfd"):
             self.rfd = self.wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:  # pragma: no cover - non-Linux
@@ -351,9 +354,21 @@ class ReadyFD:
             os.set_blocking(self.rfd, False)
             os.set_blocking(self.wfd, False)
         self.signalled = False
+        self.forced = False
+        self.closed = False
+        with runtime.lock:          # (mark_stopped reads the set under it)
+            runtime.ready_fds.add(self)
+            if runtime.stopped:
+                self.force_ready()
+
+    def force_ready(self) -> None:
+        """Readable from now on, whatever :meth:`set` is told (``Runtime.mark_stopped``)."""
+        if not self.closed:
+            self.set(True)
+            self.forced = True
 
     def set(self, ready: bool) -> None:
-        if ready == self.signalled:
+        if ready == self.signalled or self.forced:
             return
         self.signalled = ready
         if ready:
@@ -365,6 +380,7 @@ class ReadyFD:
                 pass
 
     def close(self) -> None:
+        self.closed = True
         os.close(self.rfd)
         if self.wfd != self.rfd:
             os.close(self.wfd)

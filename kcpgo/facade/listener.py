@@ -383,7 +383,7 @@ class Listener(Blocking):
         if self._closed:
             return -1
         if self._fd is None:
-            self._fd = ReadyFD()
+            self._fd = ReadyFD(self._runtime)
             self._fd.set(bool(self._backlog) or self._error is not None)
         return self._fd.rfd
 

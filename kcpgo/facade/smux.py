@@ -279,7 +279,7 @@ class SmuxSession(Blocking):
         if self._closed:
             return -1
         if self._fd is None:
-            self._fd = ReadyFD()
+            self._fd = ReadyFD(self._runtime)
             self._fd.set(bool(self._driver.accept_queue) or self._driver.error is not None)
         return self._fd.rfd
 
@@ -462,7 +462,7 @@ class SmuxListener(Blocking):
         if self._closed:
             return -1
         if self._fd is None:
-            self._fd = ReadyFD()
+            self._fd = ReadyFD(self._runtime)
             self._fd.set(self._would_not_block())
         return self._fd.rfd
 

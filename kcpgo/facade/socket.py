@@ -318,7 +318,7 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
         if self._closed and (self._released or self._io_refs <= 0):
             return -1
         if self._fd is None:
-            self._fd = ReadyFD()
+            self._fd = ReadyFD(self._runtime)
             self._fd.set(self._would_not_block())
         return self._fd.rfd
 

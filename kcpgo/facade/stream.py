@@ -278,7 +278,7 @@ class Stream(SocketFacade, SocketExtras):
         if self._closed and (self._released or self._io_refs <= 0):
             return -1
         if self._fd is None:
-            self._fd = ReadyFD()
+            self._fd = ReadyFD(self._runtime)
             self._fd.set(self._recv_would_not_block())
         return self._fd.rfd
 

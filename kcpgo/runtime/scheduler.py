@@ -129,6 +129,9 @@ class Runtime:
         #: Waiters of the calls blocked on this runtime's objects (under the stack lock):
         #: :meth:`mark_stopped` wakes them.
         self.blocked: Set[Waiter] = set()
+        #: The select() descriptors of this runtime's objects (facade ``ReadyFD``s):
+        #: :meth:`mark_stopped` makes them readable for good.
+        self.ready_fds: "weakref.WeakSet[Any]" = weakref.WeakSet()
         #: Set in a child process: this runtime and its objects belong to the parent.
         self.forked = False
         _ALL.add(self)
@@ -261,11 +264,16 @@ class Runtime:
         Sets the flag before it reads the waiters, and a waiting call checks the flag again
         after it registered (:meth:`Blocking._blocking_call`), so no call is missed even
         when the lock could not be had: it is taken with a timeout, as a thread interrupted
-        inside a kcpgo call (a signal handler calling ``iothread.stop()``) may hold it."""
+        inside a kcpgo call (a signal handler calling ``iothread.stop()``) may hold it.
+        With the lock, the objects' select() descriptors become readable for good too (a
+        select() then returns, and the call it announced raises EBADF)."""
         locked = self.lock.acquire(True, 1.0)
         try:
             self.stopped = True
             blocked = list(self.blocked) if wake else []
+            if wake and locked:     # (a close() frees descriptors under the lock)
+                for fd in list(self.ready_fds):
+                    fd.force_ready()
         finally:
             if locked:
                 self.lock.release()
