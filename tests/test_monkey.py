@@ -276,3 +276,48 @@ def test_socketserver_echo_and_legacy_client_examples():
     finally:
         reap(server, kill=True)
     assert server.returncode == 130 and "Traceback" not in err, err     # Ctrl-C: quietly
+
+
+def test_concurrent_first_sessions_of_every_cipher_under_monkey_patching():
+    """Under ``gevent.monkey.patch_all()``, 6 greenlets dialling at once with salsa20: 4
+    failed with "already inside a kcpgo call" (a new user's script). pycryptodome's first
+    Salsa20 call resolved cffi types under a cffi lock that gevent patched, which switched
+    greenlets while kcpgo's stack lock was held. Every cipher, first use in the process: 6
+    concurrent sessions each echo their message."""
+    from tests.support.children import run_child
+    out = run_child(textwrap.dedent('''
+        from gevent import monkey; monkey.patch_all()
+        import json, gevent, kcpgo
+        from kcpgo.codec.crypt import CIPHER_NAMES
+        def serve(ln):
+            while True:
+                s, _ = ln.accept()
+                gevent.spawn(echo, s)
+        def echo(s):
+            with s:
+                while True:
+                    data = s.recv(4096)
+                    if not data:
+                        return
+                    s.sendall(data)
+        def client(addr, name):
+            with kcpgo.dial(addr, crypt=name, key="pw", timeout=10) as s:
+                s.sendall(b"x" * 3000)
+                got = b""
+                while len(got) < 3000:
+                    got += s.recv(65536)
+            return got == b"x" * 3000
+        failed = {}
+        for name in CIPHER_NAMES:
+            ln = kcpgo.listen(("127.0.0.1", 0), crypt=name, key="pw")
+            server = gevent.spawn(serve, ln)
+            jobs = [gevent.spawn(client, ln.getsockname(), name) for _ in range(6)]
+            gevent.joinall(jobs, timeout=30)
+            bad = [repr(j.exception) if j.exception else j.value for j in jobs if j.value is not True]
+            if bad:
+                failed[name] = bad
+            server.kill()
+            ln.close()
+        print(json.dumps({"failed": failed}))
+    '''), timeout=120)
+    assert out == {"failed": {}}

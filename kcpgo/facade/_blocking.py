@@ -190,7 +190,9 @@ _MAX_TIMEOUT = (2 ** 63 - 1) / 1e9
 _NESTED_WAIT = ("a blocking kcpgo call cannot wait here: this thread is already inside a "
                 "kcpgo call (a signal handler or a callback interrupted it), and the session "
                 "cannot make progress until that call returns; use a timeout of 0 here, or "
-                "defer the call (e.g. set a flag in the handler and act on it afterwards)")
+                "defer the call (e.g. set a flag in the handler and act on it afterwards). "
+                "Under gevent, another greenlet of this thread may be inside kcpgo and have "
+                "switched greenlets there (a kcpgo bug: please report it)")
 
 
 def check_timeout(value: Optional[float]) -> Optional[float]:
