@@ -813,6 +813,26 @@ def test_fixed_listener_names_a_mismatched_client(closing, caplog, client):
     c.close()
 
 
+def test_a_stream_timeout_names_the_framing_when_the_peer_sends_no_smux_frame(closing):
+    """A new user's first try against kcptun: ``dial_smux`` with the default
+    ``compression=False`` to a server running snappy framing, then ``recv`` with a
+    timeout: a bare "timed out", with ``diagnosis()`` empty (the KCP session answers). The
+    timeout now says the peer's KCP answers but no smux frame came, with this side's
+    framing and what kcptun runs (kcptun.md §4.9)."""
+    lst = listen(closing, 2, True)                      # fixed framing: does not follow
+    sess = dial(closing, lst.getsockname())             # --smuxver 1 --nocomp
+    c = sess.open_stream()
+    c.sendall(b"hello")
+    c.settimeout(1.5)
+    with pytest.raises(TimeoutError) as info:
+        c.recv(10)
+    text = str(info.value)
+    assert "sent no smux frame" in text and "--smuxver 1 --nocomp" in text, text
+    assert "compression=True" in text, text
+    c.close()
+    sess.close(linger=0)        # its FIN would wait the linger for a peer that went silent
+
+
 def test_config_errors_are_reported_before_any_socket(closing):
     with pytest.raises(ValueError, match="stream"):
         kcpgo.dial_smux(("127.0.0.1", 9), stream=False)

@@ -85,10 +85,15 @@ class SocketFacade(Blocking):
             return Blocking._blocking_call(self, attempt, arg, side, deadline, nonblocking,
                                            take_turn)
         except TimeoutError as exc:
-            chan = self._channel()
-            if exc.errno is None and not chan.heard:
-                raise TimeoutError(f"timed out; {chan.diagnosis()}") from None
+            hint = self._timeout_hint() if exc.errno is None else ""
+            if hint:
+                raise TimeoutError(f"timed out; {hint}") from None
             raise
+
+    def _timeout_hint(self) -> str:
+        """Why a call may have timed out, when the session points at a cause, else ``""``."""
+        chan = self._channel()
+        return "" if chan.heard else chan.diagnosis()
 
     def _busy_poll(self, side: Direction) -> bool:
         # Only a reader: a writer waits for ACKs, which bulk traffic batches best unpolled.

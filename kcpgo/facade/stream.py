@@ -76,6 +76,13 @@ class Stream(SocketFacade, SocketExtras):
     def _channel(self) -> Any:
         return self._driver.chan
 
+    def _timeout_hint(self) -> str:
+        # the KCP session answers, yet not one smux byte came: a framing mismatch, likely
+        driver = self._driver
+        if driver.chan.heard and driver.stack.first_byte is None:
+            return driver.silent_peer_hint()
+        return SocketFacade._timeout_hint(self)
+
     # ------------------------------------------------------------------ driver events
 
     def _on_update(self) -> None:

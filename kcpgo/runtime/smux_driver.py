@@ -436,17 +436,21 @@ class SmuxDriver:
 
     # ------------------------------------------------------------------ death
 
+    def silent_peer_hint(self) -> str:
+        """Why a peer whose KCP answers (key and port are right) sent no smux frame."""
+        return ("the peer's KCP answers but it sent no smux frame: its keepalive interval "
+                "may be longer than this wait, or it rejected this side's framing "
+                f"({self.stack.describe()}; kcptun runs snappy framing, compression=True, "
+                "unless --nocomp, and its --smuxver must match; a kcptun server logs "
+                "'invalid protocol' and goes silent, kcptun.md §4.9)")
+
     def _session_error(self, err: BaseException) -> None:
         stack = self.stack
         text = str(err)
         first = stack.first_byte
         if isinstance(err, SmuxSessionClosed) and "keepalive" in text:
             if first is None and self.chan.heard:
-                # KCP answers (key and port are right) but no smux frame ever came
-                text += ("; the peer's KCP answers but it sent no smux frame: its keepalive "
-                         "interval may be longer than this timeout, or it rejected this "
-                         f"side's framing ({stack.describe()}; a kcptun server logs "
-                         "'invalid protocol' and goes silent, kcptun.md §4.9)")
+                text += "; " + self.silent_peer_hint()
             elif first is None:
                 text += ("; nothing valid was ever received from the peer: it is gone, or "
                          "key/crypt differ" + self.chan.unheard_suffix())
