@@ -64,9 +64,9 @@ def test_mismatched_crypto_is_explained_on_both_sides(caplog, server, client) ->
             ln.accept()                        # the client keeps retransmitting meanwhile
         msg = timed_out_recv(c)
         me = where(c.getsockname())
+        server_at = where(ln.getsockname())
         c.close()
-    assert msg.startswith("timed out; no valid datagram received from "
-                          f"{where(ln.getsockname())} in "), msg
+    assert msg.startswith(f"timed out; no valid datagram received from {server_at} in "), msg
     assert "key/crypt/FEC" in msg, msg
     assert "key/crypt" in str(acc.value) and me.split(":")[1] in str(acc.value), acc.value
     warnings = [r for r in caplog.records if r.name == "kcpgo.listener"]

@@ -288,6 +288,36 @@ def test_options_on_a_closed_object_raise_ebadf(pair):
         assert info.value.errno == errno.EBADF
 
 
+def test_addresses_and_timeouts_of_a_closed_object_raise_ebadf(pair, made):
+    """After close(): getpeername, getsockname, settimeout and setblocking raise
+    OSError(EBADF) as on a closed TCP socket (measured on the tcp kind beside), gettimeout
+    still answers and fileno() is -1. kcpgo's objects answered the address and took the
+    timeout (a new user's check). Also the listeners, and while a makefile() object keeps
+    the descriptor open, none of them raises yet (socket.close's rule)."""
+    a, b = pair
+    f = b.makefile("rb")
+    b.close()
+    b.getpeername(), b.getsockname(), b.settimeout(1)     # the file object holds it open
+    f.close()
+    kinds = [a, b]
+    if kind_of(a) == "kcpgo":
+        kinds += [kcpgo.listen(LOCAL), kcpgo.listen_smux(LOCAL)]
+        session = kcpgo.dial_smux(kinds[-1].getsockname())
+        made.append(session)
+        kinds.append(session)
+    for obj in kinds:
+        obj.close()
+        calls = [obj.getsockname, lambda: obj.settimeout(1), lambda: obj.setblocking(False)]
+        if hasattr(obj, "getpeername"):
+            calls.append(obj.getpeername)
+        for call in calls:
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno == errno.EBADF, (obj, call)
+        assert obj.fileno() == -1
+        obj.gettimeout()
+
+
 def wait_so_error(x, timeout=10.0):
     deadline = time.monotonic() + timeout
     while True:

@@ -216,7 +216,9 @@ class TunnelClient:
         self.manual = None if cfg.mode in MODES else nodelay_params(cfg)
         self.slots: List[Optional[_Slot]] = [None] * cfg.conn
         self.rr = 0
-        self.expiring: List[Tuple[Any, float]] = []     # (session, force-close time)
+        # (session, force-close time, its local address as kcptun logs it: named while
+        # open, as a closed session's getsockname() raises EBADF)
+        self.expiring: List[Tuple[Any, float, str]] = []
         self.listener: Any = None
         self.address = ""
 
@@ -254,7 +256,8 @@ class TunnelClient:
             expires = None
             if self.cfg.autoexpire > 0:
                 expires = now + self.cfg.autoexpire
-                self.expiring.append((session, expires + self.cfg.scavengettl))
+                self.expiring.append((session, expires + self.cfg.scavengettl,
+                                      format_address(session.getsockname())))
             slot = self.slots[idx] = _Slot(session, expires)
         return slot.session
 
@@ -321,15 +324,14 @@ class TunnelClient:
             gevent.sleep(SCAVENGE_PERIOD)
             now = monotonic()
             keep = []
-            for session, deadline in self.expiring:
-                name = format_address(session.getsockname())
+            for session, deadline, name in self.expiring:
                 if session.closed:
                     log.info("scavenger: session normally closed: %s", name)
                 elif now >= deadline:
                     session.close(0.0)      # (the scavenger must not wait for a dead peer)
                     log.info("scavenger: session closed due to ttl: %s", name)
                 else:
-                    keep.append((session, deadline))
+                    keep.append((session, deadline, name))
             self.expiring = keep
 
     def close(self) -> None:
@@ -347,7 +349,7 @@ class TunnelClient:
         for slot in self.slots:
             if slot is not None:
                 slot.session.close(0.0)
-        for session, _ in self.expiring:
+        for session, _, _ in self.expiring:
             session.close(0.0)
 
 

@@ -413,11 +413,9 @@ class _Salsa20(BlockCrypt):
         super().__init__(name, key)
         # kcp-go copies the key into a 32-byte array: zero-padded or truncated.
         self._key32 = key[:SALSA20_KEY_SIZE].ljust(SALSA20_KEY_SIZE, b"\0")
-        # pycryptodome's first Salsa20 call resolves its cffi types under a lock of cffi's,
-        # which gevent.monkey patches and which then switches greenlets: inside kcpgo's
-        # stack lock (the first datagram sealed) another greenlet found that lock held and
-        # its call failed (4 of 6 concurrent dials). One call here, at construction, outside
-        # any kcpgo call, resolves them once for the process.
+        # pycryptodome's first call resolves cffi types under a cffi lock that gevent patches
+        # (it switched greenlets inside kcpgo's stack lock: other greenlets' calls failed);
+        # made here, outside any kcpgo call, once for the process
         self.encrypt(bytes(SALSA20_NONCE_SIZE))
 
     def encrypt(self, data: Bytes) -> bytes:

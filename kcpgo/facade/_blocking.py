@@ -221,8 +221,20 @@ class Blocking:
     _runtime: Runtime
 
     def settimeout(self, value: Optional[float]) -> None:
-        """``None``: block forever; ``0``: non-blocking; ``t > 0``: raise after t seconds."""
-        self._timeout = check_timeout(value)
+        """``None``: block forever; ``0``: non-blocking; ``t > 0``: raise after t seconds.
+        ``OSError(EBADF)`` once closed, as a socket's."""
+        value = check_timeout(value)
+        self._check_open()
+        self._timeout = value
+
+    def _gone(self) -> bool:
+        """Closed as a socket whose descriptor is closed: settimeout, setblocking,
+        getpeername and getsockname raise ``OSError(EBADF)``, as they do on a socket."""
+        return bool(getattr(self, "_closed", False))
+
+    def _check_open(self) -> None:
+        if self._gone():
+            raise ebadf()
 
     def gettimeout(self) -> Optional[float]:
         return self._timeout

@@ -47,10 +47,10 @@ class SocketFacade(Blocking):
 
     def _init_facade(self, timeout: Optional[float]) -> None:
         self._timeout = None
-        self.settimeout(timeout)
         self._closed = False        # close() was called
         self._released = False      # resources freed (after the last makefile() closed)
         self._io_refs = 0
+        self.settimeout(timeout)
         self._shut_rd = False
         self._shut_wr = False
         self._rd = Direction()
@@ -94,6 +94,10 @@ class SocketFacade(Blocking):
         """Why a call may have timed out, when the session points at a cause, else ``""``."""
         chan = self._channel()
         return "" if chan.heard else chan.diagnosis()
+
+    def _gone(self) -> bool:
+        # as socket.close() with makefile() objects open: the descriptor lives on until they close
+        return self._closed and (self._released or self._io_refs <= 0)
 
     def _busy_poll(self, side: Direction) -> bool:
         # Only a reader: a writer waits for ACKs, which bulk traffic batches best unpolled.

@@ -388,6 +388,7 @@ class Listener(Blocking):
         return self._fd.rfd
 
     def getsockname(self) -> Address:
+        self._check_open()
         return self._address
 
     def set_dscp(self, dscp: int) -> None:

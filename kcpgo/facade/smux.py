@@ -361,9 +361,11 @@ class SmuxSession(Blocking):
         return self._chan.conn.snmp
 
     def getpeername(self) -> Address:
+        self._check_open()
         return self._chan.peer
 
     def getsockname(self) -> Address:
+        self._check_open()
         chan = self._chan
         return local_sockname(chan.local, chan.endpoint.sock.getsockname())
 
@@ -508,6 +510,7 @@ class SmuxListener(Blocking):
         self.close()
 
     def getsockname(self) -> Address:
+        self._check_open()
         return self._listener.getsockname()
 
     @property
@@ -525,6 +528,7 @@ class SmuxListener(Blocking):
         return len(self._sessions)
 
     def __repr__(self) -> str:
-        return (f"<kcpgo.SmuxListener {format_address(self.getsockname())} "
+        state = " closed" if self._closed else ""     # (getsockname() raises then)
+        return (f"<kcpgo.SmuxListener {format_address(self._listener._address)}{state} "
                 f"sessions={len(self._sessions)}>")
 

@@ -334,11 +334,13 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
         return self._chan.endpoint.sock
 
     def getpeername(self) -> Address:
+        self._check_open()
         return self._chan.peer
 
     def getsockname(self) -> Address:
         """The local address: for a session of a listener on a wildcard address, the one its
         peer sent to and replies leave from (D25), as a connected socket reports it."""
+        self._check_open()
         chan = self._chan
         return local_sockname(chan.local, chan.endpoint.sock.getsockname())
 

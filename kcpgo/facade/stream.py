@@ -305,10 +305,12 @@ class Stream(SocketFacade, SocketExtras):
 
     def getpeername(self) -> Address:
         """The KCP peer's UDP address (every stream of a session has the same)."""
+        self._check_open()
         return self._session.getpeername()
 
     def getsockname(self) -> Address:
         """The local UDP address of the session."""
+        self._check_open()
         return self._session.getsockname()
 
     def __repr__(self) -> str:
