@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
@@ -88,6 +89,11 @@ class Options:
         ds = _int("data_shards", self.data_shards, 0, None)
         ps = _int("parity_shards", self.parity_shards, 0, None)
         fec = fec_enabled(ds, ps)
+        if not fec and (ds or ps):
+            # kcp-go's rule (both > 0, or no FEC), but a half-set pair is usually a slip
+            warnings.warn(f"FEC is off: data_shards={ds}, parity_shards={ps} (Reed-Solomon "
+                          f"FEC needs both > 0, e.g. 10 and 3; set both to 0 to say no FEC)",
+                          UserWarning, stacklevel=4)
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
         for name in ("stream", "ack_nodelay", "write_delay", "fast_retransmit_once"):

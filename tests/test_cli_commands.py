@@ -57,6 +57,21 @@ def test_every_help_shows_defaults_and_examples(capsys: Any, argv: List[str],
         assert word in out, word
 
 
+@pytest.mark.parametrize("argv", [[name] for name in ALL] + [["echo", "client"],
+                                                               ["echo", "server"]])
+def test_help_text_has_no_rest_markup(capsys: Any, argv: List[str]) -> None:
+    """``echo --help`` printed its module docstring raw (``--listen``, :class:`...`, a new
+    user's report): no help text shows reST literals, roles or bold markers."""
+    try:
+        cli_main(argv + ["--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    assert out.strip(), argv
+    for mark in ("``", ":class:`", ":mod:`", ":func:`", ":meth:`", "**"):
+        assert mark not in out, (argv, mark)
+
+
 def test_echo_server_and_client_exchange() -> None:
     server = subprocess.Popen([sys.executable, "-m", "kcpgo", "echo", "server", "--listen",
                                "127.0.0.1:0", "--once", "--crypt", "salsa20", "--key", "k",

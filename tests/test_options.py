@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import pytest
 
@@ -146,3 +147,16 @@ def test_options_constructor_lists_valid_names():
     import kcpgo
     with pytest.raises(TypeError, match=r"modee.*valid: .*mode"):
         kcpgo.Options(modee="fast3")
+
+
+@pytest.mark.parametrize("ds, ps", [(10, 0), (0, 3)])
+def test_half_set_fec_warns_that_it_is_off(ds, ps):
+    """kcp-go's rule stands (FEC needs both shard counts > 0, else none), but a new user who
+    wrote ``dial(addr, data_shards=10)`` got no FEC and no word of it: a UserWarning now
+    says FEC is off and why. Both set, or both 0, say nothing."""
+    with pytest.warns(UserWarning, match="FEC is off"):
+        kcpgo.Options(data_shards=ds, parity_shards=ps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kcpgo.Options(data_shards=10, parity_shards=3)
+        kcpgo.Options()

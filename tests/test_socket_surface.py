@@ -318,6 +318,23 @@ def test_addresses_and_timeouts_of_a_closed_object_raise_ebadf(pair, made):
         obj.gettimeout()
 
 
+def test_a_str_gets_sockets_type_error(pair):
+    """send, sendall (with and without flags) and recv_into given a str raise TypeError
+    with socket's message (measured on the tcp kind beside); kcpgo's began "memoryview: "
+    (a new user's report)."""
+    a, _ = pair
+    calls = {"send": lambda: a.send("x"), "sendall": lambda: a.sendall("x"),
+             "send flags": lambda: a.send("x", socket.MSG_DONTWAIT),
+             "sendall flags": lambda: a.sendall("x", socket.MSG_DONTWAIT),
+             "recv_into": lambda: a.recv_into("x")}
+    for name, call in calls.items():
+        with pytest.raises(TypeError) as info:
+            call()
+        expected = ("recv_into() argument 1 must be read-write bytes-like object, not str"
+                    if name == "recv_into" else "a bytes-like object is required, not 'str'")
+        assert str(info.value) == expected, name
+
+
 def wait_so_error(x, timeout=10.0):
     deadline = time.monotonic() + timeout
     while True:

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, List, Optional, Sequence, Tuple
@@ -326,13 +327,18 @@ def run_client(ns: argparse.Namespace, cfg: TunnelConfig, options: Any) -> int:
         sess.close()
 
 
+def _plain(text: str) -> str:
+    """A docstring as --help text: reST roles and literals as plain words."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "").replace("**", "")
+
+
 def main(argv: Sequence[str]) -> int:
     """``echo server|client [flags]``; returns the exit status (2 for a usage error, 130
     after SIGINT; the client: 0 when the echo is intact)."""
     if not argv or argv[0] not in ROLES:
         text = "usage: python -m kcpgo echo {server,client} [flags]  (--help for each)"
         if argv and argv[0] in ("-h", "--help", "help"):
-            print(text + "\n\n" + (__doc__ or "").strip())
+            print(text + "\n\n" + _plain(__doc__ or "").strip())
             return 0
         print(text, file=sys.stderr)
         return 2

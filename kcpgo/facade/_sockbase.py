@@ -27,6 +27,16 @@ Address = Tuple[Any, ...]
 _SEND_IGNORED = getattr(_socket, "MSG_NOSIGNAL", 0) | getattr(_socket, "MSG_MORE", 0)
 
 
+def byte_view(data: Any) -> memoryview:
+    """``data`` as bytes for sending; ``TypeError`` in socket's words if it is not bytes-like
+    (memoryview's start "memoryview: ")."""
+    try:
+        return memoryview(data).cast("B")
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not "
+                        f"'{type(data).__name__}'") from None
+
+
 class SocketFacade(Blocking):
     """The shared surface; subclasses provide ``_try_recv(bufsize)``, ``_try_send(view)``,
     ``_error()`` (the latched failure to raise, or ``None``), ``_release()`` and
@@ -162,7 +172,11 @@ class SocketFacade(Blocking):
 
         ``TypeError`` for a read-only buffer, raised before anything is received (as
         ``socket.recv_into``), so no data is lost."""
-        view = memoryview(buffer).cast("B")
+        try:
+            view = memoryview(buffer).cast("B")
+        except TypeError:           # socket's words (memoryview's start "memoryview: ")
+            raise TypeError(f"recv_into() argument 1 must be read-write bytes-like object, "
+                            f"not {type(buffer).__name__}") from None
         if view.readonly:
             raise TypeError("recv_into() argument 'buffer' must be a writable buffer")
         nbytes = operator.index(nbytes)
@@ -183,7 +197,7 @@ class SocketFacade(Blocking):
         ``MSG_DONTWAIT``, ``MSG_NOSIGNAL``, ``MSG_MORE`` (see :meth:`_send_flags`)."""
         if flags:
             return self._send_flags(data, flags)
-        return self._send(memoryview(data).cast("B"), self._deadline())
+        return self._send(byte_view(data), self._deadline())
 
     def _send(self, view: memoryview, deadline: Optional[float]) -> int:
         return self._blocking_call(self._try_send, view, self._wr,
@@ -198,7 +212,7 @@ class SocketFacade(Blocking):
         """
         if flags:
             return self._sendall_flags(data, flags)
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         deadline = self._deadline()
         side = self._wr
         lock = self._runtime.lock
@@ -368,7 +382,7 @@ class SocketFacade(Blocking):
         """:meth:`send` with flags: with ``MSG_DONTWAIT`` queue what fits now and return its
         size, or raise ``BlockingIOError(EAGAIN)`` if nothing fits (or another caller is
         sending), whatever the timeout (send(2))."""
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         if not self._send_dontwait(flags):
             return self._send(view, self._deadline())
         return self._blocking_call(self._try_send, view, self._wr, None,
@@ -382,7 +396,7 @@ class SocketFacade(Blocking):
         if not self._send_dontwait(flags):
             self.sendall(data)
             return
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         while True:                         # once at least: b"" still checks for errors
             n = self._blocking_call(self._try_send, view, self._wr, None, nonblocking=True)
             view = view[n:]  # type: ignore[index]
