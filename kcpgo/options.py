@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
@@ -93,7 +94,7 @@ class Options:
             # kcp-go's rule (both > 0, or no FEC), but a half-set pair is usually a slip
             warnings.warn(f"FEC is off: data_shards={ds}, parity_shards={ps} (Reed-Solomon "
                           f"FEC needs both > 0, e.g. 10 and 3; set both to 0 to say no FEC)",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=_callers_level())
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
         for name in ("stream", "ack_nodelay", "write_delay", "fast_retransmit_once"):
@@ -232,6 +233,16 @@ KCPTUN_CLIENT = Options(data_shards=10, parity_shards=3, mode="fast", stream=Tru
                         window=(128, 512))
 #: kcptun's server defaults (§7), likewise without the cipher.
 KCPTUN_SERVER = KCPTUN_CLIENT.replace(window=(1024, 1024))
+
+
+def _callers_level() -> int:
+    """``stacklevel`` for a warning raised in kcpgo on behalf of the first frame outside it
+    (``dial``, ``listen``, ``Options.replace`` and the dataclass machinery skipped)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_globals.get("__name__", "") or "").partition(".")[0] \
+            in ("kcpgo", "dataclasses"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ---------------------------------------------------------------------- command lines

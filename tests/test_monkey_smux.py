@@ -259,3 +259,31 @@ def test_smux_socketserver_example_runs_as_it_is():
         assert digest == hashlib.sha256(b"x" * int(size)).hexdigest()[:16]
     assert len({line.split()[-1] for line in replies}) == 1      # one conv
     assert sorted(int(line.split()[1]) for line in replies) == [3, 5, 7, 9]   # kcptun.md §4.4
+
+
+def test_unpatch_does_not_linger_on_silent_destinations():
+    """``unpatch()`` closes the shared smux sessions; with close() lingering until the peer
+    acknowledges, 3 destinations that never answered made it take 21 s (a reviewer's
+    script). It closes them without waiting: what was written goes on in the background."""
+    import time
+    holes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        for h in holes:
+            h.bind(("127.0.0.1", 0))
+        addrs = [h.getsockname() for h in holes]
+        kcpgo.monkey.patch(clients={a: dict(smux=True, mode="fast3") for a in addrs})
+        conns = []
+        try:
+            for a in addrs:
+                conns.append(socket.create_connection(a, timeout=1))
+                conns[-1].sendall(b"hello")
+        finally:
+            t0 = time.monotonic()
+            kcpgo.monkey.unpatch()
+            took = time.monotonic() - t0
+        for c in conns:
+            c.close()
+        assert took < 5, took
+    finally:
+        for h in holes:
+            h.close()

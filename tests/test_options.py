@@ -154,8 +154,12 @@ def test_half_set_fec_warns_that_it_is_off(ds, ps):
     """kcp-go's rule stands (FEC needs both shard counts > 0, else none), but a new user who
     wrote ``dial(addr, data_shards=10)`` got no FEC and no word of it: a UserWarning now
     says FEC is off and why. Both set, or both 0, say nothing."""
-    with pytest.warns(UserWarning, match="FEC is off"):
+    with pytest.warns(UserWarning, match="FEC is off") as caught:
         kcpgo.Options(data_shards=ds, parity_shards=ps)
+        kcpgo.listen(("127.0.0.1", 0), data_shards=ds, parity_shards=ps).close()
+        kcpgo.Options().replace(data_shards=ds, parity_shards=ps)
+    # each names the caller's line, not kcpgo's (else Python shows only the first of them)
+    assert [w.filename for w in caught] == [__file__] * 3, [w.filename for w in caught]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kcpgo.Options(data_shards=10, parity_shards=3)

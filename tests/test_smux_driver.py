@@ -482,9 +482,9 @@ def test_what_was_written_before_session_close_still_arrives(closing):
     wait_until(lambda: sess._driver.closed, timeout=12, what="the lingering session ended")
 
 
-def test_session_close_waits_until_what_was_written_is_acknowledged(closing):
-    """``SmuxSession.close()`` (its docstring: "wait, at most linger seconds, until the peer
-    acknowledged what was written") returned at once: it asked ``Runtime.can_wait()``
+def test_session_close_with_linger_waits_until_what_was_written_is_acknowledged(closing):
+    """``SmuxSession.close(linger)`` (its docstring: "wait, at most that many seconds,
+    until the peer acknowledged it all") returned at once: it asked ``Runtime.can_wait()``
     while holding the stack lock, which always answers no then (a reviewer's script: 0.0 s
     with data unacknowledged). It returns now once the driver has finished: everything
     written, and the stream's FIN, acknowledged through a link losing 10 % each way."""
@@ -505,9 +505,43 @@ def test_session_close_waits_until_what_was_written_is_acknowledged(closing):
         s.close()
         return got
     reader = gevent.spawn(serve)
-    sess.close()                                # the default linger: 10 s at most
+    sess.close(linger=10)
     assert sess._driver.closed                  # finished: nothing left unacknowledged
     assert reader.get(timeout=10) == data
+
+
+def test_close_does_not_wait_for_a_peer_never_heard(closing):
+    """A peer that never answered (nothing listens, a wrong key) acknowledges nothing:
+    ``close()`` returns without lingering, where the wait would last all of ``linger``
+    (a reviewer's script: 9-10 s with the default, after close() began lingering)."""
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)    # bound, never read
+    hole.bind(("127.0.0.1", 0))
+    try:
+        sess = kcpgo.dial_smux(hole.getsockname(), mode="fast3")
+        c = sess.open_stream()
+        c.sendall(b"hello")
+        t0 = time.monotonic()
+        sess.close(linger=30)
+        assert time.monotonic() - t0 < 5          # not the linger (10 s: the driver's own)
+        assert not sess._chan.heard
+    finally:
+        hole.close()
+
+
+def test_an_open_stream_of_a_closed_session_still_names_its_addresses(closing):
+    """Closing the session leaves its streams open (until used): their getpeername and
+    getsockname still answer, as before closed objects raised EBADF from them (a
+    reviewer's script); the session's own raise."""
+    lst = listen(closing)
+    sess = dial(closing, lst.getsockname())
+    st = sess.open_stream()
+    peer, local = st.getpeername(), st.getsockname()
+    sess.close(0)
+    assert (st.getpeername(), st.getsockname()) == (peer, local)
+    with pytest.raises(OSError) as info:
+        sess.getpeername()
+    assert info.value.errno == errno.EBADF
+    st.close()
 
 
 def test_listener_close_keeps_accepted_streams_and_then_closes_the_socket(closing):

@@ -297,7 +297,10 @@ class TunnelClient:
                 if not session.heard:
                     log.warning("session to %s (conv %#010x): %s", peer, session.conv,
                                 session.diagnosis())
-                session.settimeout(None)
+                try:
+                    session.settimeout(None)
+                except OSError:
+                    pass                    # closed meanwhile: accept_stream says how
                 continue
             except OSError as e:
                 err = session.error

@@ -198,14 +198,16 @@ class SmuxSession(Blocking):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def close(self, linger: Optional[float] = None) -> None:
-        """Close the session (idempotent) and wait, at most ``linger`` seconds (default
-        ``kcpgo.runtime.smux_driver.LINGER``, 10), until the peer acknowledged what was
-        written: data and FINs of closed streams. A TCP stack delivers a closed socket's data
-        after the program exits; here the program is the stack, so the wait is what lets
-        ``with kcpgo.dial_smux(...) as session:`` end a script without losing its last
-        bytes. ``linger=0`` returns at once and lets the rest go out in the background (while
-        the runtime's hub runs). The wait ends early if the KCP session fails (dead link).
+    def close(self, linger: Optional[float] = 0.0) -> None:
+        """Close the session (idempotent). What was written (data, FINs of closed streams)
+        goes on being delivered in the background, while the runtime's hub runs, for up to
+        ``kcpgo.runtime.smux_driver.LINGER`` (10 s), as a TCP stack delivers a closed
+        socket's data; in a program without monkey-patching the exit waits up to 1 s more
+        for it (docs/deviations.md D48). ``linger`` > 0: also wait, at most that many
+        seconds, until the peer acknowledged it all, for a program (a monkey-patched one)
+        about to exit. The wait ends early if the KCP session fails (dead link); there is
+        none while nothing was ever heard from the peer (a wrong address or key: nothing
+        would acknowledge).
 
         Calls on the session's streams raise ``ConnectionResetError("smux session closed
         locally")`` from now on; waiting ``accept_stream`` calls raise ``OSError(EBADF)``.
@@ -225,12 +227,13 @@ class SmuxSession(Blocking):
             if self._closed:
                 return
             self._closed = True
-            wait = LINGER if linger is None else max(0.0, float(linger))
+            wait = 0.0 if linger is None else max(0.0, float(linger))
             driver = self._driver
             # Linger only while the runtime's hub runs on; when its thread has ended (hub
             # mode), nothing would drive it: finish now.
             alive = runtime.owner_alive()
-            if wait and alive and may_wait:
+            # A peer never heard (gone, a wrong key or port) acknowledges nothing: no wait.
+            if wait and alive and may_wait and self._chan.heard:
                 waiter = Waiter(runtime.thread_ident)
                 driver.on_finish = waiter.fire
             driver.close(LINGER if alive else 0.0)
@@ -366,6 +369,10 @@ class SmuxSession(Blocking):
 
     def getsockname(self) -> Address:
         self._check_open()
+        return self._sockname()
+
+    def _sockname(self) -> Address:
+        # (also for a stream still open on a closed session: its addresses stay readable)
         chan = self._chan
         return local_sockname(chan.local, chan.endpoint.sock.getsockname())
 

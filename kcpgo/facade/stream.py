@@ -306,12 +306,12 @@ class Stream(SocketFacade, SocketExtras):
     def getpeername(self) -> Address:
         """The KCP peer's UDP address (every stream of a session has the same)."""
         self._check_open()
-        return self._session.getpeername()
+        return self._session._chan.peer
 
     def getsockname(self) -> Address:
         """The local UDP address of the session."""
         self._check_open()
-        return self._session.getsockname()
+        return self._session._sockname()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -438,8 +438,9 @@ class SmuxDriver:
 
     def silent_peer_hint(self) -> str:
         """Why a peer whose KCP answers (key and port are right) sent no smux frame."""
-        return ("the peer's KCP answers but it sent no smux frame: its keepalive interval "
-                "may be longer than this wait, or it rejected this side's framing "
+        return ("the peer's KCP answers but it sent no smux frame: it has not answered yet "
+                "(its keepalive interval may be longer than this wait), or it rejected this "
+                "side's framing "
                 f"({self.stack.describe()}; kcptun runs snappy framing, compression=True, "
                 "unless --nocomp, and its --smuxver must match; a kcptun server logs "
                 "'invalid protocol' and goes silent, kcptun.md §4.9)")
