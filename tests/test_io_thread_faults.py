@@ -20,8 +20,25 @@ from kcpgo.snmp import Snmp
 LOCAL = ("127.0.0.1", 0)
 
 
-def run(code: str, timeout: float = 60) -> dict:
-    return run_child(textwrap.dedent(code), timeout=timeout)
+#: A child's start: a listener ``ln``, a client ``c`` (no timeout) and the accepted ``s``,
+#: with the client's first bytes read.
+PAIR = """
+import errno, json, kcpgo
+from kcpgo.runtime import iothread
+ln = kcpgo.listen(("127.0.0.1", 0))
+c = kcpgo.dial(ln.getsockname(), timeout=None)
+c.sendall(b"hi")
+ln.settimeout(5)
+s, _ = ln.accept()
+assert s.recv(10) == b"hi"
+"""
+
+
+def run(code: str, timeout: float = 60, pair: bool = False, before: str = "") -> dict:
+    """Run ``code`` in a child (:func:`run_child`), after :data:`PAIR` with ``pair``, and
+    ``before`` first of all (before kcpgo is imported)."""
+    return run_child(textwrap.dedent(before) + (PAIR if pair else "") + textwrap.dedent(code),
+                     timeout=timeout)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -177,14 +194,7 @@ def test_calls_blocked_when_the_io_thread_stops_raise_instead_of_waiting_for_eve
     again. Each now wakes and raises EBADF (as a call made after the stop does), and a
     second recv() queued behind the first for the same direction is refused in its turn."""
     out = run('''
-        import errno, json, threading, time, kcpgo
-        from kcpgo.runtime import iothread
-        ln = kcpgo.listen(("127.0.0.1", 0))
-        c = kcpgo.dial(ln.getsockname(), timeout=None)
-        c.sendall(b"hi")
-        ln.settimeout(5)
-        s, _ = ln.accept()
-        assert s.recv(10) == b"hi"
+        import threading, time
         ln.settimeout(None)
         mute = kcpgo.dial(("127.0.0.1", 9), timeout=None)   # nobody answers: window fills
         got = {}
@@ -207,7 +217,7 @@ def test_calls_blocked_when_the_io_thread_stops_raise_instead_of_waiting_for_eve
         for t in threads:
             t.join(5)
         print(json.dumps(got, sort_keys=True))
-    ''', timeout=30)
+    ''', timeout=30, pair=True)
     assert out == {"accept": "EBADF", "recv": "EBADF", "recv_queued": "EBADF",
                    "sendall": "EBADF"}
 
@@ -220,19 +230,7 @@ def test_at_exit_a_blocked_reader_stays_blocked_until_a_late_handler_closes_its_
     11 of 12 runs). The reader stays blocked until close() wakes it with EBADF, as a
     socket's reader is when another thread closes it."""
     out = run('''
-        import atexit, errno, json, threading, time
-        def shutdown():
-            s.close()
-            worker.join(5)
-            print(json.dumps({"alive": worker.is_alive(), "got": got}))
-        atexit.register(shutdown)
-        import kcpgo
-        ln = kcpgo.listen(("127.0.0.1", 0))
-        c = kcpgo.dial(ln.getsockname(), timeout=None)
-        c.sendall(b"hi")
-        ln.settimeout(5)
-        s, _ = ln.accept()
-        assert s.recv(10) == b"hi"
+        import threading, time
         got = []
         def work():
             try:
@@ -242,7 +240,14 @@ def test_at_exit_a_blocked_reader_stays_blocked_until_a_late_handler_closes_its_
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
         time.sleep(0.3)
-    ''', timeout=30)
+    ''', timeout=30, pair=True, before='''
+        import atexit, json
+        def shutdown():
+            s.close()
+            worker.join(5)
+            print(json.dumps({"alive": worker.is_alive(), "got": got}))
+        atexit.register(shutdown)
+    ''')
     assert out == {"alive": False, "got": ["EBADF"]}
 
 
@@ -255,15 +260,8 @@ def test_a_stop_from_a_signal_handler_inside_a_call_still_wakes_that_call():
     checks the flag once more after registering and raises EBADF. The signal is raised
     from the busy-poll, which runs exactly there."""
     out = run('''
-        import errno, json, os, signal, kcpgo
-        from kcpgo.runtime import iothread
+        import os, signal
         from kcpgo.facade.socket import KCPSocket
-        ln = kcpgo.listen(("127.0.0.1", 0))
-        c = kcpgo.dial(ln.getsockname(), timeout=None)
-        c.sendall(b"hi")
-        ln.settimeout(5)
-        s, _ = ln.accept()
-        assert s.recv(10) == b"hi"
         signal.signal(signal.SIGTERM, lambda *_: iothread.stop())
         real = KCPSocket._busy_poll
         def busy_poll(self, side):
@@ -277,7 +275,7 @@ def test_a_stop_from_a_signal_handler_inside_a_call_still_wakes_that_call():
         except OSError as e:
             got = errno.errorcode.get(e.errno, repr(e))
         print(json.dumps({"got": got, "stopped": s._runtime.stopped}))
-    ''', timeout=20)
+    ''', timeout=20, pair=True)
     assert out == {"got": "EBADF", "stopped": True}
 
 
@@ -289,15 +287,8 @@ def test_after_stop_select_reports_every_descriptor_and_servers_stop_serving():
     session (readable, and accept raising EBADF every time: a reviewer's scripts). The
     descriptors are readable for good now, and serve_forever raises EBADF."""
     out = run('''
-        import errno, json, select, socketserver, threading, time, kcpgo
-        from kcpgo.runtime import iothread
+        import select, socketserver, threading, time
         from kcpgo.server import KCPServer
-        ln = kcpgo.listen(("127.0.0.1", 0))
-        c = kcpgo.dial(ln.getsockname(), timeout=None)
-        c.sendall(b"hi")
-        ln.settimeout(5)
-        s, _ = ln.accept()
-        assert s.recv(10) == b"hi"
         srv = KCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
         waiting = kcpgo.dial(srv.server_address, timeout=5)
         waiting.sendall(b"x")                       # left in the server's backlog
@@ -322,7 +313,7 @@ def test_after_stop_select_reports_every_descriptor_and_servers_stop_serving():
         t.start()
         t.join(5)
         print(json.dumps(got, sort_keys=True))
-    ''', timeout=30)
+    ''', timeout=30, pair=True)
     assert out == {"all": True, "new fileno": True, "select": True,
                    "serve_forever": "EBADF"}
 

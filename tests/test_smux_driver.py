@@ -460,18 +460,25 @@ def test_session_close_wakes_everything_blocked(closing):
         x.close()
 
 
-def test_what_was_written_before_session_close_still_arrives(closing):
-    # A closed TCP socket still delivers its send queue; SmuxSession.close() likewise keeps
-    # sending (and retransmitting, 10 % loss each way here) what was written, FINs included,
-    # until the peer acknowledged it (kcpgo.runtime.smux_driver.LINGER).
+def _written_and_closed_through_loss(closing, seed):
+    """A fast3 session through a relay losing 10 % each way, 300 KB written on one stream
+    and the stream closed (its FIN queued): ``(listener, session, data)``."""
     lst = listen(closing, mode="fast3")
     relay = closing(Relay(lst.getsockname(), up=Impairment(loss=0.1),
-                          down=Impairment(loss=0.1), seed=5).start())
+                          down=Impairment(loss=0.1), seed=seed).start())
     sess = kcpgo.dial_smux(relay.address, mode="fast3")
     data = os.urandom(300_000)
     c = sess.open_stream()
     c.sendall(data)
     c.close()
+    return lst, sess, data
+
+
+def test_what_was_written_before_session_close_still_arrives(closing):
+    # A closed TCP socket still delivers its send queue; SmuxSession.close() likewise keeps
+    # sending (and retransmitting, 10 % loss each way here) what was written, FINs included,
+    # until the peer acknowledged it (kcpgo.runtime.smux_driver.LINGER).
+    lst, sess, data = _written_and_closed_through_loss(closing, seed=5)
     sess.close(linger=0)                        # at once: most of it is not acknowledged yet
     assert sess.closed and sess.error is None
     lst.settimeout(10)
@@ -488,14 +495,7 @@ def test_session_close_with_linger_waits_until_what_was_written_is_acknowledged(
     while holding the stack lock, which always answers no then (a reviewer's script: 0.0 s
     with data unacknowledged). It returns now once the driver has finished: everything
     written, and the stream's FIN, acknowledged through a link losing 10 % each way."""
-    lst = listen(closing, mode="fast3")
-    relay = closing(Relay(lst.getsockname(), up=Impairment(loss=0.1),
-                          down=Impairment(loss=0.1), seed=7).start())
-    sess = kcpgo.dial_smux(relay.address, mode="fast3")
-    data = os.urandom(300_000)
-    c = sess.open_stream()
-    c.sendall(data)
-    c.close()
+    lst, sess, data = _written_and_closed_through_loss(closing, seed=7)
 
     def serve():
         lst.settimeout(10)
