@@ -313,7 +313,8 @@ def test_concurrent_first_sessions_of_every_cipher_under_monkey_patching():
             server = gevent.spawn(serve, ln)
             jobs = [gevent.spawn(client, ln.getsockname(), name) for _ in range(6)]
             gevent.joinall(jobs, timeout=30)
-            bad = [repr(j.exception) if j.exception else j.value for j in jobs if j.value is not True]
+            bad = [repr(j.exception) if j.exception else j.value
+                   for j in jobs if j.value is not True]
             if bad:
                 failed[name] = bad
             server.kill()
