@@ -27,14 +27,14 @@ Address = Tuple[Any, ...]
 _SEND_IGNORED = getattr(_socket, "MSG_NOSIGNAL", 0) | getattr(_socket, "MSG_MORE", 0)
 
 
-def byte_view(data: Any) -> memoryview:
-    """``data`` as bytes for sending; ``TypeError`` in socket's words if it is not bytes-like
-    (memoryview's start "memoryview: ")."""
+def byte_view(data: Any, wanted: str = "a bytes-like object is required, not '{}'"
+              ) -> memoryview:
+    """``data`` as a memoryview of bytes; ``TypeError`` in socket's words (``wanted``, the
+    type's name in its ``{}``) if it is not bytes-like: memoryview's start "memoryview: "."""
     try:
         return memoryview(data).cast("B")
     except TypeError:
-        raise TypeError(f"a bytes-like object is required, not "
-                        f"'{type(data).__name__}'") from None
+        raise TypeError(wanted.format(type(data).__name__)) from None
 
 
 class SocketFacade(Blocking):
@@ -172,11 +172,8 @@ class SocketFacade(Blocking):
 
         ``TypeError`` for a read-only buffer, raised before anything is received (as
         ``socket.recv_into``), so no data is lost."""
-        try:
-            view = memoryview(buffer).cast("B")
-        except TypeError:           # socket's words (memoryview's start "memoryview: ")
-            raise TypeError(f"recv_into() argument 1 must be read-write bytes-like object, "
-                            f"not {type(buffer).__name__}") from None
+        view = byte_view(buffer, "recv_into() argument 1 must be read-write bytes-like "
+                                 "object, not {}")
         if view.readonly:
             raise TypeError("recv_into() argument 'buffer' must be a writable buffer")
         nbytes = operator.index(nbytes)

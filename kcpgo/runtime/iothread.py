@@ -130,19 +130,21 @@ class _IOThread:
 def runtime() -> Runtime:
     """The I/O thread's runtime, starting the thread on first use (also in a forked child)."""
     global _current
-    cur = _current
-    if cur is not None and cur.pid == os.getpid() and cur.runtime is not None \
-            and not cur.runtime.stopped:
-        return cur.runtime
+    if _serving(_current):
+        return _current.runtime             # type: ignore[union-attr]
     if _exited_in is not None:
         refuse()                    # interpreter exit: no new I/O thread (module docstring)
     with _start_lock:
-        cur = _current
-        if cur is None or cur.pid != os.getpid() or cur.runtime is None \
-                or cur.runtime.stopped:
-            cur = _current = _IOThread()
-        assert cur.runtime is not None
-        return cur.runtime
+        if not _serving(_current):
+            _current = _IOThread()
+        assert _current is not None and _current.runtime is not None
+        return _current.runtime
+
+
+def _serving(cur: Optional[_IOThread]) -> bool:
+    """Whether ``cur`` is this process's I/O thread and still serves (not stopped)."""
+    return cur is not None and cur.pid == os.getpid() and cur.runtime is not None \
+        and not cur.runtime.stopped
 
 
 def _park_forever() -> NoReturn:
