@@ -76,7 +76,7 @@ def client_channel(address: Address, opts: Options, conv: Optional[int],
     # Under the stack lock: the runtime's thread may start the reader before we are done.
     with Runtime.current().lock:
         try:
-            endpoint = UDPEndpoint(sock, snmp=conn.snmp)
+            endpoint = UDPEndpoint(sock, snmp=conn.snmp, icmp=True)
         except BaseException:
             sock.close()
             raise

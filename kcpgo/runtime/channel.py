@@ -494,10 +494,17 @@ class Channel(Pacing):
         if other:
             facts.append(f"{other} came from other addresses and {'were' if other != 1 else 'was'}"
                          f" dropped (InErrs)")
+        icmp = self.endpoint.icmp
+        unreachable = icmp.about(self.peer) if icmp is not None else ""
+        if unreachable:
+            facts.append(unreachable)
         if facts:
             text += "; " + ", ".join(facts)
         if csum or bad:
             return text + ": check that key/crypt/FEC settings match the peer's"
+        if unreachable:
+            return text + (": check the address and port, and that the peer is running (kcpgo "
+                           "keeps sending: a server that starts later is reached)")
         if other:
             return text + (": the peer may answer from another address (a multi-homed server: "
                            "dial the address it replies from, or make it listen on that one)")

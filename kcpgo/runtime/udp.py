@@ -27,6 +27,8 @@ import gevent
 from ..sansio.wire import MTU_LIMIT
 from ._originals import real_get_ident
 from .clock import monotonic as _monotonic
+from .icmp import REPORTED as _ICMP_REPORTED
+from .icmp import IcmpErrors
 from .pktinfo import (CMSG_PKTINFO, IP_PKTINFO, IPPROTO_IP, IPPROTO_IPV6,
                       IPV6_RECVPKTINFO, local_sockname, reply_cmsg)
 from .scheduler import Runtime
@@ -99,7 +101,7 @@ class UDPEndpoint:
                  on_batch: Optional[Callable[[list, int], None]] = None,
                  owned: bool = True, snmp: Any = None,
                  on_error: Optional[Callable[[OSError], None]] = None,
-                 pktinfo: bool = False) -> None:
+                 pktinfo: bool = False, icmp: bool = False) -> None:
         self.runtime = Runtime.current()
         self.sock = sock
         self.owned = owned
@@ -124,6 +126,9 @@ class UDPEndpoint:
             self._enable_pktinfo()
         self.on_batch = on_batch
         self.on_error = on_error
+        #: ``icmp=True`` (a client's socket, Linux): the ICMP errors that came back, per
+        #: destination (:mod:`.icmp`, D57); else ``None``.
+        self.icmp: Optional[IcmpErrors] = IcmpErrors.enable(sock) if icmp else None
         self.closed = False
         #: When the latest batch was read (monotonic seconds; busy-polling's reply clock).
         self.rx_at = 0.0
@@ -382,7 +387,8 @@ class UDPEndpoint:
                 for _ in range(limit):
                     append(recvfrom(RECV_SIZE))
         except (BlockingIOError, InterruptedError):
-            pass
+            if not batch and self.icmp is not None:
+                self.icmp.drain()   # woken for nothing: POLLERR (a send consumed the error)
         except OSError as e:
             self._receive_error(e)
         return batch
@@ -424,9 +430,12 @@ class UDPEndpoint:
         return batch
 
     def _receive_error(self, e: OSError) -> None:
-        if self.closed or e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
-                                      errno.ENETUNREACH):
-            return      # ICMP errors reported on the socket: not fatal for UDP
+        if e.errno in _ICMP_REPORTED:
+            if self.icmp is not None:       # ICMP errors reported on the socket: not fatal
+                self.icmp.drain()
+            return
+        if self.closed:
+            return
         self.error = e
         log.debug("reader stopped: %s", e)
 
