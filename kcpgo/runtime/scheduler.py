@@ -28,7 +28,6 @@ from typing import Any, Callable, List, Optional, Set, Tuple
 
 import gevent
 from gevent._hub_local import get_hub_if_exists
-from gevent.event import Event
 
 from . import malloc, modes
 from ._originals import RealRLock, RealThreadLocal, allocate_lock, real_get_ident
@@ -139,7 +138,10 @@ class Runtime:
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._heap: List[Tuple[int, int, Timer]] = []
         self._seq = itertools.count()
-        self._wake = Event()
+        #: The libev timer the scheduler greenlet sleeps on (``None``: no deadline), and
+        #: whether it sleeps (in the hub, until the timer fires): :meth:`_alarm_at`.
+        self._alarm: Any = None
+        self._asleep = False
         self._sleep_until: Optional[int] = None
         self._greenlet: Optional[gevent.Greenlet] = None
         self._kick_pending = False
@@ -299,8 +301,9 @@ class Runtime:
         if real_get_ident() == self.thread_ident:
             if self._greenlet is None:
                 self._start()
-            elif self._sleep_until is None or deadline < self._sleep_until:
-                self._wake.set()
+            elif self._asleep and (self._sleep_until is None or deadline < self._sleep_until):
+                self._sleep_until = deadline
+                self._alarm_at(deadline - now_ms())
         elif (self._greenlet is None or self._sleep_until is None
               or deadline < self._sleep_until) and not self._kick_pending and not self.stopped:
             # Another thread armed a timer the sleeping scheduler does not know of yet.
@@ -311,8 +314,28 @@ class Runtime:
         self._kick_pending = False
         if self._greenlet is None:
             self._start()
-        else:
-            self._wake.set()
+        elif self._asleep:
+            self._alarm_at(0)
+
+    def _alarm_at(self, ms: Optional[int]) -> None:
+        """Wake the sleeping scheduler ``ms`` from now (``None``: only when re-armed). An
+        earlier deadline restarts a libev timer, which queues no callback and switches no
+        greenlet until it fires: a wake-up queued as a callback (as ``Event.set`` does) left
+        the hub never idle after a send, so request/response sessions never busy-polled
+        (docs/deviations.md D54)."""
+        alarm = self._alarm
+        if alarm is not None:
+            alarm.stop()
+            self._alarm = None
+        if ms is not None:
+            alarm = self._alarm = self.hub.loop.timer(max(ms, 0) / 1000.0)
+            alarm.start(self._alarm_fired)
+
+    def _alarm_fired(self) -> None:
+        self._alarm = None
+        if self._asleep:
+            self._asleep = False
+            self._greenlet.switch()     # type: ignore[union-attr]
 
     def _start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
@@ -320,8 +343,8 @@ class Runtime:
 
     def _run(self) -> None:
         heap = self._heap
-        wake = self._wake
         lock = self.lock
+        hub = self.hub
         while True:
             fired: list = []
             with lock:
@@ -333,15 +356,13 @@ class Runtime:
                     heapq.heappop(heap)
                 if not heap:
                     self._sleep_until = None
-                    wake.clear()
-                    timeout: Optional[float] = None
+                    timeout: Optional[int] = None
                 else:
                     now = now_ms()
                     due = heap[0][0]
                     if due > now:
                         self._sleep_until = due
-                        wake.clear()
-                        timeout = (due - now) / 1000.0
+                        timeout = due - now
                     else:
                         self._sleep_until = now     # running: later deadlines need no wake
                         while heap and heap[0][0] <= now:
@@ -356,13 +377,21 @@ class Runtime:
                                 log.exception("timer callback failed")
                         self._sleep_until = None
                         if fired:
-                            timeout = -1.0
+                            timeout = -1
                         else:
                             continue
             if timeout is not None and timeout < 0:
                 gevent.sleep(0)         # readers first: a session may want to run again now
                 continue
-            wake.wait(timeout)
+            # Sleep in the hub until the alarm fires (_push moves it earlier, _kick to now).
+            self._alarm_at(timeout)
+            self._asleep = True
+            try:
+                hub.switch()
+            finally:
+                self._asleep = False
+                if self._alarm is not None:     # woken otherwise (killed: GreenletExit)
+                    self._alarm_at(None)
             self._sleep_until = None
 
     @property
