@@ -218,8 +218,7 @@ class UDPEndpoint:
                 return False
             if e.errno not in _TRANSIENT_SEND_ERRORS:
                 raise
-            self.send_drops += 1        # like a lost datagram: KCP retries
-            self.last_send_error = e
+            self._dropped(e, 1)         # like a lost datagram: KCP retries
             return False
         snmp = self.snmp
         if snmp is not None:
@@ -263,12 +262,19 @@ class UDPEndpoint:
             if not self.closed:
                 if e.errno not in _TRANSIENT_SEND_ERRORS:
                     raise
-                self.send_drops += n - sent
-                self.last_send_error = e
+                self._dropped(e, n - sent)
         snmp = self.snmp
         if snmp is not None:
             snmp.OutPkts += sent
             snmp.OutBytes += nbytes
+
+    def _dropped(self, e: OSError, count: int) -> None:
+        """A send failed with one of ``_TRANSIENT_SEND_ERRORS``: ``count`` datagrams dropped
+        (KCP retransmits). An ICMP error the send reported is read from the queue (D57)."""
+        self.send_drops += count
+        self.last_send_error = e
+        if self.icmp is not None and e.errno in _ICMP_REPORTED:
+            self.icmp.drain()
 
     def _send_one(self, data: bytes, address: Any, local: Any) -> None:
         """One datagram, from ``local`` if given; if that address is refused (removed from the
@@ -342,8 +348,7 @@ class UDPEndpoint:
             except OSError as e:
                 if e.errno not in _TRANSIENT_SEND_ERRORS:
                     raise
-                self.send_drops += n - i            # this send and the rest of the flush
-                self.last_send_error = e
+                self._dropped(e, n - i)             # this send and the rest of the flush
                 break
             i = j
         return sent, nbytes
@@ -387,8 +392,7 @@ class UDPEndpoint:
                 for _ in range(limit):
                     append(recvfrom(RECV_SIZE))
         except (BlockingIOError, InterruptedError):
-            if not batch and self.icmp is not None:
-                self.icmp.drain()   # woken for nothing: POLLERR (a send consumed the error)
+            pass
         except OSError as e:
             self._receive_error(e)
         return batch
@@ -497,6 +501,9 @@ class UDPEndpoint:
                     self._limit = limit // 2
                 elif cost < BATCH_BUDGET / 4 and limit < MAX_BATCH and full:
                     self._limit = limit * 2
+            elif self.icmp is not None:
+                # Woken for nothing: maybe POLLERR, errors left in the queue (D57)
+                self.icmp.drain()
             if self.error is not None:
                 self._fail()
                 return
