@@ -39,6 +39,9 @@ def test_help_shows_defaults_and_examples():
         assert default in text, default
     assert "examples:" in out.stdout and "python -m kcpgo bench sink --compare" in out.stdout
     assert "--plot" in out.stdout and "tunnel" in out.stdout
+    # MODE is required: the usage line leads with it (it ended argparse's line as "[MODE]",
+    # optional-looking, after 20 flags: a new user's finding)
+    assert out.stdout.startswith("usage: python -m kcpgo bench MODE [options]"), out.stdout[:200]
     tunnel = subprocess.run(
         [sys.executable, "-m", "kcpgo", "bench", "tunnel", "--help"], cwd=ROOT,
         capture_output=True, text=True, timeout=60)
@@ -123,7 +126,7 @@ def test_tunnel_without_kcptun_skips_its_pairs(monkeypatch, capsys):
 
 def test_plain_progress_lines(monkeypatch):
     """Not a terminal: a line when a run starts, one per PLAIN_EVERY s with what moved and
-    the rate, one with the run's figure."""
+    the rate (or that nothing was counted yet), one with the run's figure."""
     monkeypatch.setattr(bench_progress, "PLAIN_EVERY", 0.0)
     stream = io.StringIO()
     progress = Progress(stream=stream)
@@ -137,7 +140,10 @@ def test_plain_progress_lines(monkeypatch):
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4, lines
     assert lines[0] == "sink kcpgo -> kcpgo: started"
-    assert lines[1].startswith("sink kcpgo -> kcpgo: 0.") and lines[1].endswith(" s")
+    # before the counting end's first report, the line says nothing was counted (it read as
+    # a transfer's progress: a new user's finding)
+    assert lines[1].startswith("sink kcpgo -> kcpgo: 0.") and \
+        lines[1].endswith(" s, starting (nothing counted yet)"), lines[1]
     assert lines[2].endswith(" s, 50.0 MB, 100.0 MB/s")
     assert lines[3] == "sink kcpgo -> kcpgo: 100.0 MB/s"
 

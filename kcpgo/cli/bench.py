@@ -132,8 +132,12 @@ def parser(prog: str = "python -m kcpgo bench") -> argparse.ArgumentParser:
     """The command's flags (``--help`` shows their defaults and the examples)."""
     doc = __doc__ or ""
     head, body = doc.split("\n\n", 1)
+    # MODE is required (checked in _check: the hidden --mode may give it instead), so the
+    # usage line says so rather than argparse's "[MODE]" at the end of every flag
     ap = argparse.ArgumentParser(prog=prog, description=head.replace("``", ""),
-                                 formatter_class=HelpFormatter, epilog=body)
+                                 formatter_class=HelpFormatter, epilog=body,
+                                 usage=f"{prog} MODE [options]   (MODE: sink, echo, ping, conc, "
+                                       f"lossy or tunnel)")
     ap.add_argument("mode", nargs="?", choices=MODES + ("tunnel",), metavar="MODE",
                     help="sink, echo, ping, conc, lossy or tunnel (below)")
     ap.add_argument("--mode", dest="mode_opt", help=argparse.SUPPRESS)
