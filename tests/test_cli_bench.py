@@ -146,6 +146,12 @@ def test_plain_progress_lines(monkeypatch):
         lines[1].endswith(" s, starting (nothing counted yet)"), lines[1]
     assert lines[2].endswith(" s, 50.0 MB, 100.0 MB/s")
     assert lines[3] == "sink kcpgo -> kcpgo: 100.0 MB/s"
+    # a run whose end reports no samples (conc) shows its elapsed time only
+    stream = io.StringIO()
+    with Progress(stream=stream).run("conc go -> kcpgo", seconds=1.0, sampled=False) as run:
+        run.tick()
+    assert stream.getvalue().splitlines()[1].startswith("conc go -> kcpgo: 0."), stream.getvalue()
+    assert stream.getvalue().splitlines()[1].endswith(" s"), stream.getvalue()
 
 
 def test_a_terminal_gets_a_tqdm_bar():

@@ -123,8 +123,8 @@ class RunProgress:
         done_s = elapsed if not self.sampled else last[0] if last is not None else 0.0
         frac = min(1.0, done_s / self.seconds) if self.seconds > 0 else 0.0
         if last is None:
-            # the ends are starting (a Go build, a handshake, a server's warm-up): no figure
-            text += ", starting (nothing counted yet)"
+            if self.sampled:    # the ends are starting (a Go build, a handshake): no figure
+                text += ", starting (nothing counted yet)"
         else:
             done = last[1] / 1e6 if self.unit == "MB" else last[1]
             text += f", {done:,.1f} MB" if self.unit == "MB" else f", {done:,} {self.unit}"
