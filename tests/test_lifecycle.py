@@ -264,6 +264,39 @@ def test_an_earlier_deadline_moves_the_alarm_without_a_callback():
         late.cancel()
 
 
+def test_a_deadline_pushed_while_the_scheduler_goes_to_sleep_is_kept():
+    """A signal handler can push a deadline at any bytecode, the stack lock being re-entrant:
+    also after the scheduler decided how long to sleep and before it sleeps. A reviewer's
+    script sent from a SIGUSR1 handler delivered exactly there: its retransmission waited
+    for the next deadline, 3 s away (1 datagram in 1.5 s where 5 were due). Here the push
+    comes from inside the scheduler's own arming of its alarm (the same window): the earlier
+    timer must fire first. Fails on the code before the fix (the alarm was re-armed with the
+    deadline decided before)."""
+    from kcpgo.runtime.clock import now_ms
+    from kcpgo.runtime.scheduler import Runtime
+    rt = Runtime()
+    fired = []
+    late, early = rt.timer(lambda now: fired.append("late")), \
+        rt.timer(lambda now: fired.append("early"))
+    real = rt._alarm_at
+    pushed = []
+
+    def arming(ms):
+        if ms is not None and ms > 1000 and not pushed:    # the scheduler going to sleep
+            pushed.append(True)
+            with rt.lock:
+                early.schedule(now_ms() + 30)
+        real(ms)
+
+    rt._alarm_at = arming
+    with rt.lock:
+        late.schedule(now_ms() + 2000)
+    gevent.sleep(0.5)
+    assert pushed and fired == ["early"], (pushed, fired)
+    with rt.lock:
+        late.cancel()
+
+
 def test_owner_liveness_never_asks_sys_current_frames(monkeypatch):
     """``Runtime.owner_alive`` / ``owner_runs_elsewhere`` run in ``__del__`` methods
     (``SmuxSession.__del__``). They asked ``sys._current_frames()``, which allocates while

@@ -28,8 +28,8 @@ from typing import Any, Optional
 from ._originals import real_poll
 from .clock import monotonic
 
-__all__ = ["BusyPoll", "SPIN_MAX", "ARM_WINDOW", "ARM_SCORE", "SCORE_MAX", "set_busy_poll",
-           "busy_poll_enabled"]
+__all__ = ["BusyPoll", "SPIN_MAX", "ARM_WINDOW", "ARM_SCORE", "SCORE_MAX", "HUB_LAG_MAX",
+           "set_busy_poll", "busy_poll_enabled"]
 
 #: Longest spin per reply (s after the request was sent).
 SPIN_MAX = 0.0003
@@ -39,6 +39,10 @@ ARM_WINDOW = 0.001
 #: Replies in time in a row before a session arms the spin.
 ARM_SCORE = 3
 SCORE_MAX = 8
+#: A call spins only if the hub ran a loop iteration (its timers) within this many s: a
+#: greenlet whose replies all come in its own spins never yields to the hub, and would starve
+#: its timers (``gevent.sleep``, kcpgo's scheduler) for as long as the exchange lasts.
+HUB_LAG_MAX = 0.001
 #: A spin that sees this long (s) between two of its polls was descheduled: the CPU is
 #: contended (another process wants it), and spinning stops for :data:`CONTENDED_PAUSE`.
 PREEMPTED = 0.0003
@@ -91,6 +95,9 @@ class BusyPoll:
         self.preempted = 0
         #: No spinning before this time (monotonic s): a spin was preempted.
         self._pause_until = 0.0
+        #: The hub's loop iteration last seen by :meth:`idle`, and when (monotonic s).
+        self._iteration = -1
+        self._iteration_at = 0.0
 
     def arm(self, until: float) -> None:
         """Spin when the hub next goes idle (nothing else to run), until ``until`` (monotonic
@@ -121,9 +128,19 @@ class BusyPoll:
         self.wait_ready(self._until)
 
     def idle(self) -> bool:
-        """Whether the hub has nothing else to run now (no callback is pending): a greenlet
-        about to wait may spin instead of switching to the hub."""
-        return self._poll is not None and not getattr(self._loop, "_callbacks", True)
+        """Whether the hub has nothing else to run now (no callback is pending) and ran its
+        timers lately (a loop iteration within :data:`HUB_LAG_MAX`): a greenlet about to
+        wait may spin instead of switching to the hub."""
+        loop = self._loop
+        if self._poll is None or getattr(loop, "_callbacks", True):
+            return False
+        it = getattr(loop, "iteration", None)
+        now = monotonic()
+        if it != self._iteration:
+            self._iteration = it
+            self._iteration_at = now
+            return True
+        return now - self._iteration_at <= HUB_LAG_MAX
 
     def wait_ready(self, until: float) -> bool:
         """Poll the hub's descriptors with a zero timeout until one is ready (True) or

@@ -142,6 +142,9 @@ class Runtime:
         #: whether it sleeps (in the hub, until the timer fires): :meth:`_alarm_at`.
         self._alarm: Any = None
         self._asleep = False
+        #: Set by every same-thread :meth:`_push`: a deadline the sleeping scheduler may not
+        #: know yet (pushed while it was deciding how long to sleep: a signal handler).
+        self._dirty = False
         self._sleep_until: Optional[int] = None
         self._greenlet: Optional[gevent.Greenlet] = None
         self._kick_pending = False
@@ -301,9 +304,11 @@ class Runtime:
         if real_get_ident() == self.thread_ident:
             if self._greenlet is None:
                 self._start()
-            elif self._asleep and (self._sleep_until is None or deadline < self._sleep_until):
-                self._sleep_until = deadline
-                self._alarm_at(deadline - now_ms())
+            else:
+                self._dirty = True
+                if self._asleep and (self._sleep_until is None or deadline < self._sleep_until):
+                    self._sleep_until = deadline
+                    self._alarm_at(deadline - now_ms())
         elif (self._greenlet is None or self._sleep_until is None
               or deadline < self._sleep_until) and not self._kick_pending and not self.stopped:
             # Another thread armed a timer the sleeping scheduler does not know of yet.
@@ -348,6 +353,7 @@ class Runtime:
         while True:
             fired: list = []
             with lock:
+                self._dirty = False
                 # Entries of timers cancelled or re-armed since are skipped here, not slept
                 # for: a request/response session leaves two per message (its ACK timer and
                 # its retransmission timer, both cancelled by the answer), and waking for
@@ -384,10 +390,14 @@ class Runtime:
                 gevent.sleep(0)         # readers first: a session may want to run again now
                 continue
             # Sleep in the hub until the alarm fires (_push moves it earlier, _kick to now).
-            self._alarm_at(timeout)
+            # A deadline pushed meanwhile (a signal handler: the lock is re-entrant) either
+            # saw _asleep and moved the alarm, or left _dirty: then look again.
             self._asleep = True
+            until = self._sleep_until
+            self._alarm_at(None if until is None else until - now_ms())
             try:
-                hub.switch()
+                if not self._dirty:
+                    hub.switch()
             finally:
                 self._asleep = False
                 if self._alarm is not None:     # woken otherwise (killed: GreenletExit)
