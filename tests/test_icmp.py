@@ -20,6 +20,7 @@ import pytest
 
 import kcpgo
 from kcpgo.runtime import icmp
+from tests.support.icmp_forge import can_forge, forge
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="IP_RECVERR is Linux's")
@@ -71,6 +72,8 @@ def test_dead_link_names_it_and_the_error_queue_is_drained() -> None:
     with pytest.raises(ConnectionResetError) as dead:
         c.recv(100)
     assert REFUSED in str(dead.value), dead.value
+    # the session has ended: no promise that it keeps sending (a new user's finding)
+    assert "a server that starts later is reached" not in str(dead.value), dead.value
     endpoint = c._channel().endpoint
     assert endpoint.icmp is not None and endpoint.icmp.total >= 1
     p = select.poll()
@@ -82,6 +85,77 @@ def test_dead_link_names_it_and_the_error_queue_is_drained() -> None:
         endpoint.icmp.drain()   # an error that came while we looked: the reader drains too
     assert not events & select.POLLERR
     c.close()
+
+
+# ---------------------------------------------------------------- any ICMP error, forged
+
+# (type, code) of errors that leave no routing state behind (not "fragmentation needed" or
+# "packet too big": they cache a path MTU for the loopback, which other tests would feel)
+FORGED = [
+    (socket.AF_INET, 3, 2, "protocol unreachable"),          # ENOPROTOOPT
+    (socket.AF_INET, 12, 0, "parameter problem"),            # EPROTO
+    (socket.AF_INET, 3, 7, "host unknown"),                  # EHOSTDOWN
+    (socket.AF_INET6, 1, 1, "administratively prohibited"),  # EACCES
+    (socket.AF_INET6, 4, 0, "parameter problem"),            # EPROTO
+]
+
+
+def _silent(family: int):
+    u = socket.socket(family, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+    return u
+
+
+@pytest.mark.parametrize("family, icmp_type, code, kind", FORGED,
+                         ids=[f"v{4 if f == socket.AF_INET else 6}-{k}" for f, _, _, k in FORGED])
+def test_no_icmp_error_fails_a_session(family, icmp_type, code, kind) -> None:
+    """With the reports on, Linux reports every ICMP error, not only "port unreachable". A
+    reviewer forged them (a router on the path sends them, and anyone can spoof one): before
+    the fix, each ended the session with its errno (ENOPROTOOPT, EPROTO, EHOSTDOWN, EACCES).
+    Expected: counted and named, the session goes on (the timeout is the plain one)."""
+    if not can_forge(family):
+        pytest.skip("forging ICMP needs a raw socket (root or CAP_NET_RAW)")
+    peer = _silent(family)
+    c = kcpgo.dial(peer.getsockname(), **FAST)
+    c.sendall(b"anyone?")
+    local = c._channel().endpoint.sock.getsockname()
+    forge(family, (peer.getsockname()[0], local[1]), peer.getsockname()[:2], icmp_type, code)
+    c.settimeout(0.6)
+    with pytest.raises(TimeoutError) as info:
+        c.recv(100)
+    assert c._channel().endpoint.error is None
+    assert f"1 ICMP {kind} error came back" in str(info.value), info.value
+    c.sendall(b"still here")        # the session still works
+    c.close()
+    peer.close()
+
+
+def test_a_session_that_heard_its_peer_gets_no_icmp_reports() -> None:
+    """Once the peer was heard the reports are switched off: an established session is
+    kcp-go's again, no ICMP error reaches it (before: a forged or real one ended it, path MTU
+    discovery's "packet too big" included)."""
+    if not can_forge(socket.AF_INET):
+        pytest.skip("forging ICMP needs a raw socket (root or CAP_NET_RAW)")
+    with kcpgo.listen(("127.0.0.1", 0), **FAST) as ln:
+        c = kcpgo.dial(ln.getsockname(), timeout=5, **FAST)
+        c.sendall(b"ping")
+        ln.settimeout(5)
+        s, _ = ln.accept()
+        s.settimeout(5)
+        assert s.recv(10) == b"ping"
+        s.sendall(b"pong")
+        assert c.recv(10) == b"pong"
+        endpoint = c._channel().endpoint
+        assert endpoint.icmp is None
+        local = endpoint.sock.getsockname()
+        forge(socket.AF_INET, ("127.0.0.1", local[1]), ln.getsockname()[:2], 3, 2)
+        c.sendall(b"ping2")
+        assert s.recv(10) == b"ping2"
+        s.sendall(b"pong2")
+        assert c.recv(10) == b"pong2"
+        assert endpoint.error is None
+        c.close()
+        s.close()
 
 
 # ---------------------------------------------------------------- the error queue, sans kernel
@@ -129,7 +203,22 @@ def test_drain_is_bounded_and_never_raises() -> None:
         pass
     assert q.total == 500 and len(q.counts) <= icmp.MAX_DESTINATIONS
 
+    assert icmp.IcmpErrors(FakeSock([])).drain() == 0
+
     class Closed(FakeSock):
         def recvmsg(self, *a):
             raise OSError(errno.EBADF, "closed")
     assert icmp.IcmpErrors(Closed([])).drain() == 0
+
+
+def test_feedback_tells_icmp_reports_from_a_sends_own_errors() -> None:
+    """A read raises none of ICMP_ERRNOS by itself: all are reports. A send's EACCES can be
+    its own (a broadcast address without SO_BROADCAST): a report only if the queue holds or
+    held that errno (a read may have drained the entry first)."""
+    q = icmp.IcmpErrors(FakeSock([]))
+    assert q.feedback(errno.EACCES, True)
+    assert not q.feedback(errno.EACCES, False)      # nothing queued, never seen: its own
+    assert not q.feedback(errno.EBADF, True)        # not an ICMP errno at all
+    q = icmp.IcmpErrors(FakeSock([_entry(errno.EACCES, ("10.0.0.1", 1))]))
+    assert q.feedback(errno.EACCES, False)          # queued: a report
+    assert q.feedback(errno.EACCES, False)          # drained before: still one

@@ -87,6 +87,7 @@ class _Runtime:
 class _Endpoint:
     closed = False
     send_drops = 0
+    icmp = None             # a client endpoint's ICMP reports (D57): none in memory
 
     def __init__(self):
         self.runtime = _Runtime()

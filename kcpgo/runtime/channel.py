@@ -171,11 +171,20 @@ class Channel(Pacing):
                     fed = True
                     if codec.input_errors == rejected:
                         heard = self.heard = True
+                        self._stop_icmp()
         if fed:
             last = self.last_rx
             self.after_batch(now)
             if not heard:
                 self.last_rx = last     # nothing valid yet: the idle clock keeps running
+
+    def _stop_icmp(self) -> None:
+        """The peer was heard: no more ICMP reports (D57; the diagnosis needed them), so
+        that the session is kcp-go's again: no ICMP error reaches it."""
+        endpoint = self.endpoint
+        if endpoint.icmp is not None:
+            endpoint.icmp.disable()
+            endpoint.icmp = None
 
     def _feed_batch(self, batch: list, now: int) -> bool:
         """:meth:`on_batch` for a heard peer: the batch's datagrams from the peer are opened
@@ -400,7 +409,7 @@ class Channel(Pacing):
         if idle is not None and now - self.last_rx >= idle and self.error is None:
             self.fail(TimeoutError(errno.ETIMEDOUT,
                                    f"no datagram from the peer for {idle / 1000:g} s"
-                                   + self.unheard_suffix(now)))
+                                   + self.unheard_suffix(now, failing=True)))
         if self._ack_at is not None and now >= self._ack_at and self.conn.pending_acks:
             # No reply carried them within an interval: this session ACKs at once again
             # until its application answers again (send()).
@@ -424,7 +433,7 @@ class Channel(Pacing):
                     f"a segment was sent {conn.dead_link} times")
             self.error = ConnectionResetError(
                 errno.ECONNRESET, f"peer stopped acknowledging ({what})"
-                + self.unheard_suffix(now))
+                + self.unheard_suffix(now, failing=True))
         self.on_update()
         if self.error is not None or self.released:
             self.timer.cancel()              # a dead (or, by on_update, closed) session rests
@@ -468,14 +477,15 @@ class Channel(Pacing):
 
     # ------------------------------------------------------------------ diagnosis (D33)
 
-    def unheard_suffix(self, now: Optional[int] = None) -> str:
+    def unheard_suffix(self, now: Optional[int] = None, failing: bool = False) -> str:
         """``"; " + diagnosis`` for an error message while :attr:`heard` is false, else ``""``."""
-        return "" if self.heard else "; " + self.diagnosis(now)
+        return "" if self.heard else "; " + self.diagnosis(now, failing)
 
-    def diagnosis(self, now: Optional[int] = None) -> str:
+    def diagnosis(self, now: Optional[int] = None, failing: bool = False) -> str:
         """Why nothing valid may have come from the peer yet, with the counters that say what
         did arrive (docs/deviations.md D33); ``""`` once a valid datagram arrived. Cheap to
-        keep: the counts are taken on the failure paths only."""
+        keep: the counts are taken on the failure paths only. ``failing``: for the error that
+        ends the session (dead link, idle timeout), which then sends no more."""
         if self.heard:
             return ""
         if now is None:
@@ -503,8 +513,9 @@ class Channel(Pacing):
         if csum or bad:
             return text + ": check that key/crypt/FEC settings match the peer's"
         if unreachable:
-            return text + (": check the address and port, and that the peer is running (kcpgo "
-                           "keeps sending: a server that starts later is reached)")
+            return text + (": check the address and port, and that the peer is running" + (
+                "" if failing else " (the session keeps sending: a server that starts later "
+                                   "is reached)"))
         if other:
             return text + (": the peer may answer from another address (a multi-homed server: "
                            "dial the address it replies from, or make it listen on that one)")

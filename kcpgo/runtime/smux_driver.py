@@ -454,7 +454,7 @@ class SmuxDriver:
                 text += "; " + self.silent_peer_hint()
             elif first is None:
                 text += ("; nothing valid was ever received from the peer: it is gone, or "
-                         "key/crypt differ" + self.chan.unheard_suffix())
+                         "key/crypt differ" + self.chan.unheard_suffix(failing=True))
             else:
                 text += " (the peer or the path to it is gone)"
         elif first is not None and not self.streams:
