@@ -1,6 +1,11 @@
 """The sending half of :class:`kcpgo.runtime.udp.UDPEndpoint`: a flush's datagrams in order,
 runs of equal-sized ones in one ``sendmsg`` with UDP GSO on Linux, drops counted (KCP
 retransmits), the local address a listener's session replies from (docs/deviations.md D25).
+
+A GSO send that fails for a path MTU below its datagrams (``EMSGSIZE``: GSO segments cannot
+be fragmented, single datagrams can) sends that run one datagram at a time: a link with a
+smaller MTU than the session's (a VPN, PPPoE, an ICMP "fragmentation needed" cached for the
+route) slows down instead of losing every flush, as it did before (a new user's finding).
 """
 from __future__ import annotations
 
@@ -173,9 +178,12 @@ class DatagramSender:
                         sendmsg((b"".join(datagrams[i:j]),), cmsg if local is None else
                                 cmsg + local, 0, address)
                     except OSError as e:
-                        if self.icmp is not None and self.icmp.feedback(e.errno, False):
-                            # an ICMP error the send reported (D57): not GSO's fault; this
-                            # run one by one, GSO stays on
+                        if e.errno == errno.EMSGSIZE or (self.icmp is not None and
+                                                         self.icmp.feedback(e.errno, False)):
+                            # Not GSO's fault: a path MTU below the run's datagrams (a VPN, an
+                            # ICMP "fragmentation needed"; GSO segments cannot be fragmented,
+                            # single datagrams can) or an ICMP error the send reported (D57):
+                            # this run one by one, GSO stays on.
                             for d in datagrams[i:j]:
                                 self._send_one(d, address, local)
                                 sent += 1
