@@ -212,6 +212,7 @@ def _make_crypt(spec: CryptSpec, key: KeySpec) -> Optional[BlockCrypt]:
             raise ValueError("key given without crypt; name a cipher, e.g. crypt='aes'")
         return None
     if isinstance(spec, str):
+        _crypt.check_name(spec)
         if key is None:
             if spec.lower() == "none":
                 key = b""                   # the "none" cipher has no key (kcptun ignores it)

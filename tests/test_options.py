@@ -35,6 +35,9 @@ from kcpgo.server import server_options
     (dict(crypt="aes"), "needs a key"),
     (dict(key="k"), "without crypt"),
     (dict(crypt="rot13", key="k"), "valid names"),
+    # a misspelt name without a key: the name is the mistake (it said "needs a key", a new
+    # user's finding with crypt="aes256")
+    (dict(crypt="aes256"), "unknown cipher 'aes256'; valid names"),
     # 60 bytes leave no room for data after aes (20) + FEC (8) + one KCP header (24)
     (dict(mtu=52, crypt="aes", key="k", data_shards=10, parity_shards=3), "no room"),
 ])

@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers import algorithms as _old_algorithms
     from cryptography.hazmat.primitives.ciphers.modes import CFB as _CFB
 
-__all__ = ["BlockCrypt", "CIPHER_NAMES", "new", "derive_key"]
+__all__ = ["BlockCrypt", "CIPHER_NAMES", "new", "derive_key", "check_name"]
 
 # ---------------------------------------------------------------------------------------------
 # Protocol constants
@@ -542,8 +542,7 @@ def _blowfish_algorithm(key: bytes):
 
 
 def _pure(encryptor, block_size: int, byteorder: str) -> Callable[[str, bytes], BlockCrypt]:
-    # Not in cryptography or PyCryptodome, and third-party bindings are not allowed.
-    def make(name: str, key: bytes) -> BlockCrypt:
+    def make(name: str, key: bytes) -> BlockCrypt:     # in neither cryptography nor pycryptodome
         return _PureCFB(name, key, encryptor(key), block_size, byteorder)
     return make
 
@@ -569,26 +568,27 @@ _CIPHERS = {
 assert tuple(_CIPHERS) == CIPHER_NAMES
 
 
+def check_name(name: str) -> str:
+    """``name`` in lower case if one of :data:`CIPHER_NAMES`, else ``ValueError`` naming them."""
+    if not isinstance(name, str) or name.lower() not in _CIPHERS:
+        raise ValueError(f"unknown cipher {name!r}; valid names: {', '.join(CIPHER_NAMES)}")
+    return name.lower()
+
+
 def new(name: str, key: Bytes) -> BlockCrypt:
     """Create the cipher kcptun selects with ``--crypt name`` from its derived key ``key``.
 
     The key is sliced per name as kcptun does (docs/protocol.md §4.7): aes -> key[:32] (AES-256),
     aes-128 -> key[:16], aes-192 -> key[:24], cast5/tea/xtea/sm4 -> key[:16], 3des -> key[:24],
     aes-N-gcm -> key[:N/8]; blowfish (1..56 bytes), twofish (16/24/32), salsa20 (any, zero-padded
-    or truncated to 32), xor (any) get the key as given; none ignores it.
-
-    Raises ValueError for an unknown name or a key of unusable length, TypeError if ``key`` is
-    not bytes-like.
+    or truncated to 32), xor (any) get the key as given; none ignores it. Raises ValueError for
+    an unknown name or a key of unusable length, TypeError if ``key`` is not bytes-like.
     """
     if not isinstance(key, (bytes, bytearray, memoryview)):
         raise TypeError(f"key must be bytes, not {type(key).__name__}")
     key = bytes(key)
-    lname = name.lower() if isinstance(name, str) else name
-    try:
-        rule, factory = _CIPHERS[lname]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown cipher {name!r}; valid names: {', '.join(CIPHER_NAMES)}") \
-            from None
+    lname = check_name(name)
+    rule, factory = _CIPHERS[lname]
     if isinstance(rule, int):
         if len(key) < rule:
             raise ValueError(f"cipher {lname!r} needs a key of at least {rule} bytes, "
