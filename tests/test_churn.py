@@ -46,3 +46,17 @@ def test_churn_prints_a_short_readable_summary(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and out[0].startswith("churn: 200 sessions in 2 waves of 100, 0 failed")
     assert out[-1].startswith("OK: "), out
+
+
+def test_only_growth_is_a_leak():
+    """A full-suite run: an earlier test's session in the same worker ended during the churn
+    (fds -1, kcpgo greenlets -1) and the verdict was "FAIL: leak". Shrinking is no leak;
+    growing is."""
+    from tools.churn import summary_lines
+    res = dict(sessions=200, waves=2, per_wave=100, failures=0, seconds=0.3, fd_growth=-1,
+               kcpgo_greenlet_growth=-1, socket_growth=0, greenlet_growth=-1,
+               gc_object_growth=-302, before=dict(rss_kb=231117), after=dict(rss_kb=231117),
+               rss_growth_after_wave2_mb=0.0, rss_after_wave_mb=[225.7, 225.7])
+    assert summary_lines(res)[-1].startswith("OK"), summary_lines(res)
+    res["socket_growth"] = 1
+    assert summary_lines(res)[-1] == "FAIL: leak"
