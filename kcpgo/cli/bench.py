@@ -38,7 +38,7 @@ add up the processes, a sink's MB/s all sessions' bytes from the first to the la
 --clients N (sink) runs N client processes at once (--mb is their total). --compare-workers
 measures 1 worker, then --workers (default 2), --runs interleaved (default 3), and prints
 medians, the clients' CPU beside the server's, the load average and the ratio N / 1
-(issue 15's target: >= 1.3).
+(the project's goal: >= 1.3).
 
 --runtime says how a kcpgo end runs (both ends of a kcpgo pair; other ends ignore it):
   patched    gevent.monkey.patch_all() is the end's first statement, before kcpgo is
@@ -50,7 +50,7 @@ medians, the clients' CPU beside the server's, the load average and the ratio N 
 What each client end ran is reported as "kcpgo_runtime" (kcpgo.get_runtime()).
 --compare-runtimes (sink, ping, echo) measures kcpgo -> kcpgo patched, then unpatched,
 --runs times interleaved (default 3), and prints medians and the ratios unpatched / patched
-beside issue 12's targets (sink >= 0.7, ping p50 <= 1.5).
+beside the project's goals for them (sink >= 0.7, ping p50 <= 1.5).
 
 Settings: stream mode, fast3, windows 1024/1024, MTU 1400, 64 KiB writes, 4 MiB socket
 buffers (Go ends). A kcpgo server applies them at listen() unless --after-accept (kcp-go's

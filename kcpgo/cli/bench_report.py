@@ -120,7 +120,7 @@ def print_runtime_comparison(a: argparse.Namespace, doc: Dict[str, Any]) -> None
         tgt = doc["targets"].get(k)
         if tgt:
             verdict = {True: "met", False: "NOT met", None: "not measured"}[tgt["met"]]
-            line += f"   (issue 12 target {tgt['op']} {tgt['bound']:.2f}: {verdict})"
+            line += f"   (goal {tgt['op']} {tgt['bound']:.2f}: {verdict})"
         print(line)
     print("figures:")
     for k in keys:

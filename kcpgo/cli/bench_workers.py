@@ -1,7 +1,7 @@
 """Multi-core runs of ``python -m kcpgo bench``: a kcpgo server with ``--workers N`` (N
 processes on one UDP port, :class:`kcpgo.server.ThreadingKCPServer` with ``workers=N``),
 ``--clients N`` concurrent sink clients, and ``--compare-workers`` (1 worker against N,
-interleaved, medians and the ratio N ÷ 1; issue 15's target: >= 1.3 with 2 workers).
+interleaved, medians and the ratio N ÷ 1; the project's goal: >= 1.3 with 2 workers).
 
 How a run is counted when the server is several processes, or there are several clients:
 
@@ -208,6 +208,6 @@ def print_workers_comparison(a: argparse.Namespace, doc: Dict[str, Any]) -> None
     verdict = {True: "met", False: "NOT met", None: "not measured"}[tgt["met"]]
     print(f"ratio {doc['workers'][1]} workers / 1 worker, {doc['figure']}: "
           + ("n/a" if ratio is None else f"{ratio:.2f}")
-          + f"   (issue 15 target {tgt['op']} {tgt['bound']:.2f}: {verdict})")
+          + f"   (goal {tgt['op']} {tgt['bound']:.2f}: {verdict})")
     print("server CPU %: all the server's processes; client CPU %: all client processes, "
           "start-up included (100 = one core)")

@@ -564,11 +564,16 @@ def main(argv: Sequence[str]) -> int:
     """``tunnel client|server [flags]``; returns the exit status (2 for a usage or config
     error, 1 if it cannot listen or fails, 0 after SIGTERM, 130 after SIGINT)."""
     if not argv or argv[0] not in ROLES:
+        usage = ("usage: python -m kcpgo tunnel {client,server} [flags]  (--help for each)\n\n"
+                 "A kcptun-compatible TCP tunnel with kcptun's flags, defaults and -c JSON:\n"
+                 "  client  accepts TCP on --localaddr, carries each connection as an smux\n"
+                 "          stream over KCP to --remoteaddr (a kcptun or kcpgo server)\n"
+                 "  server  listens on UDP --listen, connects each stream to TCP --target\n"
+                 "e.g. python -m kcpgo tunnel server -l :4000 -t 127.0.0.1:8000 --key secret")
         if argv and argv[0] in ("-h", "--help", "help"):
-            print("usage: python -m kcpgo tunnel {client,server} [flags]  (--help for each)")
+            print(usage)
             return 0
-        print("usage: python -m kcpgo tunnel {client,server} [flags]  (--help for each)",
-              file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     prog = f"python -m kcpgo tunnel {argv[0]}"
     try:
