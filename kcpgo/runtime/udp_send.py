@@ -178,25 +178,24 @@ class DatagramSender:
                         sendmsg((b"".join(datagrams[i:j]),), cmsg if local is None else
                                 cmsg + local, 0, address)
                     except OSError as e:
+                        gso_sent = False
                         if e.errno == errno.EMSGSIZE or (self.icmp is not None and
                                                          self.icmp.feedback(e.errno, False)):
                             # Not GSO's fault: a path MTU below the run's datagrams (a VPN, an
                             # ICMP "fragmentation needed"; GSO segments cannot be fragmented,
                             # single datagrams can) or an ICMP error the send reported (D57):
                             # this run one by one, GSO stays on.
-                            for d in datagrams[i:j]:
-                                self._send_one(d, address, local)
-                                sent += 1
-                                nbytes += len(d)
-                                i += 1
-                            continue
-                        if e.errno not in _NO_GSO and (local is None or
-                                                       e.errno not in _LOCAL_ERRORS):
+                            pass
+                        elif e.errno not in _NO_GSO and (local is None or
+                                                         e.errno not in _LOCAL_ERRORS):
                             raise
-                        if local is None or not self._gso_without_local(
+                        elif local is not None and self._gso_without_local(
                                 datagrams[i:j], cmsg, address):
+                            gso_sent = True
+                        else:
                             # No GSO here (old kernel, odd device): plain sends from now on.
                             self.gso = False
+                        if not gso_sent:
                             for d in datagrams[i:j]:
                                 self._send_one(d, address, local)
                                 sent += 1
