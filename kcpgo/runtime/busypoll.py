@@ -41,8 +41,10 @@ ARM_SCORE = 3
 SCORE_MAX = 8
 #: A call spins only if the hub ran a loop iteration (its timers) within this many s: a
 #: greenlet whose replies all come in its own spins never yields to the hub, and would starve
-#: its timers (``gevent.sleep``, kcpgo's scheduler) for as long as the exchange lasts.
-HUB_LAG_MAX = 0.001
+#: its timers (``gevent.sleep``, kcpgo's scheduler) for as long as the exchange lasts. Half
+#: of the fast modes' 10 ms KCP interval; 1 ms cost a fifth of the ping's p50 (196 against
+#: 164 µs, 160 unbounded: three alternating runs of ``bench ping --runs 3`` each).
+HUB_LAG_MAX = 0.005
 #: A spin that sees this long (s) between two of its polls was descheduled: the CPU is
 #: contended (another process wants it), and spinning stops for :data:`CONTENDED_PAUSE`.
 PREEMPTED = 0.0003
