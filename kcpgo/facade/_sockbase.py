@@ -133,7 +133,7 @@ class SocketFacade(Blocking):
     def _check_usable(self) -> None:
         # As with socket.socket, a closed object whose makefile() objects are still open
         # keeps working through them (http.client reads a response after closing).
-        if self._closed and (self._released or self._io_refs <= 0):
+        if self._gone():
             raise ebadf()
 
     def _raise_error(self) -> None:

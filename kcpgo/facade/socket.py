@@ -315,7 +315,7 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
         see data that arrives while they wait (in hub mode only while that hub runs: use
         gevent's, or monkey-patching). It is always writable (use ``send`` in non-blocking
         mode to learn about room). -1 once closed, as ``socket.fileno``."""
-        if self._closed and (self._released or self._io_refs <= 0):
+        if self._gone():
             return -1
         if self._fd is None:
             self._fd = ReadyFD(self._runtime)

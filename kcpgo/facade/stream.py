@@ -282,7 +282,7 @@ class Stream(SocketFacade, SocketExtras):
         not block (data, EOF, an error; an eventfd kept in step, created on first call), as
         :meth:`kcpgo.KCPSocket.fileno`; it is always writable. -1 once closed, as
         ``socket.fileno``."""
-        if self._closed and (self._released or self._io_refs <= 0):
+        if self._gone():
             return -1
         if self._fd is None:
             self._fd = ReadyFD(self._runtime)

@@ -362,13 +362,11 @@ class Runtime:
                     heapq.heappop(heap)
                 if not heap:
                     self._sleep_until = None
-                    timeout: Optional[int] = None
                 else:
                     now = now_ms()
                     due = heap[0][0]
                     if due > now:
                         self._sleep_until = due
-                        timeout = due - now
                     else:
                         self._sleep_until = now     # running: later deadlines need no wake
                         while heap and heap[0][0] <= now:
@@ -382,11 +380,9 @@ class Runtime:
                             except Exception:   # a bug in one session must not stop the others
                                 log.exception("timer callback failed")
                         self._sleep_until = None
-                        if fired:
-                            timeout = -1
-                        else:
+                        if not fired:
                             continue
-            if timeout is not None and timeout < 0:
+            if fired:
                 gevent.sleep(0)         # readers first: a session may want to run again now
                 continue
             # Sleep in the hub until the alarm fires (_push moves it earlier, _kick to now).

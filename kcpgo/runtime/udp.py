@@ -258,7 +258,7 @@ class UDPEndpoint(DatagramSender):
 
     def _receive_error(self, e: OSError) -> None:
         icmp = self.icmp    # (its feedback() reads the error queue: first)
-        if (icmp is not None and icmp.feedback(e.errno, True)) or self.closed or \
+        if (icmp is not None and icmp.feedback(e.errno, read=True)) or self.closed or \
                 e.errno in _ICMP_REPORTED:
             return      # ICMP errors reported on the socket: not fatal for UDP (D57)
         self.error = e

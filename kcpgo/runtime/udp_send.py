@@ -119,7 +119,7 @@ class DatagramSender:
         """Whether a send's error is a drop (``_TRANSIENT_SEND_ERRORS``, or an ICMP error the
         send reported while ICMP reports are on, D57) rather than the session's failure."""
         icmp = self.icmp
-        return (icmp is not None and icmp.feedback(e.errno, False)) or \
+        return (icmp is not None and icmp.feedback(e.errno, read=False)) or \
             e.errno in _TRANSIENT_SEND_ERRORS
 
     def _dropped(self, e: OSError, count: int) -> None:
@@ -160,7 +160,8 @@ class DatagramSender:
             while j < limit and len(datagrams[j]) == size and total + size <= _GSO_MAX_BYTES:
                 total += size
                 j += 1
-            if j < limit and len(datagrams[j]) < size and total + len(datagrams[j]) <= _GSO_MAX_BYTES:
+            if j < limit and len(datagrams[j]) < size and \
+                    total + len(datagrams[j]) <= _GSO_MAX_BYTES:
                 total += len(datagrams[j])
                 j += 1
             try:
@@ -180,7 +181,7 @@ class DatagramSender:
                     except OSError as e:
                         gso_sent = False
                         if e.errno == errno.EMSGSIZE or (self.icmp is not None and
-                                                         self.icmp.feedback(e.errno, False)):
+                                                         self.icmp.feedback(e.errno, read=False)):
                             # Not GSO's fault: a path MTU below the run's datagrams (a VPN, an
                             # ICMP "fragmentation needed"; GSO segments cannot be fragmented,
                             # single datagrams can) or an ICMP error the send reported (D57):
