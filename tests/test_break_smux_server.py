@@ -14,6 +14,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -142,10 +143,23 @@ def test_monkey_smux_client_recovers_after_server_restart() -> None:
     probe.close()
 
     def start() -> subprocess.Popen:
-        p = subprocess.Popen([sys.executable, "-c", _MONKEY_SERVER, str(port)], env=ENV,
-                             stdout=subprocess.PIPE)
-        assert p.stdout is not None and p.stdout.readline().strip() == b"READY"
-        return p
+        # The port is free only by luck once its server died: any process's ephemeral UDP
+        # bind may take it meanwhile (a clean-clone CI run: EADDRINUSE). Such a socket is
+        # usually short-lived: try again for a few seconds.
+        for _ in range(10):
+            with tempfile.TemporaryFile() as log:   # (a pipe nobody reads could fill up)
+                p = subprocess.Popen([sys.executable, "-c", _MONKEY_SERVER, str(port)],
+                                     env=ENV, stdout=subprocess.PIPE, stderr=log)
+                assert p.stdout is not None
+                if p.stdout.readline().strip() == b"READY":
+                    return p
+                reap(p, kill=True)
+                p.stdout.close()
+                log.seek(0)
+                err = log.read()
+            assert b"Address already in use" in err, err[-2000:]
+            time.sleep(0.5)
+        raise AssertionError(f"port {port} stayed in use")
 
     def ask() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
