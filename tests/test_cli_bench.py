@@ -269,3 +269,52 @@ def test_sigint_ends_quietly_and_stops_the_ends():
     while ends() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ends() == []
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class _Interrupted:
+    """A relay's stdout whose first read is a Ctrl-C."""
+
+    def readline(self):
+        raise KeyboardInterrupt
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("where", ["server", "relay"])
+def test_ctrl_c_while_an_end_starts_stops_every_end_started(monkeypatch, where):
+    """A KeyboardInterrupt while the server (or the lossy relay) is starting: every process
+    started so far is stopped, the early client and the half-started one included. Found by
+    test_sigint_ends_quietly_and_stops_the_ends: a server whose Child was never returned to
+    run_pair outlived the bench."""
+    from kcpgo.cli import bench_run
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(argv, **kw):
+        proc = real_popen(argv, **kw)
+        started.append(proc)
+        if "kcpgo.testing.relay" in argv:
+            proc.stdout.close()
+            proc.stdout = _Interrupted()
+        return proc
+    monkeypatch.setattr(bench_run.subprocess, "Popen", popen)
+    if where == "server":
+        def first_line(self, timeout):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(bench_run.Child, "first_line", first_line)
+    ap = bench.parser()
+    a = ap.parse_args(["sink" if where == "server" else "lossy", "--duration", "1"])
+    bench._check(ap, a)
+    with pytest.raises(KeyboardInterrupt):
+        bench_run.run_pair("kcpgo", "kcpgo", a)
+    assert len(started) == (2 if where == "server" else 3)      # client, server (, relay)
+    assert [p.pid for p in started if _alive(p.pid)] == []

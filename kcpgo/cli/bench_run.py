@@ -223,10 +223,14 @@ def start_server(impl: str, a: argparse.Namespace,
     """Start a server end; (the child, its ``host:port``) once it listens. ``RuntimeError``
     with its output if it does not within 30 s."""
     srv = Child(role_argv(impl, "server", a, "127.0.0.1:0"), role_env(impl, a), on_sample)
-    line = srv.first_line(30)
-    if not line.startswith("LISTENING "):
+    try:
+        line = srv.first_line(30)
+        if not line.startswith("LISTENING "):
+            srv.stop()
+            raise RuntimeError(f"{impl} server did not start: {line!r} {srv.stderr()[-2000:]}")
+    except BaseException:       # Ctrl-C while it starts: the caller never holds it
         srv.stop()
-        raise RuntimeError(f"{impl} server did not start: {line!r} {srv.stderr()[-2000:]}")
+        raise
     return srv, line.split()[1]
 
 
@@ -241,10 +245,14 @@ def start_relay(server_addr: str, a: argparse.Namespace) -> Tuple[subprocess.Pop
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=quiet, text=True,
                             cwd=str(PACKAGE_ROOT))
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("LISTENING "):
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            raise RuntimeError(f"netem did not start: {line!r}")
+    except BaseException:       # as start_server: the caller never holds it
         proc.kill()
-        raise RuntimeError(f"netem did not start: {line!r}")
+        reap(proc, timeout=5)
+        raise
     return proc, line.split()[1]
 
 
@@ -273,15 +281,16 @@ def run_pair(server: str, client: str, a: argparse.Namespace,
     # A Python client starts (imports kcpgo) while the server does, and reads the address
     # from its stdin ("--addr -"): a second less per run.
     early = client in ("kcpgo", "pytcp")
-    clis: List[Child] = []
+    clis: List[Child] = []       # each appended as it starts: the finally stops them all
     cpu_clients0 = children_cpu()
-    if early:
-        clis = [Child(role_argv(client, "client", each, "-"), role_env(client, a), sampled,
-                      stdin=True) for _ in range(nclients)]
     srv: Optional[Child] = None
     relay = None
     workers: List[int] = []
     try:
+        if early:
+            for _ in range(nclients):
+                clis.append(Child(role_argv(client, "client", each, "-"), role_env(client, a),
+                                  sampled, stdin=True))
         srv, addr = start_server(server, a, sampled)
         target = addr
         if a.mode == "lossy":
@@ -292,8 +301,9 @@ def run_pair(server: str, client: str, a: argparse.Namespace,
             for cli in clis:
                 cli.send_line(target)
         else:
-            clis = [Child(role_argv(client, "client", each, target), role_env(client, a),
-                          sampled) for _ in range(nclients)]
+            for _ in range(nclients):
+                clis.append(Child(role_argv(client, "client", each, target),
+                                  role_env(client, a), sampled))
         codes = []
         for cli in clis:
             left = max(1.0, t0 + a.duration + 120 - time.monotonic())
