@@ -33,6 +33,7 @@ from . import malloc, modes
 from ._originals import RealRLock, RealThreadLocal, allocate_lock, real_get_ident
 from .busypoll import BusyPoll
 from .clock import now_ms
+from .inbox import Inbox
 from .waiters import Waiter
 
 __all__ = ["Runtime", "Timer", "Signal"]
@@ -118,6 +119,9 @@ class Runtime:
     def __init__(self, io_thread: bool = False) -> None:
         self.hub = gevent.get_hub()
         self.thread_ident = real_get_ident()
+        #: Calls from other threads into the hub (not gevent's run_callback_threadsafe,
+        #: whose loop ref count races with libev's: inbox.py, D58).
+        self._inbox = Inbox.of(self.hub)
         #: True for the I/O thread's runtime: its objects may be used from any thread.
         self.io_thread = io_thread
         #: The stack lock (re-entrant, per OS thread; module docstring).
@@ -174,7 +178,7 @@ class Runtime:
         if real_get_ident() == self.thread_ident:
             self.hub.loop.run_callback(self._locked, callback)
         elif not self.stopped:
-            self.hub.loop.run_callback_threadsafe(self._locked, callback)
+            self._inbox.post(self._locked, callback)
 
     def _locked(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -223,7 +227,7 @@ class Runtime:
         from it (or when that thread has ended), else on its hub's next loop iteration. Never
         waits."""
         if self.owner_runs_elsewhere():
-            self.hub.loop.run_callback_threadsafe(self._locked, fn, *args)
+            self._inbox.post(self._locked, fn, *args)
         else:
             with self.lock:
                 fn(*args)
@@ -250,7 +254,7 @@ class Runtime:
                 box.append((False, e))
             finally:
                 waiter.fire()
-        self.hub.loop.run_callback_threadsafe(task)
+        self._inbox.post(task)
         if not waiter.wait(timeout) and not box:
             raise TimeoutError(f"kcpgo's I/O thread did not answer in {timeout} s")
         ok, value = box[0]
@@ -313,7 +317,7 @@ class Runtime:
               or deadline < self._sleep_until) and not self._kick_pending and not self.stopped:
             # Another thread armed a timer the sleeping scheduler does not know of yet.
             self._kick_pending = True
-            self.hub.loop.run_callback_threadsafe(self._kick)
+            self._inbox.post(self._kick)
 
     def _kick(self) -> None:
         self._kick_pending = False

@@ -323,8 +323,11 @@ class UDPEndpoint(DatagramSender):
                 elif cost < BATCH_BUDGET / 4 and limit < MAX_BATCH and full:
                     self._limit = limit * 2
             elif self.icmp is not None:
-                # Woken for nothing: maybe POLLERR, errors left in the queue (D57)
-                self.icmp.drain()
+                # Woken for nothing: maybe POLLERR, errors left in the queue (D57). Read once:
+                # an application thread's poll() may hear the peer and drop it meanwhile.
+                icmp = self.icmp
+                if icmp is not None:
+                    icmp.drain()
             if self.error is not None:
                 self._fail()
                 return

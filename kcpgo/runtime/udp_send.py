@@ -180,8 +180,9 @@ class DatagramSender:
                                 cmsg + local, 0, address)
                     except OSError as e:
                         gso_sent = False
-                        if e.errno == errno.EMSGSIZE or (self.icmp is not None and
-                                                         self.icmp.feedback(e.errno, read=False)):
+                        icmp = self.icmp    # once: another thread may drop it (_stop_icmp)
+                        if e.errno == errno.EMSGSIZE or (icmp is not None and
+                                                         icmp.feedback(e.errno, read=False)):
                             # Not GSO's fault: a path MTU below the run's datagrams (a VPN, an
                             # ICMP "fragmentation needed"; GSO segments cannot be fragmented,
                             # single datagrams can) or an ICMP error the send reported (D57):

@@ -8,8 +8,8 @@ the wait. How the waiting thread sleeps depends on what it runs:
 
 * a thread with a gevent hub (a plain program that spawns greenlets, or any thread of a
   monkey-patched one) waits on a gevent ``Event`` of its hub, so its other greenlets keep
-  running; a wake-up from another thread reaches that hub through its thread-safe callback
-  queue (an async watcher);
+  running; a wake-up from another thread reaches that hub through its inbox (an async
+  watcher and a queue: :mod:`kcpgo.runtime.inbox`);
 * a thread without a hub (ordinary blocking code) waits on a real lock, as a thread blocked in
   ``socket.recv`` sleeps in the kernel.
 """
@@ -23,6 +23,7 @@ from gevent.event import Event
 
 from ._originals import allocate_lock, real_get_ident
 from .clock import monotonic
+from .inbox import Inbox
 
 __all__ = ["Waiter"]
 
@@ -40,7 +41,7 @@ class Waiter:
     any number of times; :meth:`wait` from the creating greenlet only.
     """
 
-    __slots__ = ("_event", "_hub", "_lock", "_local", "fired")
+    __slots__ = ("_event", "_hub", "_inbox", "_lock", "_local", "fired")
 
     def __init__(self, loop_ident: Optional[int] = None) -> None:
         self.fired = False
@@ -48,11 +49,13 @@ class Waiter:
         me = real_get_ident()
         if hub is not None and hub.loop is not None and getcurrent() is not hub:
             self._hub: Any = hub
+            self._inbox: Optional[Inbox] = Inbox.of(hub)
             self._event: Optional[Event] = Event()
             self._lock: Any = None
             self._local = loop_ident == me
         else:
             self._hub = None
+            self._inbox = None
             self._event = None
             self._lock = allocate_lock()
             self._lock.acquire()
@@ -70,8 +73,8 @@ class Waiter:
         hub = self._hub
         if hub.thread_ident == real_get_ident():
             self._event.set()   # type: ignore[union-attr]
-        elif hub.loop is not None:
-            hub.loop.run_callback_threadsafe(self._event.set)   # type: ignore[union-attr]
+        else:
+            self._inbox.post(self._event.set)   # type: ignore[union-attr]
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until fired (True) or ``timeout`` seconds passed (False)."""
