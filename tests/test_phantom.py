@@ -115,8 +115,9 @@ def _serve(ln, accepted, reply_first=True):
 
 def test_late_ack_after_the_server_closed_creates_no_session() -> None:
     """The input on sockets, loopback. kcp-go 5.6.1 and kcpgo before the fix: 2 sessions
-    accepted (the second created by the client's late ACK). Expected: 1 accepted, none left,
-    and the late datagram counted in ``Listener.stray``."""
+    accepted (the second created by the client's late ACK). Expected: 1 accepted, none left.
+    Before D59 the late ACK was counted in ``Listener.stray``; now the closed session still
+    delivers b"hi" when it comes (docs/deviations.md D59), so it takes that ACK and ends."""
     with kcpgo.listen(LOCAL, mode="fast3") as ln:
         accepted = []
         server = gevent.spawn(_serve, ln, accepted)
@@ -128,7 +129,7 @@ def test_late_ack_after_the_server_closed_creates_no_session() -> None:
         gevent.sleep(0.05)
         assert len(accepted) == 1, accepted
         assert ln.session_count == 0 and ln.pending_count == 0
-        assert ln.stray >= 1
+        assert accepted[0]._chan.released
     server.join(2)
 
 
@@ -295,7 +296,11 @@ def test_a_closed_conv_is_refused_but_a_new_conv_from_the_address_begins_at_once
         to = ln.getsockname()
         raw.sendto(push(111, 0, 0, b"q"), to)
         gevent.sleep(0.2)                              # answered and closed meanwhile
-        assert len(accepted) == 1 and ln.session_count == 0
+        # closed, it still delivers its answer (D59) until this ACK of it
+        assert len(accepted) == 1 and accepted[0]._chan.lingering
+        raw.sendto(encode_segment(Segment(111, CMD_ACK, 0, 32, 0, 0, 1, b"")), to)
+        gevent.sleep(0.2)
+        assert ln.session_count == 0
         raw.sendto(push(111, 1, 1, b"late"), to)
         raw.sendto(push(111, 1, 0, b"late"), to)
         gevent.sleep(0.2)

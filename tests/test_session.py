@@ -174,11 +174,26 @@ def test_shutdown_semantics(pair):
 
 
 def test_drain_waits_for_acknowledgement(pair):
+    """drain() returns once the peer acknowledged everything: not while the peer reads
+    nothing (its window full), and at once after. (Checking waitsnd after sendall raced the
+    ACKs in a loaded run: all were acknowledged before the check.)"""
     ln, c, s = pair(stream=True, window=(64, 64))
-    reader = gevent.spawn(lambda: [s.recv(65536) for _ in iter(int, 1)])
-    c.sendall(os.urandom(500_000))
-    assert c._conn.waitsnd > 0
-    c.drain(timeout=5)
+    go = gevent.event.Event()
+
+    def read():
+        go.wait()
+        while True:
+            s.recv(65536)
+    reader = gevent.spawn(read)
+    writer = gevent.spawn(c.sendall, os.urandom(500_000))
+    drainer = gevent.spawn(c.drain, 10)
+    gevent.sleep(0.3)
+    assert c._conn.waitsnd > 0 and not drainer.ready()
+    go.set()
+    writer.join(10)
+    drainer.join(10)
+    assert drainer.successful() and writer.successful()
+    c.drain(timeout=5)                  # (the first may end between two of sendall's chunks)
     assert c._conn.waitsnd == 0
     reader.kill()
 

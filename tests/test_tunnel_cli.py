@@ -158,6 +158,12 @@ def test_modes_and_manual_nodelay() -> None:
     manual = parse("server", "--mode", "manual", "--nodelay", "1", "--interval", "15",
                    "--resend", "3", "--nc", "1")
     assert kc.nodelay_params(manual) == (1, 15, 3, 1)
+    assert manual.warnings == []
+    # a typo is kcptun's manual mode too (slow defaults), but it now says so
+    typo = parse("server", "--mode", "fast4")
+    assert kc.nodelay_params(typo) == (0, 50, 0, 0)
+    assert any("--mode 'fast4' is not a kcptun profile" in w and "0 50 0 0" in w
+               for w in typo.warnings)
     assert kc.session_options(manual).mode is None
     assert kc.nodelay_params(parse("client", "--mode", "manual")) == (0, 50, 0, 0)
 

@@ -434,6 +434,11 @@ def check(cfg: TunnelConfig) -> None:
     if cfg.autoexpire and cfg.scavengettl > cfg.autoexpire:
         cfg.warnings.append("scavengettl is bigger than autoexpire, connections may race hard "
                             "to use bandwidth; try limiting scavengettl to a smaller value")
+    if cfg.mode not in MODES and cfg.mode != "manual":
+        n = nodelay_params(cfg)
+        cfg.warnings.append(f"--mode {cfg.mode!r} is not a kcptun profile (fast3, fast2, fast, "
+                            f"normal): using --nodelay/--interval/--resend/--nc, "
+                            f"{n[0]} {n[1]} {n[2]} {n[3]}, as kcptun's manual mode does")
     if cfg.crypt not in KCPTUN_CIPHERS:
         cfg.warnings.append(f"--crypt {cfg.crypt!r} is not a kcptun cipher name: using aes, "
                             f"as kcptun does")

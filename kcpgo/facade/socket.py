@@ -249,12 +249,20 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
         SocketFacade.shutdown(self, how)
 
     def close(self) -> None:
-        """Close the session (idempotent). Blocked calls raise ``OSError(EBADF)``.
+        """Close the session (idempotent; never blocks). Blocked calls raise
+        ``OSError(EBADF)``.
 
-        Like kcp-go, one final flush sends what the window allows; unacknowledged data is then
-        dropped (use :meth:`drain` first to wait for it). Nothing tells the peer. As with
-        ``socket.socket``, resources are released once every :meth:`makefile` object is closed.
-        Any thread may call it; a client session's UDP socket is closed when it returns.
+        As a closed TCP socket's send queue, what was written and not yet acknowledged goes
+        on being delivered in the background while the runtime runs, for up to
+        ``kcpgo.runtime.channel.LINGER`` (10 s); the session is released once the peer
+        acknowledged it all, the session fails (dead link), or that time is up
+        (docs/deviations.md D59; kcp-go's ``Close`` drops it). A program without
+        monkey-patching waits up to 1 s more for it at exit (D48); a monkey-patched script
+        about to exit calls :meth:`drain` first, which also says whether it all arrived.
+        Nothing tells the peer (KCP has no FIN). As with ``socket.socket``, resources are
+        released once every :meth:`makefile` object is closed. Any thread may call it; a
+        client session's UDP socket is closed when the session is released (when this
+        returns, if nothing was left to deliver).
         """
         SocketFacade.close(self)
 
@@ -262,11 +270,12 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
         """Free everything: the readiness fd, the channel (final flush), the turns. Every
         greenlet still blocked on the session wakes and raises EBADF."""
         if self._release_facade():
-            self._chan.release()
+            self._chan.release_when_delivered()
 
     def _after_close(self) -> None:
-        if not self._chan.passive:
-            self._chan.endpoint.wait_closed()   # a client's own UDP socket: closed on return
+        chan = self._chan
+        if not chan.passive and not chan.lingering:
+            chan.endpoint.wait_closed()     # a client's own UDP socket: closed on return
 
     def __del__(self) -> None:
         # Like socket.socket: an unclosed session is closed when collected (with a

@@ -30,14 +30,18 @@ from .busypoll import ARM_SCORE, ARM_WINDOW, SCORE_MAX, SPIN_MAX
 from .clock import monotonic as _monotonic
 from .clock import now_ms
 from .pacing import ACKS_UNPACED, PACE_QUEUE_MS, PACE_TICK_MS, Pacing, pace_queue_limit
+from .scheduler import Timer
 from .udp import UDPEndpoint
 
-__all__ = ["Channel", "ADMIT_PER_FLUSH", "ACK_PROMPT", "PACE_QUEUE_MS", "PACE_TICK_MS",
+__all__ = ["Channel", "ADMIT_PER_FLUSH", "ACK_PROMPT", "LINGER", "PACE_QUEUE_MS", "PACE_TICK_MS",
            "ACKS_UNPACED", "pace_queue_limit"]
 
 #: ACKs pending after a batch from which they are sent on the next loop turn; fewer wait up
 #: to one interval for a reply to carry them (D1).
 ACK_PROMPT = 4
+#: Seconds a closed session keeps sending what it was given before it closed, until the peer
+#: acknowledged it (:meth:`Channel.release_when_delivered`; smux sessions alike).
+LINGER = 10.0
 #: New segments a session puts on the wire per flush (``Connection(admit_limit=...)``): about
 #: one GSO burst, so a flush costs well under a millisecond even with a cipher and FEC.
 ADMIT_PER_FLUSH = 64
@@ -59,7 +63,8 @@ class Channel(Pacing):
                  "_acks_scheduled", "_ack_at", "_answers", "_idle_ms", "last_rx", "heard",
                  "opened", "foreign",
                  "_bucket", "_paced", "_paced_bytes", "_pace_limit", "_pace_timer",
-                 "pace_drops", "_rr_sent", "_rr_score", "_rr_waiting", "__weakref__")
+                 "pace_drops", "_rr_sent", "_rr_score", "_rr_waiting", "_linger_timer",
+                 "__weakref__")
 
     def __init__(self, conn: Connection, endpoint: UDPEndpoint, peer: Address, *,
                  on_release: Callable[["Channel"], None], passive: bool = False,
@@ -114,6 +119,8 @@ class Channel(Pacing):
         self._rr_sent = 0.0
         self._rr_waiting = False
         self._rr_score = 0
+        #: While a closed session still delivers (:meth:`release_when_delivered`): its limit.
+        self._linger_timer: Optional[Timer] = None
         if rate_limit:
             self.set_rate_limit(rate_limit)
         # kcp-go's session runs its first update at creation (sess.go newUDPSession): that
@@ -345,11 +352,46 @@ class Channel(Pacing):
         except OSError:
             pass
 
+    def release_when_delivered(self, seconds: Optional[float] = None) -> None:
+        """:meth:`release` once the peer acknowledged everything sent, or ``seconds`` from now
+        at the latest (``None``: :data:`LINGER`), as a closed TCP socket's send queue is still
+        delivered (docs/deviations.md D59). At once when nothing is unacknowledged, the
+        session failed (a dead link ends the wait too), its peer was never heard (nothing
+        would acknowledge), or its runtime's thread is gone (nothing would drive it)."""
+        if self.released:
+            return
+        if seconds is None:
+            seconds = LINGER
+        if (not self.conn.waitsnd or self.error is not None or not self.heard or seconds <= 0
+                or not self.runtime.owner_alive()):
+            self.release()
+            return
+        self.on_update = self._delivered
+        self.conn.close_receiving()     # nobody reads: data sent now is not acknowledged
+        self._linger_timer = self.runtime.timer(self._linger_over)
+        self._linger_timer.schedule(now_ms() + int(seconds * 1000))
+        self.flush()
+
+    def _delivered(self) -> None:
+        # on_update of a closed session still delivering (release_when_delivered)
+        if self.error is not None or not self.conn.waitsnd:
+            self.release()
+
+    def _linger_over(self, now: int) -> None:
+        self.release()
+
+    @property
+    def lingering(self) -> bool:
+        """Closed by its owner, still delivering what it was given (release_when_delivered)."""
+        return self._linger_timer is not None and not self.released
+
     def release(self) -> None:
         """Final flush (kcp-go's Close: what the window allows), stop, then ``on_release``."""
         if self.released:
             return
         self.released = True
+        if self._linger_timer is not None:
+            self._linger_timer.close()
         endpoint = self.endpoint
         if not endpoint.closed and self.error is None and not self.runtime.forked:
             try:

@@ -34,7 +34,7 @@ from ..address import format_address
 from ..sansio.smux import (CLOSED, SessionError, SmuxSessionClosed, StreamData, StreamEnded,
                            StreamOpened, StreamReset, WindowUpdate)
 from ..sansio.smux_stack import SmuxStack
-from .channel import Channel
+from .channel import LINGER, Channel
 from .clock import now_ms
 
 __all__ = ["SmuxDriver", "StreamBuffer", "OUT_LIMIT", "ACCEPT_LIMIT", "LINGER"]
@@ -47,8 +47,6 @@ OUT_LIMIT = 65536
 #: Streams the peer opened that the application has not accepted yet (kcp-go's smux:
 #: acceptBacklog 1024; beyond it the Go receive loop stalls the whole session instead).
 ACCEPT_LIMIT = 1024
-#: Seconds a closed session keeps sending what was written before it closed (``close``).
-LINGER = 10.0
 #: Bytes taken from KCP per read at most (KCP returns whole segments up to this); also what
 #: bounds the SYNs one read may add beyond ``accept_limit`` (8 bytes each).
 _READ = 1 << 18

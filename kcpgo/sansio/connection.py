@@ -138,6 +138,13 @@ class Connection:
         ``ValueError`` above; ``TypeError`` for a non-int; a call that raises changes nothing)."""
         self.kcp.set_wndsize(index(sndwnd), index(rcvwnd))
 
+    def close_receiving(self) -> None:
+        """Take no more data (a closed socket's receive side, docs/deviations.md D59): the
+        receive window becomes 0, so PUSHes past what was received are neither kept nor
+        acknowledged (the peer keeps them, as TCP's peer after an RST) and the window
+        announced is 0; ACKs, una and duplicates are still handled. Cannot be undone."""
+        self.kcp.rcv_wnd = 0
+
     @property
     def stream(self) -> bool:
         """Stream mode (kcptun): writes are packed into full segments."""
