@@ -43,13 +43,20 @@ def _reader(s, into):
     return gevent.spawn(run)
 
 
+def _connected(ln):
+    """A client of ``ln`` and its accepted session, one byte b"x" exchanged."""
+    c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), **OPTS)
+    c.sendall(b"x")
+    ln.settimeout(5)
+    s, _ = ln.accept()
+    assert s.recv(1) == b"x"
+    return c, s
+
+
 def test_close_returns_at_once_and_what_was_written_arrives():
     with kcpgo.listen(LOCAL, snmp=Snmp(), **OPTS) as ln:
-        c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), **OPTS)
-        c.sendall(b"x")
-        ln.settimeout(5)
-        s, _ = ln.accept()
-        got = [s.recv(1)]
+        c, s = _connected(ln)
+        got = [b"x"]
         reader = _reader(s, got)
         data = os.urandom(500_000)
         c.sendall(data)
@@ -70,11 +77,7 @@ def test_close_returns_at_once_and_what_was_written_arrives():
 
 def test_close_with_everything_acknowledged_releases_at_once():
     with kcpgo.listen(LOCAL, snmp=Snmp(), **OPTS) as ln:
-        c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), **OPTS)
-        c.sendall(b"hello")
-        ln.settimeout(5)
-        s, _ = ln.accept()
-        assert s.recv(5) == b"hello"
+        c, s = _connected(ln)
         c.drain(timeout=5)
         c.close()
         assert c._chan.released and not c._chan.lingering
@@ -99,11 +102,7 @@ def test_delivery_stops_at_the_linger_limit(monkeypatch):
     than LINGER."""
     monkeypatch.setattr(channel_mod, "LINGER", 0.5)
     ln = kcpgo.listen(LOCAL, snmp=Snmp(), **OPTS)
-    c = kcpgo.dial(ln.getsockname(), snmp=Snmp(), **OPTS)
-    c.sendall(b"x")
-    ln.settimeout(5)
-    s, _ = ln.accept()
-    assert s.recv(1) == b"x"
+    c, s = _connected(ln)
     s.close()
     ln.close()                                  # nothing acknowledges from now on
     c.sendall(os.urandom(50_000))               # (within the 64-segment windows)

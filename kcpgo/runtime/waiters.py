@@ -7,8 +7,9 @@ progress possible fires it, under the same lock, so no wake-up is lost between t
 the wait. How the waiting thread sleeps depends on what it runs:
 
 * a thread with a gevent hub (a plain program that spawns greenlets, or any thread of a
-  monkey-patched one) waits on a gevent ``Event`` of its hub, so its other greenlets keep
-  running; a wake-up from another thread reaches that hub through its inbox (an async
+  monkey-patched one) waits in its hub, so its other greenlets keep running: on a gevent
+  ``Event``, or in the stack's own thread on gevent's one-shot hub waiter (switched to
+  directly); a wake-up from another thread reaches that hub through its inbox (an async
   watcher and a queue: :mod:`kcpgo.runtime.inbox`);
 * a thread without a hub (ordinary blocking code) waits on a real lock, as a thread blocked in
   ``socket.recv`` sleeps in the kernel.
