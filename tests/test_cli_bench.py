@@ -22,6 +22,7 @@ import pytest
 
 from kcpgo.cli import bench, bench_progress, bench_tunnel
 from kcpgo.cli.bench_progress import Progress, plot_available, plot_throughput, rates
+from kcpgo.testing.process import running
 from tests.support.children import reap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,14 +272,6 @@ def test_sigint_ends_quietly_and_stops_the_ends():
     assert ends() == []
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 class _Interrupted:
     """A relay's stdout whose first read is a Ctrl-C."""
 
@@ -317,4 +310,4 @@ def test_ctrl_c_while_an_end_starts_stops_every_end_started(monkeypatch, where):
     with pytest.raises(KeyboardInterrupt):
         bench_run.run_pair("kcpgo", "kcpgo", a)
     assert len(started) == (2 if where == "server" else 3)      # client, server (, relay)
-    assert [p.pid for p in started if _alive(p.pid)] == []
+    assert [p.pid for p in started if running(p.pid)] == []

@@ -21,16 +21,10 @@ import kcpgo
 from kcpgo.runtime import channel as channel_mod
 from kcpgo.snmp import Snmp
 from tests.support.children import run_child
+from tests.support.waits import wait_until
 
 LOCAL = ("127.0.0.1", 0)
 OPTS = {"stream": True, "mode": "fast3", "window": (64, 64)}
-
-
-def _until(cond, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not cond() and time.monotonic() < deadline:
-        gevent.sleep(0.01)
-    return cond()
 
 
 def _reader(s, into):
@@ -66,11 +60,11 @@ def test_close_returns_at_once_and_what_was_written_arrives():
         assert c.closed and chan.lingering      # returned with data left to deliver
         with pytest.raises(OSError):
             c.send(b"more")                     # the socket itself is closed (EBADF)
-        assert _until(lambda: len(b"".join(got)) == 1 + len(data))
+        wait_until(lambda: len(b"".join(got)) == 1 + len(data), 10, "every byte")
         assert b"".join(got) == b"x" + data
         # released by the peer's ACKs, not by the 10 s limit; its UDP socket closed then
-        assert _until(lambda: chan.released, 5)
-        assert _until(lambda: chan.endpoint.closed, 5)
+        wait_until(lambda: chan.released, 5, "the release")
+        wait_until(lambda: chan.endpoint.closed, 5, "the UDP socket closed")
         reader.kill()
         s.close()
 
@@ -110,7 +104,7 @@ def test_delivery_stops_at_the_linger_limit(monkeypatch):
     c.close()
     assert chan.lingering
     t = time.monotonic()
-    assert _until(lambda: chan.released, 5)
+    wait_until(lambda: chan.released, 5, "the release")
     assert time.monotonic() - t < 3             # 0.5 s limit, far below the 10 s default
 
 

@@ -24,6 +24,7 @@ import pytest
 import kcpgo
 from kcpgo.cli.bench_workers import process_tree
 from kcpgo.server import KCPServer, ThreadingKCPServer
+from kcpgo.testing.process import running
 from tests.support.children import ROOT, child_env, reap
 from tests.support.kcptun import EchoServer, TunnelProcess, echo_exchange, payload
 
@@ -144,15 +145,6 @@ srv.serve_forever()
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (not gone, not a zombie waiting for its new parent to reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 def _wait_for(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,13 +165,13 @@ def test_a_worker_dies_with_its_parent(runtime):
         assert proc.stdout.readline().startswith("LISTENING")
         assert _wait_for(lambda: len(process_tree(proc.pid)) == 2, 10)
         worker = process_tree(proc.pid)[1]
-        assert _running(worker)
+        assert running(worker)
         proc.kill()
         proc.wait(10)
-        assert _wait_for(lambda: not _running(worker), 10), f"worker {worker} still runs"
+        assert _wait_for(lambda: not running(worker), 10), f"worker {worker} still runs"
     finally:
         reap(proc, kill=True)
-        if worker is not None and _running(worker):
+        if worker is not None and running(worker):
             os.kill(worker, signal.SIGKILL)         # (the test failed: leave nothing behind)
 
 
@@ -250,7 +242,7 @@ def test_tunnel_server_workers():
                 client.close()
             server.signal(signal.SIGTERM)
             assert server.proc.wait(10) == 0
-            assert _wait_for(lambda: not _running(worker), 10)
+            assert _wait_for(lambda: not running(worker), 10)
             assert "workers: 2" in server.output()
         finally:
             for pid in process_tree(server.pid)[1:]:

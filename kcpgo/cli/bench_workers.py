@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
 
+from ..testing.process import running
+
 __all__ = ["multi", "process_tree", "tree_stat", "children_cpu", "wait_gone",
            "session_reports", "sink_figures", "compare_workers", "print_workers_comparison",
            "WORKER_FIGURES", "WORKERS_TARGET"]
@@ -92,16 +94,7 @@ def wait_gone(pids: Iterable[int], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     left = list(pids)
     while left and time.monotonic() < deadline:
-        running = []
-        for pid in left:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if state not in ("Z", "X"):
-                running.append(pid)
-        left = running
+        left = [pid for pid in left if running(pid)]
         if left:
             time.sleep(0.05)
 

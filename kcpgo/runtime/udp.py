@@ -322,7 +322,7 @@ class UDPEndpoint(DatagramSender):
                     self._limit = limit // 2
                 elif cost < BATCH_BUDGET / 4 and limit < MAX_BATCH and full:
                     self._limit = limit * 2
-            elif self.icmp is not None:
+            else:
                 # Woken for nothing: maybe POLLERR, errors left in the queue (D57). Read once:
                 # an application thread's poll() may hear the peer and drop it meanwhile.
                 icmp = self.icmp

@@ -118,9 +118,13 @@ class DatagramSender:
     def _transient(self, e: OSError) -> bool:
         """Whether a send's error is a drop (``_TRANSIENT_SEND_ERRORS``, or an ICMP error the
         send reported while ICMP reports are on, D57) rather than the session's failure."""
+        return self._icmp_reported(e) or e.errno in _TRANSIENT_SEND_ERRORS
+
+    def _icmp_reported(self, e: OSError) -> bool:
+        """Whether a send's error reported an ICMP error while ICMP reports are on (D57).
+        ``icmp`` is read once: another thread's poll() may drop it (Channel._stop_icmp)."""
         icmp = self.icmp
-        return (icmp is not None and icmp.feedback(e.errno, read=False)) or \
-            e.errno in _TRANSIENT_SEND_ERRORS
+        return icmp is not None and icmp.feedback(e.errno, read=False)
 
     def _dropped(self, e: OSError, count: int) -> None:
         self.send_drops += count        # a transient send error: KCP retransmits
@@ -180,9 +184,7 @@ class DatagramSender:
                                 cmsg + local, 0, address)
                     except OSError as e:
                         gso_sent = False
-                        icmp = self.icmp    # once: another thread may drop it (_stop_icmp)
-                        if e.errno == errno.EMSGSIZE or (icmp is not None and
-                                                         icmp.feedback(e.errno, read=False)):
+                        if e.errno == errno.EMSGSIZE or self._icmp_reported(e):
                             # Not GSO's fault: a path MTU below the run's datagrams (a VPN, an
                             # ICMP "fragmentation needed"; GSO segments cannot be fragmented,
                             # single datagrams can) or an ICMP error the send reported (D57):

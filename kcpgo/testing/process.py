@@ -1,6 +1,6 @@
 """The relay in a child process (:class:`RelayProcess`), :func:`read_line`: one line from a
-child's stdout with a timeout, with or without gevent's monkey-patching, and :func:`reap`: a
-child collected and its pipes closed."""
+child's stdout with a timeout, with or without gevent's monkey-patching, :func:`reap`: a
+child collected and its pipes closed, and :func:`running`: whether a process still runs."""
 from __future__ import annotations
 
 import json
@@ -14,12 +14,22 @@ from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 from ..runtime._originals import real_select
 from ..sansio.memnet import LinkProfile
 
-__all__ = ["RelayProcess", "read_line", "reap"]
+__all__ = ["RelayProcess", "read_line", "reap", "running"]
 
 Address = Tuple[str, int]
 
 #: The directory that holds this ``kcpgo`` package: the child must run the same code.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs: not gone, and not a zombie waiting for its parent to reap it
+    (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def reap(proc: "subprocess.Popen[Any]", timeout: float = 20.0, kill: bool = False,
