@@ -32,7 +32,7 @@ Address = Tuple[Any, ...]
 #: windows until its application accepts and configures it, and then announces nothing, so a
 #: writer that filled those 32 slots would otherwise wait 7 s (WASK is understood by every
 #: version; docs/deviations.md D4).
-_POLICY = dict(admit_limit=ADMIT_PER_FLUSH, probe_init=PROBE_INIT_LATEST)
+_POLICY = dict(admit_limit=ADMIT_PER_FLUSH, probe_init=PROBE_INIT_LATEST, window_recovery=True)
 
 
 #: Unspecified (wildcard) addresses a client may be given, and where the system sends them.

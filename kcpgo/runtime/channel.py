@@ -239,14 +239,21 @@ class Channel(Pacing):
             else:
                 self._rr_score = 0
         conn = self.conn
+        pending = conn.pending_acks
+        # A bulk batch (D60): its flush waits until the reader _post_io wakes (a greenlet of
+        # this hub) has had its turn, so that its ACKs announce the window that read opened,
+        # not the one the batch filled, and carry what the reader sent. On a lossy 50 ms link
+        # that is ~15 % more data in flight, and no closed window after a filled hole.
+        after_read = pending >= ACK_PROMPT and self._bucket is None
+        schedule = False
         # In a session whose application answers what it receives, pending ACKs alone are no
         # reason to flush now (below); a receiver that only reads ACKs at once (fresh RTT).
         answers = self._answers
-        if (self._bucket is None or not self._held(now)) and conn.has_output(now, not answers):
+        if not after_read and (self._bucket is None or not self._held(now)) and \
+                conn.has_output(now, not answers):
             out = conn.datagrams_to_send(now, acks=False)
             if out:
                 self._transmit(out)
-        pending = conn.pending_acks
         if pending and not self._acks_scheduled:
             if pending < ACK_PROMPT:
                 # A few segments (request/response traffic): their ACKs wait up to one
@@ -254,10 +261,13 @@ class Channel(Pacing):
                 # (D1); the timer (_post_io) flushes them then if nothing else did.
                 if self._ack_at is None:
                     self._ack_at = now + conn.interval
-            else:                   # bulk batches are ACKed at once
-                self._acks_scheduled = True
-                self.runtime.call_soon(self._send_acks)
+            else:                   # bulk batches are ACKed at once (rate limit: before)
+                self._acks_scheduled = schedule = True
+                if not after_read:
+                    self.runtime.call_soon(self._send_acks)
         self._post_io(now)
+        if schedule and after_read:
+            self.runtime.call_soon(self._send_acks)   # queued after the reader's switch
 
     def fail(self, exc: BaseException) -> None:
         """Latch ``exc`` (the first one wins), stop the timer and notify."""
@@ -431,17 +441,27 @@ class Channel(Pacing):
             self.fail(exc)
 
     def _send_acks(self) -> None:
+        """A bulk batch's ACKs, on the loop turn after it (D60: after the woken reader's).
+        Without a rate limit, with whatever else the batch made due (after_batch left its
+        flush to this call); with one, the ACKs alone, which never wait for the bucket."""
         self._acks_scheduled = False
         conn = self.conn
-        if self.released or not conn.pending_acks:
+        if self.released:
             return
         now = now_ms()
-        if not ACKS_UNPACED and self._held(now):
+        if self._bucket is None:
+            out = conn.datagrams_to_send(now)
+            if out:
+                self._transmit(out)
+        elif not conn.pending_acks:
+            return
+        elif not ACKS_UNPACED and self._held(now):
             self._post_io(now)                  # they go with the held-back flush
             return
-        out = conn.flush_acks(now)
-        if out:
-            self._transmit(out, acks=True)
+        else:
+            out = conn.flush_acks(now)
+            if out:
+                self._transmit(out, acks=True)
         self._post_io(now)
 
     def _on_timer(self, now: int) -> None:

@@ -67,14 +67,17 @@ class Connection:
     the largest wire datagram, headers included (§1.4; ``ValueError`` outside 50..1500).
     ``mode``: a kcptun preset (§7). ``admit_limit``: at most this many new segments per flush
     (``None``: all the window allows, as kcp-go). ``probe_init``: ms before the first probe of
-    a closed peer window (7000 in 5.6.1, 500 in the latest kcp-go). ``stream``, ``window``
+    a closed peer window (7000 in 5.6.1, 500 in the latest kcp-go). ``window_recovery``:
+    recover a lost window update in about an RTO (docs/deviations.md D60; kcp-go waits for
+    its probe timer). ``stream``, ``window``
     (segments; values <= 0 keep the default), ``ack_nodelay``, ``write_delay``: as the setters.
     """
 
     def __init__(self, conv: int, *, crypt: Optional["BlockCrypt"] = None, data_shards: int = 0,
                  parity_shards: int = 0, mtu: int = MTU_DEFAULT, mode: Optional[str] = None,
                  snmp: Optional[Snmp] = None, admit_limit: Optional[int] = None,
-                 probe_init: int = PROBE_INIT, stream: bool = False,
+                 probe_init: int = PROBE_INIT, window_recovery: bool = False,
+                 stream: bool = False,
                  window: Optional[Tuple[int, int]] = None, ack_nodelay: bool = False,
                  write_delay: bool = False) -> None:
         self.snmp = snmp if snmp is not None else DEFAULT_SNMP
@@ -83,6 +86,7 @@ class Connection:
         kcp = self.kcp = KCP(conv, mtu=MTU_DEFAULT - self.codec.overhead, snmp=self.snmp)
         kcp.admit_limit = admit_limit
         kcp.probe_init = probe_init
+        kcp.window_recovery = bool(window_recovery)
         kcp.stream = bool(stream)
         kcp.ack_nodelay = bool(ack_nodelay)
         if window is not None:

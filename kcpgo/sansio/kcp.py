@@ -109,6 +109,16 @@ class KCP(InputMixin, OutputMixin):
         #: Window probes (WASK) sent since the last datagram from the peer: they count toward
         #: ``dead_link`` like transmissions (docs/deviations.md D47).
         self.probes_unanswered = 0
+        #: Recovery of a lost window update (docs/deviations.md D60; off by default, as in
+        #: kcp-go; the sockets turn it on). Sender: while the peer's window is closed, one
+        #: WASK goes out after rx_rto, before the ``probe_init`` schedule. Receiver: a WINS
+        #: that announced an opened window is repeated (rx_rto, then twice the wait each
+        #: time, at most ``WINS_RETRIES`` times) until a PUSH or WASK shows the peer heard.
+        self.window_recovery = False
+        self._early_probe_until = 0      # the regular probe's time while the early one waits
+        self._wins_at = 0                # when the window update is repeated (0: never)
+        self._wins_wait = 0
+        self._wins_tries = 0
         #: What ``input``/``recv`` asked for (kcp-go flushes inside Input; a driver flushes
         #: once per batch instead): FLUSH_NONE, FLUSH_ACK_ONLY or FLUSH_FULL.
         self.flush_requested = FLUSH_NONE
@@ -398,8 +408,9 @@ class KCP(InputMixin, OutputMixin):
 
         kcp-go flushes every ``interval`` while a session is active. A flush has work only if
         something is queued, ACKs or probes are pending, or a segment collected duplicate ACKs;
-        otherwise the only future work is a retransmission or, while the peer advertises a
-        zero window, the window probe, so the deadline is the earliest of those. Skipping the
+        otherwise the only future work is a retransmission, a window update's repeat (D60) or,
+        while the peer advertises a zero window, the window probe, so the deadline is the
+        earliest of those. Skipping the
         empty flushes in between changes nothing on the wire and lets thousands of sessions
         with a message in flight sleep (kcp-go spends most of its CPU on those ticks).
         """
@@ -412,6 +423,9 @@ class KCP(InputMixin, OutputMixin):
             nxt = self._next_flush
             return now if nxt is None else nxt
         due = self._earliest_timer()
+        wins_at = self._wins_at
+        if wins_at and (due is None or wins_at < due):
+            due = wins_at
         if self.rmt_wnd == 0:
             # kcp-go probes a closed window even with nothing queued (a blocked writer
             # queues nothing here); until the first flush has set the probe timer, flush now.

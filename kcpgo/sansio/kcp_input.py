@@ -42,6 +42,7 @@ class InputMixin:
         rcv_buf = self.rcv_buf
         rq = self.rcv_queue
         acks = self._acks
+        nacks = len(acks)
         rmt_wnd = self.rmt_wnd
         # D20: while the head message of the queue is incomplete, the window announced
         # (_free_window) reaches to its last fragment, possibly beyond rcv_nxt + rcv_wnd: PUSHes
@@ -112,6 +113,7 @@ class InputMixin:
                 latest_ts = ts
             elif cmd == CMD_WASK:
                 self.probe |= ASK_TELL
+                self._wins_at = 0                # it asks: the answer is the update (D60)
             off += ln
             nsegs += 1
         self.snd_una = snd_una
@@ -119,6 +121,8 @@ class InputMixin:
         self.rmt_wnd = rmt_wnd
         if nsegs:
             self.probes_unanswered = 0          # the peer is alive (D47)
+            if self._wins_at and len(acks) > nacks:
+                self._wins_at = 0               # a PUSH: the peer sends again (D60)
         snmp = self.snmp
         if regular and repeats:
             snmp.RepeatSegs += repeats

@@ -13,7 +13,8 @@ from operator import index
 from typing import List
 
 from .kcpdefs import (ASK_SEND, ASK_TELL, D, FASTACK, FASTACK_LOCKED, FLUSH_FULL, FLUSH_NONE,
-                      FRG, MASK, PROBE_LIMIT, RESEND, RTO, THRESH_MIN, TS, XMIT, pack_header)
+                      FRG, MASK, PROBE_LIMIT, RESEND, RTO, THRESH_MIN, TS, WINS_RETRIES, XMIT,
+                      pack_header)
 from .wire import CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD
 
 __all__ = ["OutputMixin"]
@@ -67,8 +68,17 @@ class OutputMixin:
         if self.rmt_wnd == 0 or self.probe_wait:
             self._probe_timer(now)
         # Phase 3: probe commands (they carry the last ACK's sn/ts, as kcp-go's template does).
+        if self._wins_at and now >= self._wins_at:
+            self._repeat_window_update(now, wnd)
         probe = self.probe
         if probe:
+            if probe & ASK_TELL and self.window_recovery and wnd and \
+                    self.wnd_sent * 2 <= self.rcv_wnd and not self._wins_at:
+                # this WINS announces a window that opened: repeat it until the peer shows
+                # it heard (D60)
+                self._wins_tries = 0
+                self._wins_wait = self.rx_rto if self.rx_rto > self.interval else self.interval
+                self._wins_at = now + self._wins_wait
             for flag, cmd in ((ASK_SEND, CMD_WASK), (ASK_TELL, CMD_WINS)):
                 if probe & flag:
                     if size + OVERHEAD > mtu:
@@ -203,13 +213,34 @@ class OutputMixin:
         self._next_flush = self._next_flush_at(now)
         return out
 
+    def _repeat_window_update(self, now: int, wnd: int) -> None:
+        """D60, receiver: the WINS that announced an opened window may have been lost, and no
+        PUSH or WASK came since: send it again, while the window is still open, at most
+        ``WINS_RETRIES`` times, each wait twice the last."""
+        if wnd and self._wins_tries < WINS_RETRIES:
+            self._wins_tries += 1
+            self.probe |= ASK_TELL
+            self._wins_wait *= 2
+            self._wins_at = now + self._wins_wait
+        else:
+            self._wins_at = 0
+
     def _probe_timer(self, now: int) -> None:
-        """§1.9: while the peer's window is closed, ask for it (WASK) on a backed-off timer."""
+        """§1.9: while the peer's window is closed, ask for it (WASK) on a backed-off timer.
+        With ``window_recovery`` (D60) one WASK goes out after rx_rto first (a lost WINS costs
+        about an RTO, not ``probe_init``); it does not count toward the dead link (D47)."""
         if self.rmt_wnd == 0:
             probe_init = self.probe_init
             if self.probe_wait == 0:
                 self.probe_wait = probe_init
                 self.ts_probe = now + self.probe_wait
+                if self.window_recovery and self.rx_rto < probe_init:
+                    self._early_probe_until = self.ts_probe
+                    self.ts_probe = now + self.rx_rto
+            elif self._early_probe_until and now >= self.ts_probe:
+                self.ts_probe = self._early_probe_until
+                self._early_probe_until = 0
+                self.probe |= ASK_SEND
             elif now >= self.ts_probe:
                 if self.probe_wait < probe_init:
                     self.probe_wait = probe_init
@@ -226,6 +257,7 @@ class OutputMixin:
         else:
             self.ts_probe = 0
             self.probe_wait = 0
+            self._early_probe_until = 0
 
     def _react_to_loss(self, cwnd: int, resent: int, fast_or_early: int, lost: int) -> None:
         """§1.10: shrink cwnd after fast/early retransmissions (halve) or an RTO (to 1).

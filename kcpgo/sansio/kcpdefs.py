@@ -25,6 +25,7 @@ THRESH_MIN = 2
 PROBE_INIT = 7000     # [5.6.1]
 PROBE_INIT_LATEST = 500   # [latest]
 PROBE_LIMIT = 120000
+WINS_RETRIES = 4      # D60: repeats of a WINS that announced an opened window
 MAX_FRAGMENTS = 255   # §1.5: kcp-go's Send refuses more
 #: D20: default fragment limit of a message-mode ``KCP.send``. A message is only delivered once
 #: all its fragments fit the receiver's rcv_queue (rcv_wnd segments, skywind3000/kcp#140), and
