@@ -243,7 +243,13 @@ def test_tunnel_server_workers():
             server.signal(signal.SIGTERM)
             assert server.proc.wait(10) == 0
             assert _wait_for(lambda: not running(worker), 10)
-            assert "workers: 2" in server.output()
+            out = server.output()
+            assert out.count("workers: 2") == 1, out        # the banner's line, once
+            assert f"worker pids: {server.pid} (worker 0), {worker} (worker 1)" in out, out
+            # each client session's line names the process that served it
+            sessions = [ln for ln in out.splitlines() if "remote address:" in ln]
+            assert len(sessions) == 4 and all(
+                "worker 0: remote" in ln or "worker 1: remote" in ln for ln in sessions), out
         finally:
             for pid in process_tree(server.pid)[1:]:
                 os.kill(pid, signal.SIGKILL)

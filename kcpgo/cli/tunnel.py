@@ -25,6 +25,8 @@ failing the checksum, i.e. a wrong key or cipher). The first stdout line is
 ``SO_REUSEPORT`` and forks N - 1 workers before it starts anything else; each process then
 serves on a socket of its own (:mod:`kcpgo.server_workers`: the kernel keeps each client on
 one worker; nothing is shared), and the first one stops and reaps the others when it stops.
+Their log lines after the start-up ones begin with ``worker N:`` (0 for the first process);
+the SNMP log (``--snmplog``, SIGUSR1) has the first process's counters only.
 """
 from __future__ import annotations
 
@@ -448,12 +450,14 @@ class TunnelServer:
 
 class _Formatter(logging.Formatter):
     """Go's ``log`` layout (``2006/01/02 15:04:05 message``) for the tunnel's own lines;
-    warnings and kcpgo's library records also name their level and logger."""
+    warnings and kcpgo's library records also name their level and logger. ``tag`` goes
+    before the message (``"worker 1: "`` in a ``--workers`` process)."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S")
-        self._named = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                        "%Y/%m/%d %H:%M:%S")
+    def __init__(self, tag: str = "") -> None:
+        tag = tag.replace("%", "%%")
+        super().__init__(f"%(asctime)s {tag}%(message)s", "%Y/%m/%d %H:%M:%S")
+        self._named = logging.Formatter(
+            f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s", "%Y/%m/%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         if record.levelno >= logging.WARNING or record.name != log.name:
@@ -475,6 +479,14 @@ def setup_logging(cfg: TunnelConfig) -> logging.Handler:
         pkg.setLevel(logging.WARNING)
     log.setLevel(logging.INFO)
     return handler
+
+
+def _tag_log_lines(tag: str) -> None:
+    """From now on this process's log lines (the handler :func:`setup_logging` installed)
+    carry ``tag`` before the message."""
+    for handler in logging.getLogger("kcpgo").handlers:
+        if isinstance(handler.formatter, _Formatter):
+            handler.setFormatter(_Formatter(tag))
 
 
 def _snmp_logger(cfg: TunnelConfig) -> None:
@@ -525,6 +537,8 @@ def run_process(cfg: TunnelConfig, tunnel: Any, reserve: Any = None, worker: int
         for line in startup_lines(cfg, address):
             log.info("%s", line)
         print(f"LISTENING {address}", flush=True)
+    if cfg.role == "server" and cfg.workers > 1:
+        _tag_log_lines(f"worker {worker}: ")     # which process served a client
     stop = gevent.event.Event()
     interrupted: List[bool] = []
 

@@ -6,7 +6,8 @@ The first process binds ``--listen`` (so that port 0 becomes one port for all) a
 others before anything else runs (no hub, no greenlet, no session yet); each process then runs
 the ordinary tunnel server (:func:`kcpgo.cli.tunnel.run_process`) on a listener of its own, and the
 first one, which alone prints ``LISTENING`` and writes the SNMP log, stops and reaps the others
-when it stops (SIGTERM, SIGINT, a fatal error). A worker dies with it.
+when it stops (SIGTERM, SIGINT, a fatal error). A worker dies with it. Every process's log
+lines after the start-up ones begin with ``worker N:`` (0 for the first process).
 """
 from __future__ import annotations
 
@@ -50,6 +51,6 @@ def run_workers(cfg: TunnelConfig) -> int:
         reserve.close()
         log.error("cannot start --workers %d: %s", cfg.workers, e)
         return 1
-    log.info("workers: %d (pids %d, %s)", cfg.workers, os.getpid(),
-             ", ".join(str(p) for p in pool.pids))
+    log.info("worker pids: %d (worker 0), %s", os.getpid(),
+             ", ".join(f"{p} (worker {i})" for i, p in enumerate(pool.pids, 1)))
     return run_process(cfg, TunnelServer(cfg, address, reuse_port=True), reserve, 0, pool)
