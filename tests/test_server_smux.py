@@ -27,6 +27,7 @@ import pytest
 import kcpgo
 from kcpgo.facade.smux import SmuxConfig
 from kcpgo.server import KCPServer, ThreadingKCPServer
+from kcpgo.testing import Impairment, Relay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
@@ -369,19 +370,23 @@ def test_non_threading_server_and_handle_request():
 
 
 def test_dead_client_session_ends_its_request_quietly(caplog, capsys):
-    """A client that vanishes sends no FIN (smux session close, kcptun.md §4.5); the handler's
-    read fails with ConnectionResetError at the keepalive timeout (kcptun.md §4.6), which the
-    server logs at INFO, like an idle timeout, instead of printing a traceback."""
+    """A client that vanishes sends nothing more (the path is cut, then its session closed:
+    the FINs of D61 are lost too); the handler's read fails with ConnectionResetError at the
+    keepalive timeout (kcptun.md §4.6), which the server logs at INFO, like an idle timeout,
+    instead of printing a traceback."""
     caplog.set_level(logging.INFO, logger="kcpgo.server")
     server = ThreadingKCPServer(("127.0.0.1", 0), ReadToEOF, mode="fast3",
                                 smux=dict(keepalive=0.25, keepalive_timeout=1))
     loop = serve(server)
-    session = kcpgo.dial_smux(server.server_address, mode="fast3", keepalive=0.25,
+    relay = Relay(server.server_address).start()
+    session = kcpgo.dial_smux(relay.address, mode="fast3", keepalive=0.25,
                               keepalive_timeout=1)
     s = session.open_stream()
     s.sendall(b"half a reque")
     gevent.sleep(0.2)
-    session.close()                              # vanish: no FIN, no more NOPs
+    relay.set_impairment(up=Impairment(loss=1.0), down=Impairment(loss=1.0))
+    session.close()                              # vanish: no FIN arrives, no more NOPs
+    relay.close()
     server.shutdown()
     server.server_close()                        # waits for the handler: it ends
     loop.join(5)

@@ -462,6 +462,33 @@ def test_session_close_wakes_everything_blocked(closing):
         x.close()
 
 
+@pytest.mark.parametrize("version,compression", FRAMINGS, ids=FRAMING_IDS)
+def test_session_close_ends_the_peers_open_streams(closing, version, compression):
+    """D61: ``SmuxSession.close()`` with streams still open. smux sends no FIN then
+    (kcptun.md §4.5): the peer's streams stay open until its keepalive timeout (30 s by
+    default; a new user's tunnel left them so on SIGTERM). Expected, as if each socket were
+    closed: the peer reads what was written, then EOF; a stream still waiting in the peer's
+    accept queue ends the same way. (5 s timeouts: without the FIN the reads time out.)"""
+    lst = listen(closing, version, compression)
+    sess = dial(closing, lst.getsockname(), version, compression)
+    c, s = connect(lst, sess)
+    c2, s2 = connect(lst, sess)
+    c3 = sess.open_stream()
+    c3.sendall(b"queued")
+    c.sendall(b"last words")
+    gevent.sleep(0.2)                           # c3's SYN and data are in
+    sess.close()
+    lst.settimeout(5)
+    s3, _ = lst.accept()
+    for srv, expect in ((s, b"last words"), (s2, b""), (s3, b"queued")):
+        srv.settimeout(5)
+        assert read_all(srv) == expect
+        srv.close()
+    for x in (c, c2, c3):
+        with pytest.raises(ConnectionResetError, match="closed locally"):
+            x.recv(1)
+
+
 def _written_and_closed_through_loss(closing, seed):
     """A fast3 session through a relay losing 10 % each way, 300 KB written on one stream
     and the stream closed (its FIN queued): ``(listener, session, data)``."""

@@ -406,6 +406,35 @@ def test_client_closewait_half_close_end_to_end(echo: Any) -> None:
         server.close()
 
 
+@pytest.mark.parametrize("stopped", ["client", "server"])
+def test_sigterm_ends_the_open_connections_at_the_far_end(stopped: str) -> None:
+    """D61, a new user's finding: SIGTERM stopped a tunnel at once but sent no FIN for its
+    open streams (kcptun sends none either), so the far end's TCP connections stayed open
+    until its smux keepalive timeout (30 s). Expected now, as if the process had closed each
+    connection: a stopped client's target connection, and a stopped server's application
+    connection, read EOF (5 s timeouts, well below the 30 s)."""
+    with EchoServer() as echo:
+        server, client = _tunnel(echo, [], [])
+        try:
+            with socket.create_connection(client.address, timeout=10) as s:
+                s.sendall(b"ping")
+                got = b""
+                while len(got) < 4:
+                    got += s.recv(4)
+                assert got == b"ping"                   # the path is up, the stream open
+                (client if stopped == "client" else server).stop()
+                if stopped == "client":
+                    deadline = time.monotonic() + 5
+                    while not echo.received and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    assert echo.received == [(4, hashlib.sha256(b"ping").hexdigest())]
+                else:
+                    assert _read_all(s, 5) == b""
+        finally:
+            client.close()
+            server.close()
+
+
 def test_wrong_key_is_logged(echo: Any) -> None:
     """kcptun.md §5.1: a wrong key is total silence on the wire; both ends say so in their
     log within seconds (the server's checksum warning, the client's 'no valid datagram')."""

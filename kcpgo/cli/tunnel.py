@@ -52,6 +52,7 @@ from .kcptun_config import (ROLES, ConfigError, TunnelConfig, nodelay_params, pa
                             session_options, smux_arguments, startup_lines)
 from .pipe import Pipe
 from .snmplog import write_record
+from .tunnel_log import setup_logging, tag_log_lines
 
 __all__ = ["main", "TunnelClient", "TunnelServer", "UNHEARD_WARN", "run", "run_process"]
 
@@ -340,9 +341,9 @@ class TunnelClient:
             self.expiring = keep
 
     def close(self) -> None:
-        """Stop accepting and close every session (KCP's final flush), without waiting for
-        ACKs (a signal must end the process at once, as kcptun's does); a unix-socket
-        ``--localaddr`` is removed, as Go's listener does."""
+        """Stop accepting and close every session (KCP's final flush, with a FIN for each
+        open stream, D61), without waiting for ACKs (a signal must end the process at once,
+        as kcptun's does); a unix-socket ``--localaddr`` is removed, as Go's listener does."""
         if self.listener is not None:
             self.listener.close()
             path = self.cfg.localaddr
@@ -441,52 +442,15 @@ class TunnelServer:
                         log.info("session from %s (conv %#010x) closed", peer, session.conv)
 
     def close(self) -> None:
+        """Stop accepting and close every session: their open streams get a FIN (D61) in
+        the sessions' final flush, without waiting for ACKs (as the client's close)."""
         if self.listener is not None:
             self.listener.close()
+        for session in list(self.sessions):
+            session.close(0.0)
 
 
 # ---------------------------------------------------------------------- process
-
-
-class _Formatter(logging.Formatter):
-    """Go's ``log`` layout (``2006/01/02 15:04:05 message``) for the tunnel's own lines;
-    warnings and kcpgo's library records also name their level and logger. ``tag`` goes
-    before the message (``"worker 1: "`` in a ``--workers`` process)."""
-
-    def __init__(self, tag: str = "") -> None:
-        tag = tag.replace("%", "%%")
-        super().__init__(f"%(asctime)s {tag}%(message)s", "%Y/%m/%d %H:%M:%S")
-        self._named = logging.Formatter(
-            f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s", "%Y/%m/%d %H:%M:%S")
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.levelno >= logging.WARNING or record.name != log.name:
-            return self._named.format(record)
-        return super().format(record)
-
-
-def setup_logging(cfg: TunnelConfig) -> logging.Handler:
-    """Log to ``--log`` (appended) or stderr: the tunnel's INFO lines and kcpgo's WARNINGs."""
-    handler: logging.Handler
-    if cfg.log:
-        handler = logging.FileHandler(cfg.log, mode="a", encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    pkg = logging.getLogger("kcpgo")
-    pkg.addHandler(handler)
-    if pkg.level == logging.NOTSET or pkg.level > logging.WARNING:
-        pkg.setLevel(logging.WARNING)
-    log.setLevel(logging.INFO)
-    return handler
-
-
-def _tag_log_lines(tag: str) -> None:
-    """From now on this process's log lines (the handler :func:`setup_logging` installed)
-    carry ``tag`` before the message."""
-    for handler in logging.getLogger("kcpgo").handlers:
-        if isinstance(handler.formatter, _Formatter):
-            handler.setFormatter(_Formatter(tag))
 
 
 def _snmp_logger(cfg: TunnelConfig) -> None:
@@ -538,7 +502,7 @@ def run_process(cfg: TunnelConfig, tunnel: Any, reserve: Any = None, worker: int
             log.info("%s", line)
         print(f"LISTENING {address}", flush=True)
     if cfg.role == "server" and cfg.workers > 1:
-        _tag_log_lines(f"worker {worker}: ")     # which process served a client
+        tag_log_lines(f"worker {worker}: ")      # which process served a client
     stop = gevent.event.Event()
     interrupted: List[bool] = []
 

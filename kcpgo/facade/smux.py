@@ -211,9 +211,10 @@ class SmuxSession(Blocking):
 
         Calls on the session's streams raise ``ConnectionResetError("smux session closed
         locally")`` from now on; waiting ``accept_stream`` calls raise ``OSError(EBADF)``.
-        Streams still open get no FIN (smux, kcptun.md §4.5): the peer notices by its
-        keepalive timeout, so close (or ``shutdown``) streams first for a clean end. Any
-        thread may call it; called from within kcpgo (a callback) it does not wait.
+        Streams still open are closed with a FIN after what they wrote (their unread bytes
+        are dropped), so the peer's reads end with EOF at once; smux sends no FIN here, and
+        its peer waits for the keepalive timeout (docs/deviations.md D61). Any thread may
+        call it; called from within kcpgo (a callback) it does not wait.
         """
         if self._closed:
             return

@@ -228,11 +228,16 @@ class SmuxDriver:
     def close(self, linger: float = LINGER) -> None:
         """Close the session (idempotent): every stream's calls raise
         ``ConnectionResetError("smux session closed locally")`` from now on, and nothing more
-        is read. Frames already written (data, FINs) keep going out and the KCP session is
-        released once the peer acknowledged all of it, or after ``linger`` seconds, like a
-        closed TCP socket's send queue. No FIN for the streams still open, as smux
-        (kcptun.md §4.5)."""
+        is read. Every stream still open is closed with a FIN after what it wrote, as closing
+        each socket would (smux sends none: the peer waits for its keepalive timeout,
+        docs/deviations.md D61). Frames already written (data, FINs) keep going out and the
+        KCP session is released once the peer acknowledged all of it, or after ``linger``
+        seconds, like a closed TCP socket's send queue."""
         if self.error is None:
+            smux = self.stack.smux
+            if smux is not None and not smux.closed:
+                for sid in list(self.streams):
+                    smux.close_stream(sid)      # its buffer stays: _die wakes its callers
             self._die(ConnectionResetError(errno.ECONNRESET, "smux session closed locally"),
                       linger)
 

@@ -465,7 +465,8 @@ class SmuxSession:
 
     def close(self) -> None:
         """Close the session locally: every stream is gone, nothing is sent (smux sends no FIN
-        on session close, kcptun.md §4.5). Idempotent."""
+        on session close, kcptun.md §4.5; kcpgo's driver closes the open streams first,
+        docs/deviations.md D61). Idempotent."""
         if not self.closed:
             self._die(SmuxSessionClosed("smux session closed locally"))
             self.error = None
