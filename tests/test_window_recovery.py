@@ -27,6 +27,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from typing import List, Tuple
 
 import pytest
@@ -34,7 +35,8 @@ import pytest
 from kcpgo.sansio import Connection
 from kcpgo.sansio.kcpdefs import WINS_RETRIES
 from kcpgo.sansio.memnet import LinkProfile, Network
-from kcpgo.sansio.wire import CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, decode_segments
+from kcpgo.sansio.wire import (CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, Segment, decode_segments,
+                               encode_segment)
 from kcpgo.snmp import Snmp
 
 CONV = 0x1234
@@ -188,7 +190,7 @@ SCRIPT = textwrap.dedent('''
     raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     raw.bind(("127.0.0.1", 0))
     raw.settimeout(2)
-    c = kcpgo.dial(raw.getsockname(), timeout=5, window=(128, 128))
+    c = kcpgo.dial(raw.getsockname(), timeout=5, window=(128, 128), stream=True)
     c.sendall(b"hi")
     d, addr = raw.recvfrom(2000)
     conv = decode_segments(d)[0].conv
@@ -229,3 +231,83 @@ def test_bulk_acks_announce_the_window_the_reader_opened():
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res == {"idle": [88], "reading": [128], "read": 80}, res
+
+
+WORKER = textwrap.dedent('''
+    from gevent import monkey; monkey.patch_all()
+    import sys, time
+    import gevent, kcpgo
+    c = kcpgo.dial(("127.0.0.1", int(sys.argv[1])), timeout=5, window=(128, 128))
+    c.settimeout(None)
+    c.sendall(b"hi")
+    if sys.argv[2] == "flaky":          # on_update raises once, during a bulk batch
+        chan = c._chan
+        orig = chan.on_update
+        state = {"raised": False}
+        def flaky():
+            if not state["raised"] and chan.conn.pending_acks >= 4:
+                state["raised"] = True
+                raise RuntimeError("one failing update")
+            orig()
+        chan.on_update = flaky
+    while True:
+        c.recv(1 << 20)                 # one message: 1 byte
+        end = time.monotonic() + 0.02   # 20 ms of work on it, without yielding
+        while time.monotonic() < end:
+            pass
+        print(time.monotonic(), flush=True)
+''')
+
+
+def raw_peer_batches(mode: str, batches: int) -> Tuple[List[float], List[float], str]:
+    """This process is the raw peer of a monkey-patched kcpgo client (WORKER) whose reader
+    works 20 ms on each message. Sends ``batches`` datagrams of 20 one-byte messages, one
+    after the other once the previous one is ACKed (5 s each at most); returns when each
+    batch's ACK came (``time.monotonic``, system-wide), when the reader finished each
+    message, and its stderr."""
+    import socket
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.settimeout(5)
+    child = subprocess.Popen([sys.executable, "-c", WORKER, str(raw.getsockname()[1]), mode],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    acks: List[float] = []
+    try:
+        d, addr = raw.recvfrom(2000)
+        conv = decode_segments(d)[0].conv
+        for first in range(0, 20 * batches, 20):
+            raw.sendto(b"".join(encode_segment(Segment(conv, CMD_PUSH, 0, 128, 0, sn, 1, b"z"))
+                                for sn in range(first, first + 20)), addr)
+            try:
+                while not any(s.cmd == CMD_ACK and s.una >= first + 20
+                              for s in decode_segments(raw.recvfrom(2000)[0])):
+                    pass
+                acks.append(time.monotonic())
+            except socket.timeout:
+                acks.append(float("inf"))
+        time.sleep(20 * batches * 0.02 + 0.5)      # the reader's work on them all
+    finally:
+        child.kill()
+        out, err = child.communicate(timeout=10)
+        raw.close()
+    return acks, [float(x) for x in out.split()], err
+
+
+def test_a_reader_working_on_each_message_does_not_hold_the_acks():
+    """A reviewer's finding on D60's first form (the ACKs went out at the end of the woken
+    reader's turn): a reader that works 20 ms on each of 20 messages held them 400 ms, and
+    the sender's RTT estimate with them. Expected: the batch's ACK leaves at the reader's
+    first read (the window it opens, 109 of 128, is more than half), before it has finished
+    its second message."""
+    acks, done, err = raw_peer_batches("plain", 1)
+    assert len(done) >= 2, err[-2000:]
+    assert acks[0] < done[1], (acks, done[:3])
+
+
+def test_a_failing_update_does_not_stop_the_acks():
+    """A reviewer's finding: if the application's wake-up raised during a bulk batch (the
+    reader logs it and goes on), the batch's flush was never queued and the flag that says
+    it is stayed set: the session never ACKed a bulk batch again. Expected: every batch is
+    ACKed (within 5 s each)."""
+    acks, _, err = raw_peer_batches("flaky", 3)
+    assert all(a != float("inf") for a in acks), (acks, err[-2000:])

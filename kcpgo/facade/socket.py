@@ -113,9 +113,11 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
             return left[:n]
         conn = self._conn
         data = conn.recv_stream(n) if conn.stream else conn.recv()
-        if data and len(data) > n:
-            self._leftover = data[n:]
-            data = data[:n]
+        if data:
+            self._chan.data_taken()         # a bulk batch's ACKs waited for it (D60)
+            if len(data) > n:
+                self._leftover = data[n:]
+                data = data[:n]
         # Even a call that returns nothing may have consumed zero-length messages: the
         # descriptor follows "recv would not block" after every attempt (D22).
         if self._fd is not None:
@@ -130,6 +132,7 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
         stream mode up to ``n`` bytes (or one longer segment). Returns it."""
         left = self._leftover
         conn = self._conn
+        more = b""
         if conn.stream:
             if len(left) < n:
                 more = conn.recv_stream(n - len(left))
@@ -139,6 +142,8 @@ class KCPSocket(SocketFacade, SocketExtras, OOBMixin):
             more = conn.recv()
             if more:
                 left = self._leftover = bytes(more)
+        if more:
+            self._chan.data_taken()         # a bulk batch's ACKs waited for it (D60)
         if conn.window_update_due:
             self._chan.kick()               # the window reopened: tell the peer
         return left

@@ -22,13 +22,13 @@ import errno
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from ..address import format_address
 from ..sansio.connection import Connection
 from ..sansio.ratelimit import TokenBucket
 from . import busypoll
 from .busypoll import ARM_SCORE, ARM_WINDOW, SCORE_MAX, SPIN_MAX
 from .clock import monotonic as _monotonic
 from .clock import now_ms
+from .diagnosis import peer_failure, unheard
 from .pacing import ACKS_UNPACED, PACE_QUEUE_MS, PACE_TICK_MS, Pacing, pace_queue_limit
 from .scheduler import Timer
 from .udp import UDPEndpoint
@@ -60,7 +60,9 @@ class Channel(Pacing):
 
     __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "local", "passive",
                  "runtime", "timer", "on_update", "error", "released", "_on_release",
-                 "_acks_scheduled", "_ack_at", "_answers", "_idle_ms", "last_rx", "heard",
+                 "_acks_scheduled", "_acks_on_read", "_batch_at", "_updating", "_ack_at",
+                 "_answers",
+                 "_idle_ms", "last_rx", "heard",
                  "opened", "foreign",
                  "_bucket", "_paced", "_paced_bytes", "_pace_limit", "_pace_timer",
                  "pace_drops", "_rr_sent", "_rr_score", "_rr_waiting", "_linger_timer",
@@ -90,6 +92,10 @@ class Channel(Pacing):
         self.released = False
         self._on_release = on_release
         self._acks_scheduled = False
+        #: A bulk batch's flush waits for the application's read (data_taken, D60).
+        self._acks_on_read = False
+        self._batch_at = 0                   # when that batch came (ms)
+        self._updating = False               # on_update runs from _post_io
         #: ms by which the pending ACKs go out if no reply carries them (after_batch)
         self._ack_at: Optional[int] = None
         #: whether the application's last send came within an interval of a received batch
@@ -240,11 +246,14 @@ class Channel(Pacing):
                 self._rr_score = 0
         conn = self.conn
         pending = conn.pending_acks
-        # A bulk batch (D60): its flush waits until the reader _post_io wakes (a greenlet of
-        # this hub) has had its turn, so that its ACKs announce the window that read opened,
-        # not the one the batch filled, and carry what the reader sent. On a lossy 50 ms link
-        # that is ~15 % more data in flight, and no closed window after a filled hole.
-        after_read = pending >= ACK_PROMPT and self._bucket is None
+        # A bulk batch (D60): its flush waits for the application's reads (data_taken), so
+        # that its ACKs announce the window they opened, not the one the batch filled: on a
+        # lossy 50 ms link ~15 % more data in flight, and no closed window after a filled
+        # hole. A reader woken by _post_io (a greenlet of this hub, or the smux driver at
+        # once) reads before the loop's next turn, which sends it anyway (_send_acks);
+        # ack_nodelay and rate-limited sessions ACK as before.
+        after_read = (pending >= ACK_PROMPT and self._bucket is None
+                      and not conn.ack_nodelay)
         schedule = False
         # In a session whose application answers what it receives, pending ACKs alone are no
         # reason to flush now (below); a receiver that only reads ACKs at once (fresh RTT).
@@ -263,11 +272,33 @@ class Channel(Pacing):
                     self._ack_at = now + conn.interval
             else:                   # bulk batches are ACKed at once (rate limit: before)
                 self._acks_scheduled = schedule = True
-                if not after_read:
+                if after_read:
+                    self._acks_on_read = True
+                    self._batch_at = now
+                else:
                     self.runtime.call_soon(self._send_acks)
-        self._post_io(now)
-        if schedule and after_read:
-            self.runtime.call_soon(self._send_acks)   # queued after the reader's switch
+        try:
+            self._post_io(now)
+        finally:
+            if schedule and after_read and self._acks_on_read:
+                # queued after the woken reader's switch: a read sends it sooner
+                self.runtime.call_soon(self._send_acks)
+
+    def data_taken(self) -> None:
+        """The application, or the smux driver, took data from the receive queue (under the
+        stack lock): a bulk batch's flush that waited for reads goes out (D60), its ACKs
+        announcing the window the reads opened, once that window is more than half of
+        rcv_wnd or one interval after the batch, whichever comes first: a reader that works
+        on each message between reads does not hold the ACKs back longer."""
+        if not self._acks_on_read or self.released:
+            return
+        now = now_ms()
+        conn = self.conn
+        if conn.window_nearly_closed and now - self._batch_at < conn.interval:
+            return                              # more reads, or the turn's end, send them
+        self._flush_batch(now)
+        if not self._updating:
+            self._post_io(now)
 
     def fail(self, exc: BaseException) -> None:
         """Latch ``exc`` (the first one wins), stop the timer and notify."""
@@ -440,19 +471,27 @@ class Channel(Pacing):
         except OSError as exc:
             self.fail(exc)
 
+    def _flush_batch(self, now: int) -> None:
+        """The flush after_batch left for the reader's read (D60): whatever the batch made
+        due, its ACKs included."""
+        self._acks_scheduled = self._acks_on_read = False
+        out = self.conn.datagrams_to_send(now)
+        if out:
+            self._transmit(out)
+
     def _send_acks(self) -> None:
-        """A bulk batch's ACKs, on the loop turn after it (D60: after the woken reader's).
-        Without a rate limit, with whatever else the batch made due (after_batch left its
-        flush to this call); with one, the ACKs alone, which never wait for the bucket."""
+        """A bulk batch's ACKs, on the loop turn after it (D60: after the woken reader's
+        turn, unless its read sent them already). With a rate limit, the ACKs alone, which
+        never wait for the bucket."""
+        if not self._acks_scheduled:
+            return                              # data_taken sent them
         self._acks_scheduled = False
         conn = self.conn
         if self.released:
             return
         now = now_ms()
-        if self._bucket is None:
-            out = conn.datagrams_to_send(now)
-            if out:
-                self._transmit(out)
+        if self._acks_on_read:
+            self._flush_batch(now)
         elif not conn.pending_acks:
             return
         elif not ACKS_UNPACED and self._held(now):
@@ -489,14 +528,13 @@ class Channel(Pacing):
 
     def _post_io(self, now: int) -> None:
         conn = self.conn
-        if conn.dead and self.error is None:
-            what = (f"its closed receive window was probed {conn.dead_link} times without an "
-                    f"answer" if conn.probes_unanswered >= conn.dead_link else
-                    f"a segment was sent {conn.dead_link} times")
-            self.error = ConnectionResetError(
-                errno.ECONNRESET, f"peer stopped acknowledging ({what})"
-                + self.unheard_suffix(now, failing=True))
-        self.on_update()
+        if (conn.peer_restarted or conn.dead) and self.error is None:
+            self.error = peer_failure(self, now)
+        self._updating = True
+        try:
+            self.on_update()
+        finally:
+            self._updating = False
         if self.error is not None or self.released:
             self.timer.cancel()              # a dead (or, by on_update, closed) session rests
             return
@@ -544,50 +582,10 @@ class Channel(Pacing):
         return "" if self.heard else "; " + self.diagnosis(now, failing)
 
     def diagnosis(self, now: Optional[int] = None, failing: bool = False) -> str:
-        """Why nothing valid may have come from the peer yet, with the counters that say what
-        did arrive (docs/deviations.md D33); ``""`` once a valid datagram arrived. Cheap to
-        keep: the counts are taken on the failure paths only. ``failing``: for the error that
-        ends the session (dead link, idle timeout), which then sends no more."""
-        if self.heard:
-            return ""
-        if now is None:
-            now = now_ms()
-        codec = self.conn.codec
-        csum, bad, other = codec.csum_errors, codec.input_errors, self.foreign
-        text = (f"no valid datagram received from {format_address(self.peer)} in "
-                f"{(now - self.opened) / 1000:.1f} s")
-        facts = []
-        if csum:
-            facts.append(f"{csum} datagram{'s' * (csum != 1)} from it failed the "
-                         f"checksum/authentication (InCsumErrors)")
-        if bad:
-            facts.append(f"{bad} from it {'were' if bad != 1 else 'was'} not KCP for conv "
-                         f"{self.conv:#x} (KCPInErrors)")
-        if other:
-            facts.append(f"{other} came from other addresses and {'were' if other != 1 else 'was'}"
-                         f" dropped (InErrs)")
-        icmp = self.endpoint.icmp
-        unreachable = icmp.about(self.peer) if icmp is not None else ""
-        if unreachable:
-            facts.append(unreachable)
-        if facts:
-            text += "; " + ", ".join(facts)
-        if csum or bad:
-            return text + ": check that key/crypt/FEC settings match the peer's"
-        if unreachable:
-            return text + (": check the address and port, and that the peer is running" + (
-                "" if failing else " (the session keeps sending: a server that starts later "
-                                   "is reached)"))
-        if other:
-            return text + (": the peer may answer from another address (a multi-homed server: "
-                           "dial the address it replies from, or make it listen on that one)")
-        if not self.conn.waitsnd:
-            return text + (" (nothing was sent yet: KCP has no handshake, a peer hears of a "
-                           "session from its first data)")
-        return text + (": nothing came back; check the address and port, that the peer is "
-                       "running, and that key/crypt/FEC settings match (a kcp-go or kcpgo "
-                       "server drops datagrams it cannot decrypt without answering)")
-
+        """Why nothing valid may have come from the peer yet (:func:`diagnosis.unheard`,
+        docs/deviations.md D33); ``""`` once a valid datagram arrived. ``failing``: for the
+        error that ends the session (dead link, idle timeout), which then sends no more."""
+        return "" if self.heard else unheard(self, now_ms() if now is None else now, failing)
 
 def _nothing() -> None:
     pass

@@ -340,6 +340,7 @@ class SmuxDriver:
         accepted = False
         smux = stack.smux
         queue, limit = self.accept_queue, self.accept_limit
+        took = False
         while not stack.receive_paused and (len(queue) < limit or not limit):
             # streams waiting to be accepted pause reading, as smux's accept backlog does
             # (D41); at most what the bucket takes (KCP hands at least one segment): memory stays
@@ -348,11 +349,14 @@ class SmuxDriver:
             data = conn.recv_stream(room if room < _READ else _READ)
             if not data:
                 break
+            took = True
             events = stack.receive(data, now_ms())
             if events and self._events(events, touched):
                 accepted = True
             if self.error is not None:
                 break
+        if took:
+            self.chan.data_taken()      # a bulk batch's ACKs waited for this read (D60)
         return accepted
 
     def _events(self, events: List[object], touched: Dict[int, StreamBuffer]) -> bool:

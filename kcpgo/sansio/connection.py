@@ -213,6 +213,23 @@ class Connection:
         return self.kcp.pending_acks
 
     @property
+    def window_nearly_closed(self) -> bool:
+        """Whether the next flush would announce a receive window of at most half
+        ``rcv_wnd`` (the application has not read what fills the rest; §1.7). A driver that
+        lets ACKs wait for a read sends them once this is False (docs/deviations.md D60)."""
+        kcp = self.kcp
+        return kcp._free_window() * 2 <= kcp.rcv_wnd
+
+    @property
+    def peer_restarted(self) -> bool:
+        """Whether the peer's KCP state was found new: after it had acknowledged our earlier
+        segments and sent us data, it acknowledges segments in flight with una 0, twice at
+        least 200 ms apart (a restarted server, or a kcp-go listener that closed this session
+        and made a new one for our address; docs/deviations.md D62). Neither direction can
+        deliver again."""
+        return self.kcp.peer_restarted
+
+    @property
     def window_update_due(self) -> bool:
         """Whether a read or a larger receive window opened the window well beyond what the
         peer was last told (a WINS waits for the next flush, due at once; §1.7, D35)."""

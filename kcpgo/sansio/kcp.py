@@ -112,9 +112,15 @@ class KCP(InputMixin, OutputMixin):
         #: Recovery of a lost window update (docs/deviations.md D60; off by default, as in
         #: kcp-go; the sockets turn it on). Sender: while the peer's window is closed, one
         #: WASK goes out after rx_rto, before the ``probe_init`` schedule. Receiver: a WINS
-        #: that announced an opened window is repeated (rx_rto, then twice the wait each
-        #: time, at most ``WINS_RETRIES`` times) until a PUSH or WASK shows the peer heard.
+        #: that reopened a window the peer was told is 0 is repeated (rx_rto, then twice the
+        #: wait each time, at most ``WINS_RETRIES`` times) until a PUSH or WASK shows the
+        #: peer heard.
         self.window_recovery = False
+        #: D62: the peer's KCP state was found new (it acknowledges segments in flight with
+        #: una 0 after it had acknowledged earlier ones): a restarted peer. Nothing here acts
+        #: on it; the runtime fails the session.
+        self.peer_restarted = False
+        self._restart_seen: Optional[int] = None
         self._early_probe_until = 0      # the regular probe's time while the early one waits
         self._wins_at = 0                # when the window update is repeated (0: never)
         self._wins_wait = 0

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from operator import index
 
-from .kcpdefs import (ASK_TELL, FASTACK, FLUSH_ACK_ONLY, FLUSH_FULL, HALF, MASK, RTO_MAX, TS,
-                      unpack_header)
+from .kcpdefs import (ASK_TELL, FASTACK, FLUSH_ACK_ONLY, FLUSH_FULL, HALF, MASK,
+                      RESTART_CONFIRM, RTO_MAX, TS, unpack_header)
 from .wire import CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD
 
 __all__ = ["InputMixin"]
@@ -52,6 +52,7 @@ class InputMixin:
             msg_end = rcv_nxt + rq[0][0] + 1 - len(rq)
         latest_ts = -1
         window_slid = False
+        restarted = False
         repeats = 0
         nsegs = 0
         ret = 0
@@ -109,7 +110,10 @@ class InputMixin:
                 else:
                     repeats += 1
             elif cmd == CMD_ACK:
-                self._on_ack(((sn - snd_una + HALF) & MASK) - HALF + snd_una, ts, snd_una)
+                acked = ((sn - snd_una + HALF) & MASK) - HALF + snd_una
+                if una == 0 and d < 0 and acked >= snd_una:
+                    restarted = True        # in flight, acked by a peer that has nothing (D62)
+                self._on_ack(acked, ts, snd_una)
                 latest_ts = ts
             elif cmd == CMD_WASK:
                 self.probe |= ASK_TELL
@@ -134,6 +138,10 @@ class InputMixin:
         if ret:
             return ret
         snmp.InSegs += nsegs
+        if restarted and regular and rcv_nxt:
+            self._restart_evidence(now)
+        elif window_slid:
+            self._restart_seen = None           # the peer's una moves on: it is the same
         if latest_ts >= 0 and regular:
             rtt = ((now - latest_ts + HALF) & MASK) - HALF
             if rtt >= 0:
@@ -148,6 +156,21 @@ class InputMixin:
         elif self.ack_nodelay and acks and self.flush_requested < FLUSH_ACK_ONLY:
             self.flush_requested = FLUSH_ACK_ONLY
         return 0
+
+    def _restart_evidence(self, now: int) -> None:
+        """D62: a datagram acknowledged a segment in flight with una 0, although the peer had
+        acknowledged our earlier segments and sent us data: its KCP state is new (a restarted
+        peer, or a kcp-go listener that closed the session and made a new one for the same
+        address), and neither direction can deliver again. A single such datagram could be a
+        stale one from the session's first window; a second one at least
+        ``RESTART_CONFIRM`` ms later sets :attr:`peer_restarted`. (A peer that never sent us
+        data is left alone: its new session's data is still in sequence for us, so an smux
+        peer's first frame can still name a framing mismatch, D43.)"""
+        seen = self._restart_seen
+        if seen is None:
+            self._restart_seen = now
+        elif now - seen >= RESTART_CONFIRM:
+            self.peer_restarted = True
 
     def _trim_holes(self, snd_una: int) -> None:
         holes = self._holes

@@ -72,10 +72,11 @@ class OutputMixin:
             self._repeat_window_update(now, wnd)
         probe = self.probe
         if probe:
-            if probe & ASK_TELL and self.window_recovery and wnd and \
-                    self.wnd_sent * 2 <= self.rcv_wnd and not self._wins_at:
-                # this WINS announces a window that opened: repeat it until the peer shows
-                # it heard (D60)
+            if probe & ASK_TELL and self.window_recovery and wnd and self.wnd_sent == 0 \
+                    and not self._wins_at:
+                # this WINS reopens a window the peer was told is closed: a sender with
+                # nothing in flight waits for it, so repeat it until the peer shows it heard
+                # (D60; a window told small but open reopens with the ACKs of what it sends)
                 self._wins_tries = 0
                 self._wins_wait = self.rx_rto if self.rx_rto > self.interval else self.interval
                 self._wins_at = now + self._wins_wait
@@ -214,7 +215,7 @@ class OutputMixin:
         return out
 
     def _repeat_window_update(self, now: int, wnd: int) -> None:
-        """D60, receiver: the WINS that announced an opened window may have been lost, and no
+        """D60, receiver: the WINS that reopened a closed window may have been lost, and no
         PUSH or WASK came since: send it again, while the window is still open, at most
         ``WINS_RETRIES`` times, each wait twice the last."""
         if wnd and self._wins_tries < WINS_RETRIES:

@@ -26,6 +26,7 @@ PROBE_INIT = 7000     # [5.6.1]
 PROBE_INIT_LATEST = 500   # [latest]
 PROBE_LIMIT = 120000
 WINS_RETRIES = 4      # D60: repeats of a WINS that announced an opened window
+RESTART_CONFIRM = 200  # D62: ms between two signs of a restarted peer
 MAX_FRAGMENTS = 255   # §1.5: kcp-go's Send refuses more
 #: D20: default fragment limit of a message-mode ``KCP.send``. A message is only delivered once
 #: all its fragments fit the receiver's rcv_queue (rcv_wnd segments, skywind3000/kcp#140), and

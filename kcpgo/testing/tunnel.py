@@ -158,10 +158,14 @@ class TunnelProcess:
             head = self.python + ["-m", "kcpgo", "tunnel", self.role]
         return head + ["-l", listen, other, hostport(self.peer)] + self.flags
 
-    def start(self, timeout: float = 15.0) -> "TunnelProcess":
+    def start(self, timeout: float = 15.0, port: int = 0) -> "TunnelProcess":
         # kcptun-server does not report the port of ":0", so it gets a free one; our CLI and
-        # kcptun-client listen on port 0 and report the address.
-        udp_port = free_port() if (self.role, self.impl) == ("server", "kcptun") else 0
+        # kcptun-client listen on port 0 and report the address. ``port``: a server's UDP
+        # port (a server restarted on its port).
+        if port and self.role != "server":
+            raise ValueError("port= is for a server's UDP port")
+        udp_port = port or (free_port() if (self.role, self.impl) == ("server", "kcptun")
+                            else 0)
         listen = f"127.0.0.1:{udp_port}"
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

@@ -298,6 +298,38 @@ def test_kcptun_client_to_our_tunnel_server(flags, smux, framing):
         assert cli.proc.poll() is None and srv.proc.poll() is None
 
 
+@needs_cli
+def test_our_tunnel_client_recovers_from_a_kcptun_server_restart():
+    """D62, a new user's finding: kcptun-server restarted on its port while our tunnel client
+    kept its session. kcp-go's new listener makes a new session for our address, which
+    acknowledges our segments with una 0 and sends its data from sn 0 again, below ours:
+    nothing can be delivered either way, yet datagrams keep coming, so neither the dead link
+    nor the keepalive fired for ~58-89 s (kcptun's own client: 58-59 s), and nothing was
+    logged. Expected: the client sees the restart, logs it, dials a new session, and a new
+    connection through it is echoed within 15 s of the restart (measured: 4 s)."""
+    with EchoServer() as echo:
+        srv = TunnelProcess("kcptun", "server", echo.address, COMMON).start()
+        try:
+            with TunnelProcess("kcpgo", "client", srv.address,
+                               COMMON + ["--conn", "1"]) as cli:
+                data = payload(100_000, 1)
+                assert echo_exchange(cli.address, data, timeout=20) == data
+                port = srv.address[1]
+                srv.close()
+                srv = TunnelProcess("kcptun", "server", echo.address, COMMON).start(port=port)
+                t0 = time.monotonic()
+                echoed = b""
+                while not echoed and time.monotonic() - t0 < 15:
+                    try:
+                        echoed = echo_exchange(cli.address, b"hello", timeout=3)
+                    except OSError:
+                        time.sleep(0.2)
+                assert echoed == b"hello", cli.output()[-3000:]
+                assert "KCP session restarted" in cli.output(), cli.output()[-3000:]
+        finally:
+            srv.close()
+
+
 # =========================================================================== benchmark tool
 
 
