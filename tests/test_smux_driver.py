@@ -489,6 +489,22 @@ def test_session_close_ends_the_peers_open_streams(closing, version, compression
             x.recv(1)
 
 
+@pytest.mark.parametrize("linger", [10.0, 0.0])
+def test_session_close_sends_the_fins_with_or_without_linger(closing, linger):
+    """A reviewer's finding: the driver's close without linger (taken when the runtime's
+    thread has ended) released the session before its FINs reached KCP, so the peer's
+    stream never ended. Expected with both: the peer reads EOF (D61)."""
+    lst = listen(closing, mode="fast3")
+    sess = dial(closing, lst.getsockname(), mode="fast3")
+    c, s = connect(lst, sess)
+    c.sendall(b"hi")
+    assert read_exactly(s, 2) == b"hi"
+    with sess._runtime.lock:
+        sess._driver.close(linger)
+    s.settimeout(5)
+    assert s.recv(10) == b""
+
+
 def _written_and_closed_through_loss(closing, seed):
     """A fast3 session through a relay losing 10 % each way, 300 KB written on one stream
     and the stream closed (its FIN queued): ``(listener, session, data)``."""

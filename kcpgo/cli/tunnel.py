@@ -45,6 +45,7 @@ from gevent import socket as gsocket
 
 from .. import MODES, dial_smux, listen_smux, set_runtime
 from ..address import bind_plan, format_address
+from ..runtime.iothread import LINGER_AT_EXIT
 from ..runtime.modes import ENV_VAR
 from ..server_workers import WorkerPool, ready
 from ..snmp import DEFAULT_SNMP
@@ -340,10 +341,16 @@ class TunnelClient:
                     keep.append((session, deadline, name))
             self.expiring = keep
 
+    def sessions_closed(self) -> List[Any]:
+        """The sessions :meth:`close` closed."""
+        return ([slot.session for slot in self.slots if slot is not None]
+                + [session for session, _, _ in self.expiring])
+
     def close(self) -> None:
         """Stop accepting and close every session (KCP's final flush, with a FIN for each
-        open stream, D61), without waiting for ACKs (a signal must end the process at once,
-        as kcptun's does); a unix-socket ``--localaddr`` is removed, as Go's listener does."""
+        open stream, D61), without waiting for ACKs (``run_process`` then waits at most
+        ``LINGER_AT_EXIT``, 1 s, for them); a unix-socket ``--localaddr`` is removed, as Go's
+        listener does."""
         if self.listener is not None:
             self.listener.close()
             path = self.cfg.localaddr
@@ -441,9 +448,13 @@ class TunnelServer:
                     else:
                         log.info("session from %s (conv %#010x) closed", peer, session.conv)
 
+    def sessions_closed(self) -> List[Any]:
+        """The sessions :meth:`close` closed."""
+        return list(self.sessions)
+
     def close(self) -> None:
-        """Stop accepting and close every session: their open streams get a FIN (D61) in
-        the sessions' final flush, without waiting for ACKs (as the client's close)."""
+        """Stop accepting and close every session: their open streams get a FIN (D61) after
+        what they wrote, without waiting for ACKs (as the client's close)."""
         if self.listener is not None:
             self.listener.close()
         for session in list(self.sessions):
@@ -451,6 +462,15 @@ class TunnelServer:
 
 
 # ---------------------------------------------------------------------- process
+
+
+def _linger(tunnel: Any) -> None:
+    """Up to :data:`LINGER_AT_EXIT` for the closed sessions to deliver what they still hold
+    (their streams' FINs come after it, D61), as an unpatched program's exit waits (D48); a
+    session with more unsent than that leaves its peer to the keepalive timeout."""
+    deadline = monotonic() + LINGER_AT_EXIT
+    while monotonic() < deadline and any(s.lingering for s in tunnel.sessions_closed()):
+        gevent.sleep(0.01)
 
 
 def _snmp_logger(cfg: TunnelConfig) -> None:
@@ -529,6 +549,7 @@ def run_process(cfg: TunnelConfig, tunnel: Any, reserve: Any = None, worker: int
         for h in handlers:
             h.cancel()
         tunnel.close()
+        _linger(tunnel)
         if pool is not None:
             pool.stop(gevent.sleep)
     if server.dead and server.exception is not None:

@@ -266,6 +266,12 @@ class SmuxSession(Blocking):
         return self._closed or self._driver.error is not None
 
     @property
+    def lingering(self) -> bool:
+        """True while a locally closed session still delivers what was written (its FINs
+        included) in the background (:meth:`close`)."""
+        return self._closed and not self._driver.closed
+
+    @property
     def error(self) -> Optional[BaseException]:
         """Why the session died (a ``ConnectionResetError`` naming it), or ``None``."""
         return None if self._closed and _local(self._driver.error) else self._driver.error

@@ -61,9 +61,7 @@ class Channel(Pacing):
     __slots__ = ("conn", "conv", "receive_payload", "endpoint", "peer", "local", "passive",
                  "runtime", "timer", "on_update", "error", "released", "_on_release",
                  "_acks_scheduled", "_acks_on_read", "_batch_at", "_updating", "_ack_at",
-                 "_answers",
-                 "_idle_ms", "last_rx", "heard",
-                 "opened", "foreign",
+                 "_answers", "_idle_ms", "last_rx", "heard", "opened", "foreign",
                  "_bucket", "_paced", "_paced_bytes", "_pace_limit", "_pace_timer",
                  "pace_drops", "_rr_sent", "_rr_score", "_rr_waiting", "_linger_timer",
                  "__weakref__")

@@ -481,6 +481,8 @@ class SmuxDriver:
             for w in self.stack.writes():           # FINs and data not yet taken
                 self._out.append(w)
                 self._out_bytes += len(w)
+        elif not self.chan.released and self.chan.error is None:
+            self._write_out()       # what fits the window (FINs too) goes in the final flush
         smux = self.stack.smux
         if smux is not None:
             smux.close()

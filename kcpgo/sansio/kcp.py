@@ -121,6 +121,9 @@ class KCP(InputMixin, OutputMixin):
         #: on it; the runtime fails the session.
         self.peer_restarted = False
         self._restart_seen: Optional[int] = None
+        #: ms (u32) at which our snd_una first left 0: later segments reached a peer that
+        #: had our sn 0 (D62). Far in the future until then.
+        self._una_moved_at = 0x7FFFFFFF
         self._early_probe_until = 0      # the regular probe's time while the early one waits
         self._wins_at = 0                # when the window update is repeated (0: never)
         self._wins_wait = 0
