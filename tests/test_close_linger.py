@@ -55,9 +55,11 @@ def test_close_returns_at_once_and_what_was_written_arrives():
         data = os.urandom(500_000)
         c.sendall(data)
         chan = c._chan
-        assert chan.conn.waitsnd > 0            # 64-segment windows: most still queued
+        # 64-segment windows: the last chunk is usually unacknowledged here, but a clean-
+        # clone run saw every ACK in already (the reader's ACKs go out at its read, D60)
+        left = chan.conn.waitsnd
         c.close()
-        assert c.closed and chan.lingering      # returned with data left to deliver
+        assert c.closed and chan.lingering == bool(left)    # lingers exactly with data left
         with pytest.raises(OSError):
             c.send(b"more")                     # the socket itself is closed (EBADF)
         wait_until(lambda: len(b"".join(got)) == 1 + len(data), 10, "every byte")
