@@ -22,7 +22,6 @@ The fixes, each checked here:
 """
 from __future__ import annotations
 
-import heapq
 import json
 import subprocess
 import sys

@@ -20,8 +20,8 @@ def peer_failure(chan: "Channel", now: int) -> ConnectionResetError:
     if conn.peer_restarted:
         return ConnectionResetError(
             errno.ECONNRESET, "the peer's KCP session restarted: it acknowledges our data "
-            "from sn 0 again (a restarted server, or one that closed this session: a "
-            "kcptun server does on a framing mismatch: --smuxver, --nocomp)")
+            "from sn 0 again (a restarted server, or one that closed this session and made a "
+            "new one for this address)")
     what = (f"its closed receive window was probed {conn.dead_link} times without an "
             f"answer" if conn.probes_unanswered >= conn.dead_link else
             f"a segment was sent {conn.dead_link} times")
