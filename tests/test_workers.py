@@ -295,10 +295,40 @@ def test_compare_workers_interleaves_and_takes_the_ratio():
                                   ["sink", "--compare-workers", "--server", "go"],
                                   ["sink", "--workers", "2", "--compare"],
                                   ["ping", "--compare-workers"],
-                                  ["sink", "--workers", "0"]])
+                                  ["sink", "--workers", "0"],
+                                  ["sink", "--client-interval", "40"],
+                                  ["conc", "--client-interval", "0"]])
 def test_bench_worker_flags_refuse_what_they_cannot_measure(args):
     from kcpgo.cli import bench
     ap = bench.parser()
     with pytest.raises(SystemExit) as e:
         bench._check(ap, ap.parse_args(args))
     assert e.value.code == 2
+
+
+def test_client_interval_reaches_the_go_clients_only(monkeypatch):
+    """``--client-interval 40``: the Go client runs fast3 (nodelay 1, resend 2, nc 1) with a
+    40 ms interval; the server keeps gobench's default (fast3, 10 ms)."""
+    from kcpgo.cli import bench, bench_run
+    monkeypatch.setattr(bench_run, "build_gobench", lambda progress=None: "gobench")
+    ap = bench.parser()
+    a = ap.parse_args(["conc", "--client-interval", "40", "--server", "go"])
+    bench._check(ap, a)
+    client = bench_run.role_argv("go", "client", a, "127.0.0.1:1")
+    assert client[client.index("-nodelay") + 1] == "1,40,2,1"
+    assert "-nodelay" not in bench_run.role_argv("go", "server", a, "127.0.0.1:1")
+    a = ap.parse_args(["conc", "--server", "go"])
+    bench._check(ap, a)
+    assert "-nodelay" not in bench_run.role_argv("go", "client", a, "127.0.0.1:1")
+
+
+@pytest.mark.parametrize("pids, busiest", [([7, 8, 7, 8], 50.0), ([7, 7, 8, 7], 75.0),
+                                           ([7, 7, 7, 7], 100.0)])
+def test_sink_figures_report_how_the_kernel_split_the_sessions(pids, busiest):
+    """"busiest %": the share of the sessions on the busiest worker (SO_REUSEPORT's hash
+    places 4 clients on 2 workers 2+2, 3+1 or 4+0)."""
+    from kcpgo.cli.bench_workers import sink_figures
+    fig = sink_figures([{"bytes": 1000, "first": 0.0, "last": 1.0, "pid": p} for p in pids]
+                       + [{"bytes": 0, "pid": 9}])
+    assert fig["busiest %"] == busiest and fig["sessions"] == 4
+    assert fig["workers used"] == len(set(pids))

@@ -30,7 +30,8 @@ examples:
   python -m kcpgo bench tunnel --runs 3 --mb 100
   python -m kcpgo bench sink --clients 4 --workers 2       # 4 client processes, 2 workers
   python -m kcpgo bench sink --clients 4 --compare-workers --runs 3 --mb 200
-  python -m kcpgo bench conc --sessions 5000 --period 0 --compare-workers --runs 3
+  python -m kcpgo bench conc --sessions 5000 --period 0 --compare-workers --runs 3 \
+      --client-interval 40
 
 Multi-core servers (a kcpgo server; kcpgo.cli.bench_workers): --workers N serves with
 kcpgo.server.ThreadingKCPServer(workers=N), N processes on one UDP port; its CPU % and RSS
@@ -38,7 +39,14 @@ add up the processes, a sink's MB/s all sessions' bytes from the first to the la
 --clients N (sink) runs N client processes at once (--mb is their total). --compare-workers
 measures 1 worker, then --workers (default 2), --runs interleaved (default 3), and prints
 medians, the clients' CPU beside the server's, the load average and the ratio N / 1
-(the project's goal: >= 1.3).
+(the project's goal: >= 1.3). A sink's "busiest %" is the share of the sessions on the
+busiest worker: the kernel's SO_REUSEPORT hash places each client, so 4 clients on 2
+workers land 2+2 (50), 3+1 (75) or 4+0 (100) by chance.
+
+--client-interval MS (conc) sets the Go clients' KCP interval (fast3 otherwise: 10 ms; the
+server keeps fast3). kcp-go 5.6.1 flushes every session each interval, busy or not: 5,000
+idle Go sessions at 10 ms use ~60 % of a core on their own (measured), which a machine whose
+cores the load generator shares takes from the server. 40 is kcptun's "normal" mode.
 
 --runtime says how a kcpgo end runs (both ends of a kcpgo pair; other ends ignore it):
   patched    gevent.monkey.patch_all() is the end's first statement, before kcpgo is
@@ -174,6 +182,9 @@ def parser(prog: str = "python -m kcpgo bench") -> argparse.ArgumentParser:
     ap.add_argument("--ramp", type=float, default=None,
                     help="conc: seconds over which the sessions start (default: --period, "
                          "or 2 with --period 0); msgs/s counts from its end")
+    ap.add_argument("--client-interval", type=int, default=None, metavar="MS",
+                    help="conc: the Go clients' KCP interval, ms (default: fast3's 10; "
+                         "the server is unchanged)")
     ap.add_argument("--workers", type=int, default=None,
                     help="kcpgo server: N worker processes on one port (ThreadingKCPServer)")
     ap.add_argument("--clients", type=int, default=1,
@@ -372,6 +383,9 @@ def _check_workers(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         ap.error("--clients and --workers must be at least 1")
     if a.clients > 1 and a.mode != "sink":
         ap.error("--clients: mode sink only (conc has --sessions)")
+    if a.client_interval is not None and (a.mode != "conc" or not 1 <= a.client_interval
+                                          <= 5000):
+        ap.error("--client-interval: mode conc only, 1 to 5000 ms")
     if a.compare_workers:
         a.workers = a.workers or 2
         if a.mode not in ("sink", "conc") or a.compare or a.compare_runtimes \

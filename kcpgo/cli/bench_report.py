@@ -45,6 +45,8 @@ FIGURE_MEANINGS = {
              "retransmission), percent of the segments it received (RepeatSegs / InSegs)",
     "sessions": "sink with --workers/--clients: sessions that received data",
     "workers used": "sink with --workers/--clients: server processes that received data",
+    "busiest %": "sink with --workers/--clients: the sessions on the busiest of those "
+                 "processes, percent of all (the kernel's SO_REUSEPORT hash places them)",
 }
 
 
@@ -60,10 +62,13 @@ def print_results(a: argparse.Namespace, results: List[Dict[str, Any]]) -> None:
                           "results": results}, indent=1))
         return
     keys = list(next((r["median"] for r in results if r["median"]), {}))
+    interval = getattr(a, "client_interval", None)
     print(f"\n{a.mode}: crypt={a.crypt or 'off'} fec={a.fec} mtu={a.mtu} "
           f"wnd={a.sndwnd}/{a.rcvwnd} size={a.size} runtime={a.runtime} "
           f"{'after accept' if a.after_accept else 'kcpgo server at listen'}"
-          f"{f' {a.mb:g} MB' if a.mb else ''} ({_runs_text(a.runs)})")
+          f"{f' {a.mb:g} MB' if a.mb else ''}"
+          f"{f' client interval {interval} ms' if interval else ''}"
+          f" ({_runs_text(a.runs)})")
     print(f"{'client -> server':22}" + "".join(f"{k:>16}" for k in keys))
     for r in results:
         name = f"{r['client'] + ' -> ' + r['server']:22}"

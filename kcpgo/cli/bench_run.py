@@ -117,7 +117,9 @@ def role_argv(impl: str, role: str, a: argparse.Namespace, addr: str) -> List[st
             "-period", str(getattr(a, "period", 1.0)),
             "-ramp", str(-1 if getattr(a, "ramp", None) is None else a.ramp),
             "-idle", str(a.idle), "-sockbuf", str(4 << 20), "-bytes", str(int(a.mb * 1e6)),
-            "-stall", str(a.stall), "-sample", str(SAMPLE_EVERY)]
+            "-stall", str(a.stall), "-sample", str(SAMPLE_EVERY)] + (
+                ["-nodelay", f"1,{a.client_interval},2,1"]      # fast3 with that interval
+                if role == "client" and getattr(a, "client_interval", None) else [])
 
 
 class Child:

@@ -22,6 +22,7 @@ import os
 import resource
 import sys
 import time
+from collections import Counter
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type
 
 from ..testing.process import running
@@ -122,15 +123,18 @@ def session_reports(lines: List[str], count: int, timeout: float,
 
 
 def sink_figures(sessions: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """MB/s over all sessions (first byte of any to last byte of any), and how many sessions
-    and worker processes received data. ``RuntimeError`` if none did."""
+    """MB/s over all sessions (first byte of any to last byte of any), how many sessions
+    and worker processes received data, and the busiest worker's share of those sessions
+    (percent). ``RuntimeError`` if none did."""
     got = [s for s in sessions if s.get("bytes")]
     if not got:
         raise RuntimeError(f"no session received data: {sessions!r}")
     total = sum(s["bytes"] for s in got)
     span = max(s["last"] for s in got) - min(s["first"] for s in got)
+    per_worker = Counter(s.get("pid") for s in got)
     return {"MB/s": total / max(span, 1e-9) / 1e6, "s": span, "sessions": len(got),
-            "workers used": len({s.get("pid") for s in got})}
+            "workers used": len(per_worker),
+            "busiest %": 100.0 * max(per_worker.values()) / len(got)}
 
 
 def compare_workers(a: argparse.Namespace, measure: Callable[..., Dict[str, Any]],
@@ -166,11 +170,18 @@ def compare_workers(a: argparse.Namespace, measure: Callable[..., Dict[str, Any]
     return {"mode": a.mode, "crypt": a.crypt or None, "fec": a.fec, "size": a.size,
             "client": a.client, "clients": a.clients, "sessions": a.sessions,
             "period": a.period, "ramp": getattr(a, "ramp", None), "runs_per_count": a.runs,
+            "client_interval": getattr(a, "client_interval", None),
             "workers": list(counts),
             "loadavg": [list(x) for x in load], "nproc": os.cpu_count(),
             "results": results, "figure": k, "ratio": ratio,
             "target": {"op": ">=", "bound": WORKERS_TARGET,
                        "met": None if ratio is None else ratio >= WORKERS_TARGET}}
+
+
+def _interval_text(a: argparse.Namespace) -> str:
+    """", client interval N ms" with --client-interval, else ""."""
+    ms = getattr(a, "client_interval", None)
+    return f", client interval {ms} ms" if ms else ""
 
 
 def print_workers_comparison(a: argparse.Namespace, doc: Dict[str, Any]) -> None:
@@ -185,7 +196,7 @@ def print_workers_comparison(a: argparse.Namespace, doc: Dict[str, Any]) -> None
             if a.mode == "sink" else
             f"{a.sessions} {a.client} sessions x {a.size} B, "
             + ("closed loop" if not a.period else f"every {a.period:g} s")
-            + f", {a.duration:g} s")
+            + f", {a.duration:g} s" + _interval_text(a))
     la = doc["loadavg"]
     print(f"\n{a.mode}: kcpgo server, 1 worker vs {doc['workers'][1]} workers; {what}; "
           f"crypt={a.crypt or 'off'} fec={a.fec}; runtime={a.runtime}; "
