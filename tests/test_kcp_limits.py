@@ -655,6 +655,27 @@ def test_misnumbered_fragments_never_crash_kcp_recv(call):
     assert read() == b"abcdef" and not k.rcv_queue
 
 
+@pytest.mark.parametrize("call", ["recv", "recv_stream"])
+def test_recv_after_close_receiving_drains_the_queue_then_returns_nothing(call):
+    """A review's note (issue 15 stop): ``Connection.recv()`` after ``close_receiving()``
+    raised IndexError once the queue emptied while the old window still held in-order
+    segments out of it (the queue-refill rule read the head of an empty queue with a window
+    of 0). Expected, from ``close_receiving``'s contract (docs/deviations.md D59) and
+    ``recv``'s ("``None`` if none is ready"): the 4 queued messages, then nothing, with the
+    4 held segments left undelivered."""
+    b = Connection(CONV, window=(4, 4))
+    b.receive_datagram(b"".join(push(sn, b"m%d" % sn) for sn in range(8)), 0)
+    assert len(b.kcp.rcv_queue) == 4 and len(b.kcp.rcv_buf) == 4    # window 4: 4 held
+    b.close_receiving()
+    if call == "recv":
+        got = [b.recv() for _ in range(5)]
+        assert got == [b"m0", b"m1", b"m2", b"m3", None]
+    else:
+        got = [b.recv_stream(2) for _ in range(5)]
+        assert got == [b"m0", b"m1", b"m2", b"m3", b""]
+    assert len(b.kcp.rcv_buf) == 4 and b.readable() is False
+
+
 def test_kcp_set_wndsize_takes_ints_only():
     """Review of issue 10: ``KCP.set_wndsize(1.5, 32)`` was accepted and stored a float
     snd_wnd (flush then raised TypeError on ``range``); only ``Connection.set_window_size``

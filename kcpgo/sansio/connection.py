@@ -146,7 +146,9 @@ class Connection:
         """Take no more data (a closed socket's receive side, docs/deviations.md D59): the
         receive window becomes 0, so PUSHes past what was received are neither kept nor
         acknowledged (the peer keeps them, as TCP's peer after an RST) and the window
-        announced is 0; ACKs, una and duplicates are still handled. Cannot be undone."""
+        announced is 0; ACKs, una and duplicates are still handled. :meth:`recv` still returns
+        what was already queued, then ``None``; segments the old window held out of the
+        queue are not delivered. Cannot be undone."""
         self.kcp.rcv_wnd = 0
 
     @property

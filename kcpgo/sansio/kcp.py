@@ -592,7 +592,8 @@ class KCP(InputMixin, OutputMixin):
         rq = self.rcv_queue
         nxt = self.rcv_nxt
         rcv_wnd = self.rcv_wnd
-        while nxt in rb and (len(rq) < rcv_wnd or rq[0][0] >= len(rq)):
+        # (rq may be empty with a window of 0: Connection.close_receiving)
+        while nxt in rb and (len(rq) < rcv_wnd or (rq and rq[0][0] >= len(rq))):
             rq.append(rb.pop(nxt))
             nxt += 1
         self.rcv_nxt = nxt

@@ -92,7 +92,8 @@ class InputMixin:
                     # The queue holds rcv_wnd segments, more only to complete the message
                     # at its head (frg counts the fragments after it): a message of more
                     # fragments than the window must still arrive (D20).
-                    if ds == 0 and not rcv_buf and (len(rq) < rcv_wnd or rq[0][0] >= len(rq)):
+                    if ds == 0 and not rcv_buf and (len(rq) < rcv_wnd
+                                                    or (rq and rq[0][0] >= len(rq))):
                         rq.append((frg, data[off:off + ln]))   # in-order fast path
                         rcv_nxt += 1
                     elif ds >= 0:
@@ -102,7 +103,7 @@ class InputMixin:
                         else:
                             rcv_buf[s] = (frg, data[off:off + ln])
                             while rcv_nxt in rcv_buf and (len(rq) < rcv_wnd
-                                                          or rq[0][0] >= len(rq)):
+                                                          or (rq and rq[0][0] >= len(rq))):
                                 rq.append(rcv_buf.pop(rcv_nxt))
                                 rcv_nxt += 1
                     else:
