@@ -257,3 +257,54 @@ def test_verbose_lossy_reports_retransmissions_and_the_duplicates_they_caused():
     assert 0 < run["dup %"] <= 100 and 0 < run["retrans %"] <= 100, run
     from kcpgo.cli.bench_report import FIGURE_MEANINGS
     assert "dup %" in FIGURE_MEANINGS and "retrans %" in FIGURE_MEANINGS
+
+
+@needs_go
+def test_conc_client_reports_what_its_errors_were():
+    """A closed-loop conc run counted "errors" and nothing else (an invocation for issue 15
+    showed 3 with no way to tell timeouts from resets). gobench now says what each kind was:
+    3 sessions against a UDP socket that never answers all wait out ``-deadline`` on their
+    first read. Expected text: kcp-go 5.6.1's deadline error is ``errors.New("timeout")``
+    (sess.go, errTimeout)."""
+    import socket
+    from kcpgo.cli.bench_run import build_gobench
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
+        mute.bind(("127.0.0.1", 0))
+        out = subprocess.run([build_gobench(), "-role", "client", "-mode", "conc", "-addr",
+                              "127.0.0.1:%d" % mute.getsockname()[1], "-sessions", "3",
+                              "-duration", "2", "-period", "0", "-ramp", "0", "-size", "100",
+                              "-deadline", "0.5"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["errors"] == 3 and report["messages"] == 0
+    [kind] = report["error_kinds"]
+    assert kind["kind"] == "first read after 0.5 s: timeout" and kind["count"] == 3
+    assert 0.5 <= kind["first_s"] < 2
+
+
+def test_conc_errors_are_printed_with_their_kinds(capsys):
+    """Both tables that show conc's "errors" column (``--compare`` and ``--compare-workers``)
+    print, under it, each run's error kinds as gobench reported them."""
+    from kcpgo.cli import bench
+    from kcpgo.cli.bench_report import print_results
+    from kcpgo.cli.bench_run import Stalled, describe_stall
+    from kcpgo.cli.bench_workers import compare_workers, print_workers_comparison
+    kinds = [{"kind": "read after 10.0 s: timeout", "count": 3, "first_s": 12.34}]
+
+    def measure(server, client, a, label):
+        return {"msgs/s": 100.0, "errors": 3 if a.workers == 1 else 0,
+                "error kinds": kinds if a.workers == 1 else []}
+    ap = bench.parser()
+    a = ap.parse_args(["conc", "--compare-workers", "--runs", "1", "--period", "0"])
+    bench._check(ap, a)
+    doc = compare_workers(a, measure, bench.summarise, Stalled, describe_stall)
+    print_workers_comparison(a, doc)
+    a = ap.parse_args(["conc", "--server", "go"])
+    bench._check(ap, a)
+    print_results(a, [bench.summarise("go", "go", [measure("go", "go", argparse.Namespace(
+        workers=1), "")], [])])
+    out = capsys.readouterr().out
+    assert ("errors in 1 worker, run 1: 3 x read after 10.0 s: timeout (first at 12.3 s)"
+            in out), out
+    assert "errors in go -> go run 1: 3 x read after 10.0 s: timeout (first at 12.3 s)" in out
+    assert "errors in 2 workers" not in out

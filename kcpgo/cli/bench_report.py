@@ -15,6 +15,7 @@ import json
 from typing import Any, Dict, List
 
 from .bench_run import describe_stall
+from .bench_workers import error_lines
 
 __all__ = ["print_results", "print_runtime_comparison", "FIGURE_MEANINGS", "COMPARED_RUNTIMES"]
 
@@ -31,6 +32,9 @@ FIGURE_MEANINGS = {
     "p99 µs": "99th percentile of the same round-trip time, microseconds",
     "msgs/s": "conc: messages echoed per second, all sessions together, from the moment "
               "every session had its first echo (and the --ramp ended) to the end of the run",
+    "messages": "conc: messages echoed, all sessions together, over the whole run",
+    "errors": "conc: sessions that ended with an error (a write or an echo over 10 s, gobench's "
+              "-deadline); the lines under the table give each run's kinds",
     "up s": "conc: seconds from the client's start until every session had its first echo "
             "(--period 0: when the closed loops began together)",
     "server CPU %": "CPU time of the server's processes (its --workers included) over the run, "
@@ -81,6 +85,8 @@ def print_results(a: argparse.Namespace, results: List[Dict[str, Any]]) -> None:
     for r in results:
         for st in r["stalls"]:
             print(describe_stall(st))
+        for line in error_lines(r, f"{r['client']} -> {r['server']}"):
+            print(line)
     if any(r["server"] == "pytcp" for r in results):
         print("pytcp: TCP between two Python processes (plain sockets), kcp-go's Go TCP "
               "being unavailable here")

@@ -388,7 +388,8 @@ def _figures(a: argparse.Namespace, srv: Child, result: Dict[str, Any], cpu: flo
         return {"server CPU %": cpu / wall * 100, "server RSS MB": hwm / 1e6,
                 "messages": result["messages"], "errors": result["errors"],
                 "p50 µs": result["p50_us"], "msgs/s": _rate(result, a.duration),
-                "up s": result.get("up_s", float("nan"))}
+                "up s": result.get("up_s", float("nan")),
+                "error kinds": result.get("error_kinds") or []}
     raise AssertionError(a.mode)
 
 

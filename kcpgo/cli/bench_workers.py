@@ -29,7 +29,7 @@ from ..testing.process import running
 
 __all__ = ["multi", "process_tree", "tree_stat", "children_cpu", "wait_gone",
            "session_reports", "sink_figures", "compare_workers", "print_workers_comparison",
-           "WORKER_FIGURES", "WORKERS_TARGET"]
+           "error_lines", "WORKER_FIGURES", "WORKERS_TARGET"]
 
 #: --compare-workers: the figure compared per mode (its ratio N workers / 1 worker).
 WORKER_FIGURES = {"sink": "MB/s", "conc": "msgs/s"}
@@ -184,6 +184,18 @@ def _interval_text(a: argparse.Namespace) -> str:
     return f", client interval {ms} ms" if ms else ""
 
 
+def error_lines(r: Dict[str, Any], name: str) -> List[str]:
+    """conc: what the client's failed sessions met, one line per run and kind ("errors in
+    go -> kcpgo run 2: 3 x read after 10.0 s: i/o timeout (first at 12.3 s)"); a count in
+    the table alone would not say whether they were timeouts, resets or failed dials."""
+    out = []
+    for i, run in enumerate(r.get("runs", []), 1):
+        for e in sorted(run.get("error kinds") or [], key=lambda e: e["first_s"]):
+            out.append(f"errors in {name} run {i}: {e['count']} x {e['kind']} "
+                       f"(first at {e['first_s']:.1f} s)")
+    return out
+
+
 def print_workers_comparison(a: argparse.Namespace, doc: Dict[str, Any]) -> None:
     """The --compare-workers table (or ``doc`` as JSON with --json)."""
     if a.json:
@@ -208,6 +220,10 @@ def print_workers_comparison(a: argparse.Namespace, doc: Dict[str, Any]) -> None
         print(f"{r['workers']:>8}" + "".join(f"{r['median'].get(k, float('nan')):16.2f}"
                                              for k in keys)
               + (f"   {len(r['stalls'])} of {a.runs} runs STALLED" if r["stalls"] else ""))
+    for r in results:
+        n = r["workers"]
+        for line in error_lines(r, f"{n} worker{'s' if n > 1 else ''},"):
+            print(line)
     ratio, tgt = doc["ratio"], doc["target"]
     verdict = {True: "met", False: "NOT met", None: "not measured"}[tgt["met"]]
     print(f"ratio {doc['workers'][1]} workers / 1 worker, {doc['figure']}: "

@@ -24,7 +24,9 @@
 //	      echoes completed in the last "window_s" seconds of the run, from "up_s": the end of
 //	      the ramp, or the first echo of the last session to get one ("sessions_up") if that
 //	      was later. With -period 0 a session waits after its first echo until every session
-//	      had one (or failed): the closed loops begin together, at "up_s".
+//	      had one (or failed): the closed loops begin together, at "up_s". A session whose
+//	      write or echo takes over -deadline seconds (default 10) ends as an error: "errors"
+//	      counts them, "error_kinds" says what each kind was and when it first happened.
 //
 // Build in GOPATH mode (kcpgo/testing/golang.py does it for the benchmark):
 //
@@ -58,6 +60,7 @@ type config struct {
 	bytes                                            int64
 	stream                                           bool
 	duration, period, ramp, idle, stall, sample      float64
+	deadline                                         float64
 }
 
 // sampler prints "SAMPLE <seconds since start> <count>" at most every -sample seconds.
@@ -106,6 +109,7 @@ func main() {
 	flag.Float64Var(&c.idle, "idle", 1, "server: exit after this long without data (sink/echo/ping)")
 	flag.Float64Var(&c.stall, "stall", 10, "sink client: seconds without progress that make a stalled run")
 	flag.Float64Var(&c.sample, "sample", 0, "seconds between SAMPLE progress lines (0: none)")
+	flag.Float64Var(&c.deadline, "deadline", 10, "conc: seconds a message's write and echo may take (else an error)")
 	flag.Parse()
 	var err error
 	if c.role == "server" {
@@ -420,13 +424,31 @@ func clientPing(c *config) error {
 func clientConc(c *config) error {
 	var wg sync.WaitGroup
 	var msgs, errs, up, lastUp int64
+	start := time.Now()
+	// What failed, by kind ("read after 10 s: i/o timeout"): a count alone says nothing.
+	var kindsMu sync.Mutex
+	kinds := map[string]int64{}
+	firstAt := map[string]float64{}
+	fail := func(what string, began time.Time, err error) {
+		atomic.AddInt64(&errs, 1)
+		now := time.Now()
+		k := fmt.Sprintf("%s after %.1f s: %v", what, now.Sub(began).Seconds(), err)
+		if what == "dial" {
+			k = fmt.Sprintf("dial: %v", err)
+		}
+		kindsMu.Lock()
+		if _, seen := kinds[k]; !seen {
+			firstAt[k] = now.Sub(start).Seconds()
+		}
+		kinds[k]++
+		kindsMu.Unlock()
+	}
 	lat := make([][]float64, c.sessions)
 	period := time.Duration(c.period * float64(time.Second))
 	ramp := period
 	if c.ramp >= 0 {
 		ramp = time.Duration(c.ramp * float64(time.Second))
 	}
-	start := time.Now()
 	end := start.Add(time.Duration(c.duration * float64(time.Second)))
 	const slot = 100 * time.Millisecond
 	done := make([]int64, int(end.Sub(start)/slot)+1) // echoes completed per slot
@@ -448,7 +470,7 @@ func clientConc(c *config) error {
 			defer wg.Done()
 			conn, err := dial(c)
 			if err != nil {
-				atomic.AddInt64(&errs, 1)
+				fail("dial", start, err)
 				return
 			}
 			defer conn.Close()
@@ -460,13 +482,17 @@ func clientConc(c *config) error {
 			first := true
 			for time.Now().Before(end) {
 				t := time.Now()
-				conn.SetDeadline(t.Add(10 * time.Second))
+				conn.SetDeadline(t.Add(time.Duration(c.deadline * float64(time.Second))))
 				if _, err := conn.Write(msg); err != nil {
-					atomic.AddInt64(&errs, 1)
+					fail("write", t, err)
 					return
 				}
 				if _, err := io.ReadFull(conn, rb); err != nil {
-					atomic.AddInt64(&errs, 1)
+					what := "read"
+					if first {
+						what = "first read"
+					}
+					fail(what, t, err)
 					return
 				}
 				now := time.Now()
@@ -522,8 +548,15 @@ func clientConc(c *config) error {
 	if windowS < 0 {
 		windowS = 0
 	}
+	kindsMu.Lock()
+	errorKinds := []map[string]interface{}{}
+	for k, n := range kinds {
+		errorKinds = append(errorKinds, map[string]interface{}{"kind": k, "count": n,
+			"first_s": firstAt[k]})
+	}
+	kindsMu.Unlock()
 	report(map[string]interface{}{"role": "client", "messages": msgs, "errors": errs,
 		"p50_us": p50, "window_messages": window, "window_s": windowS,
-		"sessions_up": up, "up_s": from.Seconds()})
+		"sessions_up": up, "up_s": from.Seconds(), "error_kinds": errorKinds})
 	return nil
 }
