@@ -186,7 +186,7 @@ def _interval_text(a: argparse.Namespace) -> str:
 
 def error_lines(r: Dict[str, Any], name: str) -> List[str]:
     """conc: what the client's failed sessions met, one line per run and kind ("errors in
-    go -> kcpgo run 2: 3 x read after 10.0 s: i/o timeout (first at 12.3 s)"); a count in
+    go -> kcpgo run 2: 3 x read after 10.0 s: timeout (first at 12.3 s)"); a count in
     the table alone would not say whether they were timeouts, resets or failed dials."""
     out = []
     for i, run in enumerate(r.get("runs", []), 1):

@@ -425,7 +425,7 @@ func clientConc(c *config) error {
 	var wg sync.WaitGroup
 	var msgs, errs, up, lastUp int64
 	start := time.Now()
-	// What failed, by kind ("read after 10 s: i/o timeout"): a count alone says nothing.
+	// What failed, by kind ("read after 10.0 s: timeout"): a count alone says nothing.
 	var kindsMu sync.Mutex
 	kinds := map[string]int64{}
 	firstAt := map[string]float64{}
