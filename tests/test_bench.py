@@ -260,25 +260,29 @@ def test_verbose_lossy_reports_retransmissions_and_the_duplicates_they_caused():
 
 
 @needs_go
-def test_conc_client_reports_what_its_errors_were():
+@pytest.mark.parametrize("sessions", [3, 300])
+def test_conc_client_reports_what_its_errors_were(sessions):
     """A closed-loop conc run counted "errors" and nothing else (an invocation for issue 15
     showed 3 with no way to tell timeouts from resets). gobench now says what each kind was:
-    3 sessions against a UDP socket that never answers all wait out ``-deadline`` on their
-    first read. Expected text: kcp-go 5.6.1's deadline error is ``errors.New("timeout")``
-    (sess.go, errTimeout)."""
+    sessions against a UDP socket that never answers all wait out ``-deadline`` on their
+    first read, and however late each call returns (300 sessions at once), they are one
+    kind, with the waits as a range. Expected text: kcp-go 5.6.1's deadline error is
+    ``errors.New("timeout")`` (sess.go, errTimeout)."""
     import socket
     from kcpgo.cli.bench_run import build_gobench
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
         mute.bind(("127.0.0.1", 0))
         out = subprocess.run([build_gobench(), "-role", "client", "-mode", "conc", "-addr",
-                              "127.0.0.1:%d" % mute.getsockname()[1], "-sessions", "3",
-                              "-duration", "2", "-period", "0", "-ramp", "0", "-size", "100",
-                              "-deadline", "0.5"], capture_output=True, text=True, timeout=60)
+                              "127.0.0.1:%d" % mute.getsockname()[1], "-sessions",
+                              str(sessions), "-duration", "2", "-period", "0", "-ramp", "0",
+                              "-size", "100", "-deadline", "0.5"],
+                             capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.splitlines()[-1])
-    assert report["errors"] == 3 and report["messages"] == 0
+    assert report["errors"] == sessions and report["messages"] == 0
     [kind] = report["error_kinds"]
-    assert kind["kind"] == "first read after 0.5 s: timeout" and kind["count"] == 3
+    assert kind["kind"] == "first read: timeout" and kind["count"] == sessions
+    assert 0.5 <= kind["wait_min_s"] <= kind["wait_max_s"] < 2
     assert 0.5 <= kind["first_s"] < 2
 
 
@@ -288,11 +292,14 @@ def test_conc_errors_are_printed_with_their_kinds(capsys):
     from kcpgo.cli import bench
     from kcpgo.cli.bench_report import print_results
     from kcpgo.cli.bench_run import Stalled, describe_stall
-    from kcpgo.cli.bench_workers import compare_workers, print_workers_comparison
-    kinds = [{"kind": "read after 10.0 s: timeout", "count": 3, "first_s": 12.34}]
+    from kcpgo.cli.bench_workers import compare_workers, error_lines, print_workers_comparison
+    kinds = [{"kind": "read: timeout", "count": 3, "first_s": 15.64, "wait_min_s": 10.01,
+              "wait_max_s": 10.02},
+             {"kind": "read: connection reset by peer", "count": 2, "first_s": 3.0,
+              "wait_min_s": 0.21, "wait_max_s": 1.5}]
 
     def measure(server, client, a, label):
-        return {"msgs/s": 100.0, "errors": 3 if a.workers == 1 else 0,
+        return {"msgs/s": 100.0, "errors": 5 if a.workers == 1 else 0,
                 "error kinds": kinds if a.workers == 1 else []}
     ap = bench.parser()
     a = ap.parse_args(["conc", "--compare-workers", "--runs", "1", "--period", "0"])
@@ -304,7 +311,12 @@ def test_conc_errors_are_printed_with_their_kinds(capsys):
     print_results(a, [bench.summarise("go", "go", [measure("go", "go", argparse.Namespace(
         workers=1), "")], [])])
     out = capsys.readouterr().out
-    assert ("errors in 1 worker, run 1: 3 x read after 10.0 s: timeout (first at 12.3 s)"
-            in out), out
-    assert "errors in go -> go run 1: 3 x read after 10.0 s: timeout (first at 12.3 s)" in out
+    for name in ("1 worker,", "go -> go"):
+        assert (f"errors in {name} run 1: 2 x read: connection reset by peer, after 0.2-1.5 s "
+                f"(first at 3.0 s)\nerrors in {name} run 1: 3 x read: timeout, after 10.0 s "
+                f"(first at 15.6 s)") in out, out
     assert "errors in 2 workers" not in out
+    # A report without the waits (or without kinds at all) still reads.
+    assert error_lines({"runs": [{"error kinds": [{"kind": "dial: x", "count": 1,
+                                                   "first_s": 0.0}]}, {}]}, "n") == [
+        "errors in n run 1: 1 x dial: x (first at 0.0 s)"]

@@ -186,12 +186,16 @@ def _interval_text(a: argparse.Namespace) -> str:
 
 def error_lines(r: Dict[str, Any], name: str) -> List[str]:
     """conc: what the client's failed sessions met, one line per run and kind ("errors in
-    go -> kcpgo run 2: 3 x read after 10.0 s: timeout (first at 12.3 s)"); a count in
+    go -> kcpgo run 2: 3 x read: timeout, after 10.0 s (first at 15.6 s)": how long the
+    failed calls had waited, a range if they differ, and when the first failed); a count in
     the table alone would not say whether they were timeouts, resets or failed dials."""
     out = []
     for i, run in enumerate(r.get("runs", []), 1):
         for e in sorted(run.get("error kinds") or [], key=lambda e: e["first_s"]):
-            out.append(f"errors in {name} run {i}: {e['count']} x {e['kind']} "
+            lo, hi = e.get("wait_min_s"), e.get("wait_max_s")
+            waited = ("" if lo is None or hi is None else f", after {lo:.1f} s"
+                      if f"{lo:.1f}" == f"{hi:.1f}" else f", after {lo:.1f}-{hi:.1f} s")
+            out.append(f"errors in {name} run {i}: {e['count']} x {e['kind']}{waited} "
                        f"(first at {e['first_s']:.1f} s)")
     return out
 

@@ -26,7 +26,8 @@
 //	      was later. With -period 0 a session waits after its first echo until every session
 //	      had one (or failed): the closed loops begin together, at "up_s". A session whose
 //	      write or echo takes over -deadline seconds (default 10) ends as an error: "errors"
-//	      counts them, "error_kinds" says what each kind was and when it first happened.
+//	      counts them; "error_kinds" gives each kind's count, when it first happened and how
+//	      long its calls had waited.
 //
 // Build in GOPATH mode (kcpgo/testing/golang.py does it for the benchmark):
 //
@@ -425,22 +426,41 @@ func clientConc(c *config) error {
 	var wg sync.WaitGroup
 	var msgs, errs, up, lastUp int64
 	start := time.Now()
-	// What failed, by kind ("read after 10.0 s: timeout"): a count alone says nothing.
+	// What failed, by kind ("read: timeout"): a count alone says nothing. The kind leaves out
+	// what differs between sessions (addresses, how long the call waited); the waits are
+	// kept as a range per kind.
+	type errKind struct {
+		count                    int64
+		firstS, waitMin, waitMax float64
+	}
 	var kindsMu sync.Mutex
-	kinds := map[string]int64{}
-	firstAt := map[string]float64{}
+	kinds := map[string]*errKind{}
 	fail := func(what string, began time.Time, err error) {
 		atomic.AddInt64(&errs, 1)
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			err = op.Err // "read tcp A->B: read: connection reset by peer": the cause only
+		}
+		var sys *os.SyscallError
+		if errors.As(err, &sys) {
+			err = sys.Err
+		}
+		k := fmt.Sprintf("%s: %v", what, err)
 		now := time.Now()
-		k := fmt.Sprintf("%s after %.1f s: %v", what, now.Sub(began).Seconds(), err)
-		if what == "dial" {
-			k = fmt.Sprintf("dial: %v", err)
-		}
+		waited := now.Sub(began).Seconds()
 		kindsMu.Lock()
-		if _, seen := kinds[k]; !seen {
-			firstAt[k] = now.Sub(start).Seconds()
+		e := kinds[k]
+		if e == nil {
+			e = &errKind{firstS: now.Sub(start).Seconds(), waitMin: waited, waitMax: waited}
+			kinds[k] = e
 		}
-		kinds[k]++
+		e.count++
+		if waited < e.waitMin {
+			e.waitMin = waited
+		}
+		if waited > e.waitMax {
+			e.waitMax = waited
+		}
 		kindsMu.Unlock()
 	}
 	lat := make([][]float64, c.sessions)
@@ -550,9 +570,9 @@ func clientConc(c *config) error {
 	}
 	kindsMu.Lock()
 	errorKinds := []map[string]interface{}{}
-	for k, n := range kinds {
-		errorKinds = append(errorKinds, map[string]interface{}{"kind": k, "count": n,
-			"first_s": firstAt[k]})
+	for k, e := range kinds {
+		errorKinds = append(errorKinds, map[string]interface{}{"kind": k, "count": e.count,
+			"first_s": e.firstS, "wait_min_s": e.waitMin, "wait_max_s": e.waitMax})
 	}
 	kindsMu.Unlock()
 	report(map[string]interface{}{"role": "client", "messages": msgs, "errors": errs,
