@@ -192,9 +192,10 @@ def error_lines(r: Dict[str, Any], name: str) -> List[str]:
     out = []
     for i, run in enumerate(r.get("runs", []), 1):
         for e in sorted(run.get("error kinds") or [], key=lambda e: e["first_s"]):
-            lo, hi = e.get("wait_min_s"), e.get("wait_max_s")
-            waited = ("" if lo is None or hi is None else f", after {lo:.1f} s"
-                      if f"{lo:.1f}" == f"{hi:.1f}" else f", after {lo:.1f}-{hi:.1f} s")
+            waited = ""
+            if "wait_min_s" in e and "wait_max_s" in e:
+                lo, hi = f"{e['wait_min_s']:.1f}", f"{e['wait_max_s']:.1f}"
+                waited = f", after {lo} s" if lo == hi else f", after {lo}-{hi} s"
             out.append(f"errors in {name} run {i}: {e['count']} x {e['kind']}{waited} "
                        f"(first at {e['first_s']:.1f} s)")
     return out
